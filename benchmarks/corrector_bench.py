@@ -1,0 +1,96 @@
+"""Seconds per corrector candidate: the project's search against a naive CV loop, in one run.
+
+    PYTHONPATH=src python benchmarks/corrector_bench.py [--rows 2000 --features 200 --classes 7 --candidates 10]
+
+The search (correctsweep.corrector.search) reuses each CV split's quantised matrices, stops boosting
+early and prunes. The naive baseline re-runs the candidates the search tried (same parameters and
+taps; the first --baseline of them if given): a fresh DMatrix per CV split and max_rounds rounds
+without early stopping. Both are timed on the same candidates, so the ratio is like for like. With
+--default-bins the baseline also uses XGBoost's default max_bin (256) instead of the project's 64.
+The data are random but learnable: every class shifts a few columns of each tap, under noise.
+"""
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import xgboost as xgb
+
+from correctsweep.config import CorrectorConfig
+from correctsweep.corrector import STUDY_NAME, _stack, _stratified_folds, search
+from correctsweep.features import FeatureSet
+
+TAPS = ("conv", "lstm", "fc", "softmax")
+
+
+def make_split(rows, features, classes, seed, signal_seed=123):
+    rng, signal = np.random.default_rng(seed), np.random.default_rng(signal_seed)
+    labels = rng.integers(1, classes + 1, rows)
+    X = rng.normal(size=(rows, features)).astype(np.float32)
+    shift = signal.normal(scale=0.4, size=(classes, features)) * (signal.random((classes, features)) < 0.05)
+    X += shift[labels - 1].astype(np.float32)
+    pred_f = np.where(rng.random(rows) < 0.7, labels, rng.integers(1, classes, rows))  # never class K
+    taps = dict(zip(TAPS, np.array_split(X, len(TAPS), axis=1)))
+    meta = {"classes": list(range(1, classes + 1)), "excluded": classes}
+    return FeatureSet(np.arange(rows).astype(str), labels, pred_f, taps, meta)
+
+
+def naive_candidate(correct, params, taps, folds, max_rounds):
+    """One candidate the plain way: a fresh DMatrix per split, every round, no pruning."""
+    X, _ = _stack(correct, taps)
+    y = np.searchsorted(correct.meta["classes"], correct.labels)
+    for valid in folds:
+        train = np.setdiff1d(np.arange(len(y)), valid)
+        booster = xgb.train(params, xgb.DMatrix(X[train], y[train], nthread=params["nthread"]), max_rounds)
+        booster.predict(xgb.DMatrix(X[valid], nthread=params["nthread"]))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=2000)
+    ap.add_argument("--features", type=int, default=200)
+    ap.add_argument("--classes", type=int, default=7)
+    ap.add_argument("--candidates", type=int, default=10)
+    ap.add_argument("--baseline", type=int, default=None, help="re-run only this many candidates naively")
+    ap.add_argument("--max-rounds", type=int, default=300)
+    ap.add_argument("--default-bins", action="store_true", help="naive baseline with XGBoost's max_bin")
+    ap.add_argument("--threads", type=int, default=1, help="XGBoost threads (1: steadier on a busy box)")
+    args = ap.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    correct = make_split(args.rows, args.features, args.classes, seed=0)
+    test = make_split(args.rows // 4, args.features, args.classes, seed=1)
+    cfg = CorrectorConfig(n_trials=args.candidates, max_rounds=args.max_rounds, early_stopping_rounds=20)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = search(correct, test, cfg, Path(tmp), threads=args.threads)
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(Path(tmp) / "study.journal")))
+        trials = optuna.load_study(study_name=STUDY_NAME, storage=storage).trials
+    tried = [t for t in trials if "xgb_params" in t.user_attrs][:args.baseline]
+    pruned = sum(t.state.name == "PRUNED" for t in trials)
+    ours = sum(t.duration.total_seconds() for t in tried) / len(tried)
+
+    y = np.searchsorted(correct.meta["classes"], correct.labels)
+    folds = _stratified_folds(y, cfg.cv_folds, cfg.seed, correct.meta["classes"])
+    start = time.perf_counter()
+    for t in tried:
+        params = t.user_attrs["xgb_params"]
+        if args.default_bins:
+            params = {k: v for k, v in params.items() if k != "max_bin"}
+        naive_candidate(correct, params, t.user_attrs["taps"], folds, args.max_rounds)
+    naive = (time.perf_counter() - start) / len(tried)
+
+    print(f"data: {args.rows} rows x {args.features} features, {args.classes} classes, {cfg.cv_folds}-fold CV, "
+          f"max_rounds {args.max_rounds}, {args.threads} threads, xgboost {xgb.__version__}")
+    print(f"search: {result.n_candidates} candidates ({pruned} pruned), {result.seconds_per_candidate:.2f} "
+          f"s/candidate; winner: {result.n_rounds} rounds, taps {result.taps}, cv {result.cv_score:.3f}")
+    bins = "256 bins" if args.default_bins else "same bins"
+    print(f"same {len(tried)} candidates: search {ours:.2f} s/candidate, naive ({bins}) {naive:.2f} s/candidate, "
+          f"speed-up {naive / ours:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

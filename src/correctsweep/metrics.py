@@ -1,0 +1,136 @@
+"""Per-class metrics of a base classifier f and its corrected system h.
+
+For class i on a test set of N samples, with J_i = {y = i} and N_i = |J_i|:
+
+    A_i = {j in J_i : yf = i}     B_i = {j in J_i : yh = i}     Abar_i = J_i \\ A_i
+
+    tpr_f = |A_i| / N_i            tpr_h = |B_i| / N_i            delta = tpr_h - tpr_f
+    ratio = tpr_h / (tpr_f + 1e-12)
+    retention = |A_i & B_i| / |A_i|     harm = |A_i \\ B_i| / |A_i|     gain = |B_i \\ A_i| / |Abar_i|
+    fpr_f = |{y != i, yf = i}| / (N - N_i)     fpr_h likewise ("spill")     dfpr = fpr_h - fpr_f
+
+A ratio with a zero denominator is NaN and is left out of every mean. Predictions of labels
+outside `classes` are wrong for every listed class; true labels outside `classes` count in N only.
+Aggregates: macro = nanmean over classes; micro = mean weighted by N_i / N, with the weights
+renormalised over the classes where the metric is defined.
+"""
+
+import numpy as np
+import pandas as pd
+
+METRIC_COLUMNS = ["n", "tpr_f", "tpr_h", "delta", "ratio", "retention", "harm", "gain", "fpr_f", "fpr_h", "dfpr"]
+
+_EPS = 1e-12
+
+
+def _prepare(classes, *labels):
+    classes = np.asarray(classes)
+    if classes.size == 0:
+        raise ValueError("classes must not be empty")
+    if np.unique(classes).size != classes.size:
+        raise ValueError(f"classes must be distinct, got {classes.tolist()}")
+    arrays = [np.asarray(a).ravel() for a in labels]
+    if len({a.size for a in arrays}) > 1:
+        raise ValueError(f"label arrays differ in length: {[a.size for a in arrays]}")
+    # Map each label to its position in `classes`, or K for a label that is not listed.
+    k = classes.size
+    order = np.argsort(classes)
+    sorted_classes = classes[order]
+    indices = []
+    for a in arrays:
+        pos = np.clip(np.searchsorted(sorted_classes, a), 0, k - 1)
+        indices.append(np.where(sorted_classes[pos] == a, order[pos], k))
+    return classes, indices
+
+
+def _count(index, k, mask=None):
+    """Per-class counts of `index` (restricted to `mask`), dropping the unlisted bin K."""
+    if mask is not None:
+        index = index[mask]
+    return np.bincount(index, minlength=k + 1)[:k]
+
+
+def _ratio(num, den):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / den, np.nan)
+
+
+def _nanmean(values, weights=None):
+    values = np.asarray(values, dtype=float)
+    weights = np.ones_like(values) if weights is None else np.asarray(weights, dtype=float)
+    defined = ~np.isnan(values)
+    total = weights[defined].sum()
+    return float((weights[defined] * values[defined]).sum() / total) if total > 0 else float("nan")
+
+
+def per_class(y_true, y_f, y_h, classes) -> pd.DataFrame:
+    """One row per class (index = class label, named 'class'), columns METRIC_COLUMNS; 'n' is int."""
+    classes, (t, f, h) = _prepare(classes, y_true, y_f, y_h)
+    k, total = classes.size, t.size
+    n = _count(t, k)
+    hit_f, hit_h = t == f, t == h
+    a = _count(t, k, hit_f)
+    b = _count(t, k, hit_h)
+    ab = _count(t, k, hit_f & hit_h)
+    fp_f = _count(f, k) - a
+    fp_h = _count(h, k) - b
+
+    tpr_f, tpr_h = _ratio(a, n), _ratio(b, n)
+    fpr_f, fpr_h = _ratio(fp_f, total - n), _ratio(fp_h, total - n)
+    table = pd.DataFrame(
+        {
+            "n": n.astype(int),
+            "tpr_f": tpr_f,
+            "tpr_h": tpr_h,
+            "delta": tpr_h - tpr_f,
+            "ratio": tpr_h / (tpr_f + _EPS),
+            "retention": _ratio(ab, a),
+            "harm": _ratio(a - ab, a),
+            "gain": _ratio(b - ab, n - a),
+            "fpr_f": fpr_f,
+            "fpr_h": fpr_h,
+            "dfpr": fpr_h - fpr_f,
+        },
+        index=pd.Index(classes, name="class"),
+    )
+    return table[METRIC_COLUMNS]
+
+
+def _accuracy(y_true, y_pred, classes) -> float:
+    classes, (t, p) = _prepare(classes, y_true, y_pred)
+    return float(np.sum((t == p) & (t < classes.size)) / t.size) if t.size else float("nan")
+
+
+def balanced_accuracy(y_true, y_pred, classes) -> float:
+    """Mean recall over the classes that occur in y_true."""
+    classes, (t, p) = _prepare(classes, y_true, y_pred)
+    k = classes.size
+    return _nanmean(_ratio(_count(t, k, t == p), _count(t, k)))
+
+
+def macro_f1(y_true, y_pred, classes) -> float:
+    """Mean F1 over classes; a class never true and never predicted has F1 NaN and is left out."""
+    classes, (t, p) = _prepare(classes, y_true, y_pred)
+    k = classes.size
+    # F1 = 2TP / (2TP + FP + FN) = 2TP / (true count + predicted count).
+    return _nanmean(_ratio(2 * _count(t, k, t == p), _count(t, k) + _count(p, k)))
+
+
+def summary(y_true, y_f, y_h, classes) -> dict[str, float]:
+    """Accuracy, balanced accuracy and macro-F1 of f and h, plus macro_/micro_ means of each metric."""
+    table = per_class(y_true, y_f, y_h, classes)
+    out = {}
+    for name, pred in (("f", y_f), ("h", y_h)):
+        out[f"accuracy_{name}"] = _accuracy(y_true, pred, classes)
+        out[f"balanced_accuracy_{name}"] = balanced_accuracy(y_true, pred, classes)
+        out[f"macro_f1_{name}"] = macro_f1(y_true, pred, classes)
+    weights = table["n"].to_numpy(dtype=float)
+    for m in METRIC_COLUMNS[1:]:
+        out[f"macro_{m}"] = _nanmean(table[m])
+        out[f"micro_{m}"] = _nanmean(table[m], weights)
+    return out
+
+
+def format_value(x: float, digits: int = 3) -> str:
+    """'n/a' for NaN, else fixed-point with `digits` decimals."""
+    return "n/a" if np.isnan(x) else f"{x:.{digits}f}"

@@ -1,0 +1,200 @@
+import json
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import xgboost as xgb
+
+from correctsweep.config import CorrectorConfig
+from correctsweep.corrector import (
+    STUDY_NAME,
+    apply_policy,
+    best_threshold,
+    load_result,
+    objective_score,
+    search,
+)
+from correctsweep.errors import CorrectsweepError
+from correctsweep.features import FeatureSet
+from correctsweep.metrics import balanced_accuracy, macro_f1, per_class
+
+CLASSES = [1, 2, 3, 4]
+EXCLUDED = 3
+
+
+def feature_set(n, seed, excluded=EXCLUDED, counts=None):
+    """Learnable toy features: 'fc' separates every class, 'softmax' echoes f, 'noise' is noise.
+    f is right 85% of the time on the other classes and never predicts the excluded one."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(CLASSES, counts) if counts else rng.choice(CLASSES, n)
+    idx = np.searchsorted(CLASSES, labels)
+    others = [c for c in CLASSES if c != excluded]
+    pred_f = np.where(rng.random(len(labels)) < 0.85, labels, rng.choice(others, len(labels)))
+    pred_f = np.where(pred_f == excluded, rng.choice(others, len(labels)), pred_f)
+    fc = rng.normal(size=(len(labels), 8)).astype(np.float32)
+    fc[np.arange(len(labels)), idx] += 3.0
+    softmax = np.eye(len(CLASSES), dtype=np.float32)[np.searchsorted(CLASSES, pred_f)]
+    noise = rng.normal(size=(len(labels), 6)).astype(np.float32)
+    return FeatureSet(np.array([f"s{seed}_{i}" for i in range(len(labels))]), labels.astype(np.int64),
+                      pred_f.astype(np.int64), {"fc": fc, "softmax": softmax, "noise": noise},
+                      {"classes": CLASSES, "excluded": excluded})
+
+
+def small_cfg(**kw):
+    return CorrectorConfig(**({"n_trials": 3, "cv_folds": 3, "max_rounds": 30, "early_stopping_rounds": 5,
+                               "tau_grid": 11, "seed": 0} | kw))
+
+
+# apply_policy: rows (proba, f) -> override target/conf and new_class conf
+PROBA = np.array([[0.10, 0.60, 0.20, 0.10],   # f=1: override -> 2 (0.6); p(3) = 0.2
+                  [0.70, 0.10, 0.10, 0.10],   # f=1: argmax is f already; p(3) = 0.1
+                  [0.05, 0.05, 0.90, 0.00],   # f=4: override -> 3 (0.9); p(3) = 0.9
+                  [0.25, 0.25, 0.30, 0.20]])  # f=2: override -> 3 (0.3); p(3) = 0.3
+PRED_F = np.array([1, 1, 4, 2])
+
+
+@pytest.mark.parametrize("policy,tau,expected", [
+    ("override", 0.0, [2, 1, 3, 3]),
+    ("override", 0.5, [2, 1, 3, 2]),
+    ("override", 0.8, [1, 1, 3, 2]),
+    ("override", 0.95, [1, 1, 4, 2]),
+    ("new_class", 0.0, [3, 3, 3, 3]),
+    ("new_class", 0.25, [1, 1, 3, 3]),
+    ("new_class", 0.5, [1, 1, 3, 2]),
+    ("new_class", 0.95, [1, 1, 4, 2]),
+])
+def test_apply_policy(policy, tau, expected):
+    assert apply_policy(PROBA, PRED_F, CLASSES, policy, tau, EXCLUDED).tolist() == expected
+
+
+def test_apply_policy_new_class_needs_excluded():
+    with pytest.raises(ValueError):
+        apply_policy(PROBA, PRED_F, CLASSES, "new_class", 0.5, None)
+
+
+def test_best_threshold_finds_the_right_tau():
+    # A: f wrong, g right with p=0.72; B: f right, g wrong with p=0.68; C: g agrees with f.
+    # Only tau in (0.68, 0.72] takes all of A and none of B; on a 0.05 grid that is 0.70 alone.
+    y = np.array([1] * 20 + [2] * 20 + [4] * 20)
+    f = np.array([2] * 20 + [2] * 20 + [4] * 20)
+    proba = np.zeros((60, 4))
+    proba[:20] = [0.72, 0.28, 0, 0]
+    proba[20:40] = [0, 0.32, 0.68, 0]
+    proba[40:] = [0, 0, 0.1, 0.9]
+    taus = np.linspace(0, 1, 20, endpoint=False)
+    tau, score = best_threshold(proba, y, f, CLASSES, "override", EXCLUDED, "balanced_accuracy", 0.05, taus)
+    assert tau == pytest.approx(0.70)
+    assert score == pytest.approx(1.0)
+    # new_class only ever switches to 3, which is never right here: the best is to change nothing
+    tau, score = best_threshold(proba, y, f, CLASSES, "new_class", EXCLUDED, "balanced_accuracy", 0.05, taus)
+    assert tau == pytest.approx(0.95) and score == pytest.approx(balanced_accuracy(y, f, CLASSES))
+
+
+def test_objective_score():
+    y = np.array([1, 1, 2, 2, 3, 3])
+    f = np.array([1, 1, 2, 2, 1, 2])
+    h_good = np.array([1, 1, 2, 2, 3, 1])   # gain(3) = 1/2, no harm
+    h_harm = np.array([3, 1, 2, 2, 3, 3])   # gain(3) = 1, harm(1) = 1/2, harm(2) = 0 -> mean 1/4
+    assert objective_score(y, f, h_good, CLASSES, EXCLUDED, "balanced_accuracy", 0.05) == pytest.approx(
+        balanced_accuracy(y, h_good, CLASSES))
+    assert objective_score(y, f, h_good, CLASSES, EXCLUDED, "macro_f1", 0.05) == pytest.approx(
+        macro_f1(y, h_good, CLASSES))
+    assert objective_score(y, f, h_good, CLASSES, EXCLUDED, "gain_at_harm", 0.05) == pytest.approx(0.5)
+    assert objective_score(y, f, h_harm, CLASSES, EXCLUDED, "gain_at_harm", 0.30) == pytest.approx(1.0)
+    # infeasible: minus the excess harm, below any feasible score
+    assert objective_score(y, f, h_harm, CLASSES, EXCLUDED, "gain_at_harm", 0.05) == pytest.approx(-0.20)
+    # no excluded class: macro Gain (only class 3 has a defined Gain here)
+    assert objective_score(y, f, h_good, CLASSES, None, "gain_at_harm", 0.05) == pytest.approx(0.5)
+
+
+def test_search_recovers_the_excluded_class(tmp_path):
+    correct, test = feature_set(240, 0), feature_set(200, 1)
+    calls = []
+    result = search(correct, test, small_cfg(n_trials=4), tmp_path, threads=1, on_trial=calls.append)
+    assert result.n_candidates == 4 and len(calls) == 4
+    assert per_class(test.labels, test.pred_f, result.pred_h, CLASSES).loc[EXCLUDED, "gain"] > 0
+    assert result.proba.shape == (200, 4) and result.seconds_per_candidate > 0
+    assert set(result.taps) <= {"fc", "softmax", "noise"} and result.policy in ("override", "new_class")
+
+    booster = xgb.Booster(model_file=str(tmp_path / "model.ubj"))
+    assert booster.num_boosted_rounds() == result.n_rounds
+    table = pd.read_parquet(tmp_path / "predictions.parquet")
+    assert list(table.columns) == ["sample_id", "label", "pred_f", "pred_h", "p_1", "p_2", "p_3", "p_4"]
+    assert (table["pred_h"].to_numpy() == result.pred_h).all()
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert best["tau"] == result.tau and best["n_candidates"] == 4 and best["objective"] == "balanced_accuracy"
+
+    # a finished search is loaded, not refitted
+    mtime = (tmp_path / "model.ubj").stat().st_mtime_ns
+    again = search(correct, test, small_cfg(n_trials=4), tmp_path, threads=1, on_trial=calls.append)
+    assert len(calls) == 4 and (tmp_path / "model.ubj").stat().st_mtime_ns == mtime
+    assert again.tau == result.tau and np.allclose(again.proba, result.proba)
+    assert (load_result(tmp_path).pred_h == result.pred_h).all()
+
+    # killed after the search but before best.json: the rerun refits without new trials
+    (tmp_path / "best.json").unlink()
+    refit = search(correct, test, small_cfg(n_trials=4), tmp_path, threads=1, on_trial=calls.append)
+    assert len(calls) == 4 and (tmp_path / "best.json").exists()
+    assert (refit.pred_h == result.pred_h).all() and refit.n_candidates == 4
+
+
+def test_resume_runs_only_missing_trials(tmp_path):
+    correct, test = feature_set(150, 0), feature_set(60, 1)
+    first, second = [], []
+    search(correct, test, small_cfg(n_trials=2), tmp_path, threads=1, on_trial=first.append)
+    result = search(correct, test, small_cfg(n_trials=4), tmp_path, threads=1, on_trial=second.append)
+    assert [c["trial"] for c in first] == [0, 1] and [c["trial"] for c in second] == [2, 3]
+    assert result.n_candidates == 4
+    study = optuna.load_study(study_name=STUDY_NAME, storage=_storage(tmp_path))
+    params = [t.params for t in study.trials]
+    assert params[2] not in params[:2] and params[3] not in params[:2]  # no replay of the start-up
+
+
+def _storage(path):
+    return optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(path / "study.journal")))
+
+
+def test_resume_after_a_kill(tmp_path):
+    correct, test = feature_set(150, 0), feature_set(60, 1)
+
+    def die(info):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        search(correct, test, small_cfg(), tmp_path, threads=1, on_trial=die)
+    # a SIGKILL mid-trial leaves it RUNNING in the journal
+    study = optuna.load_study(study_name=STUDY_NAME, storage=_storage(tmp_path))
+    stale = study.ask()
+    eta = stale.suggest_float("eta", 0.02, 0.3, log=True)
+
+    calls = []
+    result = search(correct, test, small_cfg(), tmp_path, threads=1, on_trial=calls.append)
+    assert [c["trial"] for c in calls] == [2, 3]  # trial 0 is kept, the stale trial 1 is not counted
+    assert result.n_candidates == 3
+    trials = optuna.load_study(study_name=STUDY_NAME, storage=_storage(tmp_path)).trials
+    assert trials[1].state == optuna.trial.TrialState.FAIL
+    assert trials[2].params["eta"] == pytest.approx(eta)  # its parameters were re-enqueued
+
+
+def test_user_errors(tmp_path):
+    correct, test = feature_set(120, 0), feature_set(40, 1)
+    with pytest.raises(CorrectsweepError, match="tap 'nope'"):
+        search(correct, test, small_cfg(), tmp_path, threads=1, taps=["fc", "nope"])
+    tiny = feature_set(0, 0, counts=[30, 30, 30, 2])
+    with pytest.raises(CorrectsweepError, match="class 4 has 2 sample"):
+        search(tiny, test, small_cfg(), tmp_path, threads=1)
+    full = feature_set(120, 0, excluded=None)
+    with pytest.raises(CorrectsweepError, match="new_class"):
+        search(full, test, small_cfg(policies=["new_class"]), tmp_path, threads=1)
+
+
+def test_timeout_spans_reruns(tmp_path):
+    correct, test = feature_set(150, 0), feature_set(60, 1)
+    cfg = small_cfg(n_trials=1000, timeout_s=0.5, tune_taps=False)
+    first = search(correct, test, cfg, tmp_path, threads=1)
+    assert 1 <= first.n_candidates < 1000 and first.taps == ["fc", "softmax", "noise"]
+    calls = []
+    again = search(correct, test, cfg, tmp_path, threads=1, on_trial=calls.append)
+    assert calls == [] and again.n_candidates == first.n_candidates  # the budget is spent: loaded
