@@ -67,7 +67,10 @@ def class_name(label: int) -> str:
 def _read_parquet(path: Path):
     if not path.exists():
         raise DataError(f"parquet data '{path}' not found; set data.path to a .parquet file or folder")
-    table = pads.dataset(path, format="parquet").to_table()
+    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+    if not files:
+        raise DataError(f"no .parquet file in '{path}'; set data.path to a .parquet file or a folder of them")
+    table = pads.dataset([str(f) for f in files], format="parquet").to_table()
     missing = {"image", "label"} - set(table.column_names)
     if missing:
         raise DataError(f"parquet data '{path}' lacks column(s) {', '.join(sorted(missing))}; "
@@ -185,7 +188,7 @@ def _cache_key(cfg: DataConfig) -> str:
         key |= {"n": cfg.size, "seed": cfg.split_seed, "version": synthetic.VERSION}
     else:
         path = Path(cfg.path).resolve()
-        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        files = [path] if path.is_file() else sorted(path.rglob("*"))  # folders too: an emptied class counts
         key |= {"path": str(path), "files": [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]}
     return digest(key)
 

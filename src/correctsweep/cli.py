@@ -1,0 +1,57 @@
+"""The `correctsweep` command: data, trial (more stages arrive as sub-commands)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from correctsweep.config import load_spec
+from correctsweep.errors import CorrectsweepError
+
+
+def cmd_data(args) -> None:
+    from correctsweep.data import count_table, load_dataset, make_splits
+
+    spec = load_spec(args.spec, args.set)
+    ds = load_dataset(spec.data, cache_dir=Path(spec.storage) / ".cache")
+    print(f"{spec.data.source}: {len(ds.labels)} images, {len(ds.classes)} classes, "
+          f"{ds.images.shape[1]}x{ds.images.shape[2]}x{ds.images.shape[3]}, {ds.skipped} skipped as corrupt")
+    if (ds.split != "").any():
+        import pandas as pd
+        from correctsweep.data import class_name
+
+        own = pd.crosstab([f"{c} {class_name(c)}" for c in ds.labels], ds.split, margins=True, margins_name="all")
+        print("\nthe dataset's own split column:\n" + own.to_string())
+    print("\nthe spec's split:\n" + count_table(ds, make_splits(ds, spec.data)).to_string())
+
+
+def cmd_trial(args) -> None:
+    from correctsweep.trial import run_trial
+
+    run_trial(load_spec(args.spec, args.set), args.fold, args.seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="correctsweep", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn, help_ in (("data", cmd_data, "print the spec's dataset: images per class and split"),
+                            ("trial", cmd_trial, "run one fold end to end without Ray")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("spec", help="sweep spec YAML, e.g. sweeps/default.yaml")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a spec key, e.g. --set data.path=/x (repeatable)")
+        p.set_defaults(fn=fn)
+    sub.choices["trial"].add_argument("--fold", required=True, help="excluded class label, or 'none'")
+    sub.choices["trial"].add_argument("--seed", type=int, default=0, help="training seed")
+    args = parser.parse_args(argv)
+    try:
+        args.fn(args)
+    except CorrectsweepError as e:
+        print(f"correctsweep: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

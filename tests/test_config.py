@@ -1,0 +1,38 @@
+import pytest
+
+from correctsweep.config import load_spec, spec_from_dict
+from correctsweep.errors import SpecError
+
+
+def test_defaults_reproduce_published_net():
+    spec = spec_from_dict({})
+    assert spec.base_net.heads == 4 and spec.base_net.dropout == 0.5 and spec.data.image_size == 100
+    assert spec.folds == ["all", "none"]
+
+
+def test_override_nested_key_and_type():
+    spec = spec_from_dict({"data": {"source": "parquet", "path": "a"}}, ["data.path=/x", "base_net.lr=0.01"])
+    assert spec.data.path == "/x" and spec.base_net.lr == 0.01
+
+
+@pytest.mark.parametrize("raw, overrides, key", [
+    ({"data": {"sorce": "x"}}, [], "data.sorce"),
+    ({}, ["base_net.heads=3"], "base_net.heads"),
+    ({}, ["data.train_fraction=0.8", "data.correct_fraction=0.3"], "data.correct_fraction"),
+    ({}, ["corrector.objective=accuracy"], "corrector.objective"),
+    ({}, ["base_net.epochs=many"], "base_net.epochs"),
+    ({"data": {"source": "parquet"}}, [], "data.path"),
+])
+def test_bad_values_name_the_key(raw, overrides, key):
+    with pytest.raises(SpecError, match=key.replace(".", r"\.")):
+        spec_from_dict(raw, overrides)
+
+
+@pytest.mark.parametrize("name", ["default", "smoke", "ferplus"])
+def test_shipped_specs_parse(name):
+    load_spec(f"sweeps/{name}.yaml")
+
+
+def test_missing_spec_file(tmp_path):
+    with pytest.raises(SpecError, match="not found"):
+        load_spec(tmp_path / "nope.yaml")

@@ -1,0 +1,39 @@
+"""The real entry point on a tiny budget: one fold end to end, then the stage cache."""
+import duckdb
+import pyarrow.dataset as pads
+import torch
+
+from correctsweep.cli import main
+from correctsweep.model import BaseNet
+
+
+def test_base_net_shapes():
+    net = BaseNet(7, heads=4, excluded_index=2)
+    logits, taps = net(torch.zeros(2, 1, 100, 100, dtype=torch.uint8), with_taps=True)
+    assert logits.shape == (2, 7) and torch.isinf(logits[:, 2]).all()
+    assert taps["conv"].shape == (2, 128, 12, 12) and taps["lstm"].shape == (2, 144, 128)
+    assert taps["attn_weights"].shape == (2, 144, 144) and taps["fc"].shape == (2, 128)
+
+
+def test_trial_writes_features_and_reuses_them(tmp_path, capsys):
+    args = ["trial", "sweeps/smoke.yaml", "--fold", "3", "--set", f"storage={tmp_path}"]
+    assert main(args) == 0
+    root = tmp_path / "smoke" / "features"
+    table = pads.dataset(root, format="parquet", partitioning="hive").to_table().to_pandas()
+    assert {"sample_id", "label", "pred_f", "conv", "lstm", "attn", "attn_weights", "fc", "logits",
+            "softmax"} <= set(table.columns)
+    test = table[table.split == "test"]
+    assert (test.label == 3).any() and not (table.pred_f == 3).any()
+    n = duckdb.sql(f"select count(*) from read_parquet('{root}/**/*.parquet', hive_partitioning=1)").fetchall()[0][0]
+    assert n == len(table)
+    capsys.readouterr()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "reusing trained base net" in out and "training base net" not in out and "wrote" not in out
+
+
+def test_bad_input_exits_nonzero_with_one_line(tmp_path, capsys):
+    assert main(["data", "sweeps/smoke.yaml", "--set", "data.sorce=x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "data.sorce" in err and len(err.splitlines()) == 1
+    assert main(["trial", "sweeps/smoke.yaml", "--fold", "9", "--set", f"storage={tmp_path}"]) == 2
