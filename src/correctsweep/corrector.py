@@ -39,7 +39,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -55,6 +54,7 @@ import xgboost as xgb
 from optuna.trial import TrialState
 
 from correctsweep import metrics
+from correctsweep.atomic import atomic_path, write_json
 from correctsweep.config import CorrectorConfig
 from correctsweep.errors import CorrectsweepError
 from correctsweep.features import FeatureSet
@@ -317,25 +317,18 @@ def _refit(correct: FeatureSet, test: FeatureSet, y, params: dict, taps, n_round
     return booster, booster.predict(_quantise(_stack(test, taps)[0], None, names, params["nthread"], ref=dtrain))
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _save(workdir: Path, result: CorrectorResult, booster: xgb.Booster, test: FeatureSet, classes,
           objective: str) -> None:
-    _write_atomic(workdir / "model.ubj", bytes(booster.save_raw("ubj")))
+    with atomic_path(workdir / "model.ubj") as tmp:
+        booster.save_model(tmp)
     columns = {"sample_id": test.sample_ids.astype(str), "label": test.labels, "pred_f": test.pred_f,
                "pred_h": result.pred_h.astype(np.int64)}
     columns |= {f"p_{c}": result.proba[:, i].astype(np.float32) for i, c in enumerate(classes)}
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.table(columns), sink)
-    _write_atomic(workdir / "predictions.parquet", sink.getvalue().to_pybytes())
+    with atomic_path(workdir / "predictions.parquet") as tmp:
+        pq.write_table(pa.table(columns), tmp)
     # best.json last: its presence says the other files are complete
     best = {k: v for k, v in asdict(result).items() if k not in ("pred_h", "proba")}
-    _write_atomic(workdir / "best.json", json.dumps(best | {"objective": objective, "classes": classes},
-                                                    indent=2).encode())
+    write_json(workdir / "best.json", best | {"objective": objective, "classes": classes})
 
 
 def load_result(workdir: Path) -> CorrectorResult:
