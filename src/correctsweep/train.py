@@ -128,16 +128,17 @@ def train_base_net(images: torch.Tensor, targets: np.ndarray, train_idx: np.ndar
     return model, result
 
 
-def save_model(model: BaseNet, folder: Path, meta: dict) -> str:
+def save_model(model: BaseNet, folder: Path, meta: dict) -> dict:
     """Weights as a plain tensor state dict (loaded with weights_only=True, so loading never
-    unpickles arbitrary objects) plus JSON metadata; both written atomically. Returns the weights' SHA-256."""
+    unpickles arbitrary objects) plus JSON metadata, written last so its presence means complete.
+    Returns the metadata as written, the weights' SHA-256 included."""
     with atomic_path(folder / "weights.pt") as tmp:
         torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
         sha = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
     meta = meta | {"weights_sha256": sha, "num_classes": model.out.out_features, "heads": model.attn.num_heads,
                    "excluded_index": model.excluded_index}
     write_json(folder / "model.json", meta)
-    return sha
+    return meta
 
 
 def load_model(folder: Path, device: torch.device | str = "cpu") -> tuple[BaseNet, dict]:

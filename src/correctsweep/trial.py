@@ -28,18 +28,6 @@ def net_key(spec: Spec, fold: str, seed: int) -> str:
     return digest({"data": data, "net": net, "fold": fold, "seed": seed})
 
 
-def resolve_folds(spec: Spec, classes: list[int]) -> list[str]:
-    folds = []
-    for f in spec.folds:
-        names = [str(c) for c in classes] if f == "all" else [str(f)]
-        for name in names:
-            if name != "none" and int(name) not in classes:
-                raise SpecError(f"fold {name} is not a class of this dataset (classes: {classes})")
-            if name not in folds:
-                folds.append(name)
-    return folds
-
-
 def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = print,
               report: Callable[[dict], None] | None = None) -> dict:
     run_dir = Path(spec.run_dir)
@@ -68,9 +56,8 @@ def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = pri
                                     on_epoch=lambda r: (log(f"  epoch {r['epoch']}: loss {r['train_loss']:.3f} "
                                                             f"val acc {r['val_accuracy']:.3f}"),
                                                         report and report({"stage": "train"} | r)))
-        meta = {"classes": classes, "excluded": excluded, "train": dataclasses.asdict(res)}
-        meta["weights_sha256"] = save_model(model, model_dir, meta)
-        meta = load_model(model_dir)[1]
+        meta = save_model(model, model_dir, {"classes": classes, "excluded": excluded,
+                                             "train": dataclasses.asdict(res)})
 
     device = pick_device(spec.base_net.device)
     fmeta = file_meta(classes, excluded, spec.to_dict(), meta["weights_sha256"], key)
