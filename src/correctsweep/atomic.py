@@ -28,3 +28,8 @@ def atomic_path(path: str | Path) -> Iterator[str]:
 def write_json(path: str | Path, obj) -> None:
     with atomic_path(path) as tmp, open(tmp, "w") as fh:
         json.dump(obj, fh, indent=2, default=str)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)

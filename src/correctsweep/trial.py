@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from correctsweep import corrector, metrics
-from correctsweep.atomic import write_json
+from correctsweep.atomic import write_json, write_text
 from correctsweep.config import Spec, digest
 from correctsweep.data import load_dataset, make_splits
 from correctsweep.errors import SpecError
@@ -28,9 +28,14 @@ def net_key(spec: Spec, fold: str, seed: int) -> str:
     return digest({"data": data, "net": net, "fold": fold, "seed": seed})
 
 
+def result_path(run_dir: Path, fold: str, seed: int) -> Path:
+    return Path(run_dir) / "results" / f"fold={fold}" / f"seed={seed}.json"
+
+
 def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = print,
               report: Callable[[dict], None] | None = None) -> dict:
     run_dir = Path(spec.run_dir)
+    write_text(run_dir / "spec.yaml", spec.to_yaml())
     threads = spec.base_net.threads or max(1, int(spec.resources.cpus_per_trial))
     torch.set_num_threads(threads)
     ds = load_dataset(spec.data, cache_dir=Path(spec.storage) / ".cache")
@@ -90,8 +95,11 @@ def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = pri
                          "n_rounds": result.n_rounds, "cv_score": result.cv_score,
                          "search_seconds": result.search_seconds,
                          "seconds_per_candidate": result.seconds_per_candidate},
-           "per_class": table.reset_index().to_dict(orient="records")}
+           "per_class": table.reset_index().to_dict(orient="records"),
+           "paths": {"model": str(model_dir.relative_to(run_dir)), "corrector": str(workdir.relative_to(run_dir))}}
     write_json(workdir / "result.json", out)
+    # The fold's current result, whatever net and corrector config produced it: what collect reads.
+    write_json(result_path(run_dir, fold, seed), out)
     log(table.to_string(float_format=lambda x: metrics.format_value(x)))
     if excluded is not None:
         log(f"fold {fold}: Gain of excluded class {excluded} = {metrics.format_value(table.loc[excluded, 'gain'])}, "
