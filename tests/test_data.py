@@ -130,3 +130,16 @@ def test_split_is_stratified_seeded_and_respects_groups(tmp_path):
 def test_ferplus_counts_match_readme(tmp_path):
     ds = load_dataset(cfg(tmp_path, source="parquet", path=str(SHARED / "ferplus")))
     assert np.bincount(ds.labels)[1:].tolist() == [3960, 677, 161, 9045, 3748, 2659, 11010]
+
+
+@pytest.mark.skipif(not (SHARED / "ckplus48").is_dir(), reason="../shared/data/ckplus48 not present")
+def test_ckplus48_spec_splits_by_subject(tmp_path):
+    from correctsweep.config import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "sweeps" / "ckplus48.yaml",
+                     [f"data.path={SHARED / 'ckplus48'}", f"data.cache_dir={tmp_path}", "data.image_size=48"])
+    ds = load_dataset(spec.data)
+    assert ds.classes == [1, 2, 3, 4, 5, 6]
+    subjects = {k: {i.split("/")[-1].split("_")[0] for i in ds.ids[v]} for k, v in make_splits(ds, spec.data).items()}
+    assert len(set().union(*subjects.values())) == 106
+    assert all(not subjects[a] & subjects[b] for a in subjects for b in subjects if a < b)

@@ -1,4 +1,4 @@
-"""The `correctsweep` command: data, trial (more stages arrive as sub-commands)."""
+"""The `correctsweep` command: data, trial, sweep, collect, best."""
 
 from __future__ import annotations
 
@@ -32,11 +32,30 @@ def cmd_trial(args) -> None:
     run_trial(load_spec(args.spec, args.set), args.fold, args.seed)
 
 
+def cmd_sweep(args) -> None:
+    from correctsweep.sweep import run_sweep
+
+    run_sweep(load_spec(args.spec, args.set), address=args.address, resume=args.resume)
+
+
+def cmd_collect(args) -> None:
+    from correctsweep.collect import collect
+
+    print(f"report: {collect(args.run_dir) / 'report.md'}")
+
+
+def cmd_best(args) -> None:
+    from correctsweep.best import select_best
+
+    print(f"best: {select_best(args.run_dir) / 'best_config.yaml'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="correctsweep", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn, help_ in (("data", cmd_data, "print the spec's dataset: images per class and split"),
-                            ("trial", cmd_trial, "run one fold end to end without Ray")):
+                            ("trial", cmd_trial, "run one fold end to end without Ray"),
+                            ("sweep", cmd_sweep, "run every fold x seed as Ray Tune trials, then collect and best")):
         p = sub.add_parser(name, help=help_)
         p.add_argument("spec", help="sweep spec YAML, e.g. sweeps/default.yaml")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -44,6 +63,14 @@ def main(argv: list[str] | None = None) -> int:
         p.set_defaults(fn=fn)
     sub.choices["trial"].add_argument("--fold", required=True, help="excluded class label, or 'none'")
     sub.choices["trial"].add_argument("--seed", type=int, default=0, help="training seed")
+    sub.choices["sweep"].add_argument("--address", help="Ray cluster to join, e.g. auto (default: start a local Ray)")
+    sub.choices["sweep"].add_argument("--resume", action="store_true",
+                                      help="continue the interrupted sweep of this spec (finished trials are kept)")
+    for name, fn, help_ in (("collect", cmd_collect, "aggregate a run's results into RUN_DIR/report/"),
+                            ("best", cmd_best, "select the best corrector per fold and overall into RUN_DIR/best/")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory, <storage>/<name>, e.g. outputs/smoke")
+        p.set_defaults(fn=fn)
     args = parser.parse_args(argv)
     try:
         args.fn(args)

@@ -24,6 +24,7 @@ ALL_TAPS = ("conv", "lstm", "attn", "attn_weights", "fc", "logits", "softmax")
 SOURCES = ("synthetic", "parquet", "rafdb", "fer2013", "folder")
 OBJECTIVES = ("balanced_accuracy", "macro_f1", "gain_at_harm")
 POLICIES = ("override", "new_class")
+SEARCH_SPACES = ("grid", "choice", "uniform", "loguniform", "randint")  # Tune's names, see sweep.search_space
 
 
 @dataclass
@@ -269,9 +270,12 @@ def validate(spec: Spec) -> Spec:
     _check(r.max_concurrent is None or r.max_concurrent >= 1, "resources.max_concurrent", "must be >= 1")
     _check(r.max_failures >= 0, "resources.max_failures", "must be >= 0")
     _check(spec.num_samples >= 1, "num_samples", "must be >= 1")
-    for key in spec.search:
+    for key, space in spec.search.items():
         _check(key.startswith("base_net.") and key.split(".", 1)[1] in BaseNetConfig.__dataclass_fields__,
                f"search.{key}", "must name a base_net field, e.g. base_net.lr")
+        _check(isinstance(space, dict) and len(space) == 1 and next(iter(space)) in SEARCH_SPACES
+               and isinstance(next(iter(space.values())), list), f"search.{key}",
+               f"must be one mapping such as {{loguniform: [1e-4, 1e-2]}}; kinds: {', '.join(SEARCH_SPACES)}")
     return spec
 
 

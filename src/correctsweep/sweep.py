@@ -1,0 +1,253 @@
+"""The Ray Tune sweep: every fold x seed (x base-net sample) is one Tune trial running `run_trial`.
+
+Tune owns scheduling, resources, retries and the experiment state (under <run>/tune-<spec key>, so
+`Tuner.restore` can continue a killed sweep without rerunning finished trials). The pipeline's own
+stage cache (models, features, the corrector's Optuna journal) makes a restarted trial pick up
+from its last completed stage. After the trials, `collect` and `best` run on the run directory.
+
+Storage may be a local or shared path, or a URI (s3://, gs://, file://): with a URI each trial
+works in a local mirror of its fold's folders and copies them back with pyarrow's filesystems.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pyarrow.fs as pafs
+import ray
+from ray import tune
+
+from correctsweep.atomic import write_text
+from correctsweep.config import Spec, digest, spec_from_dict
+from correctsweep.errors import SpecError
+
+# What a fold x seed owns in the run directory; pulled before and pushed after a trial on URI storage.
+FOLD_DIRS = ("models", "features", "correctors", "results")
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def _uri(path: str) -> str:
+    return path if is_uri(path) else "file://" + str(Path(path).resolve())
+
+
+def copy_tree(src: str, dst: str) -> None:
+    """Copy a file or folder between two locations, either of which may be a URI. A missing source
+    is not an error: a fold that has not run yet has nothing to pull."""
+    src_fs, src_path = pafs.FileSystem.from_uri(_uri(src))
+    if src_fs.get_file_info(src_path).type == pafs.FileType.NotFound:
+        return
+    dst_fs, dst_path = pafs.FileSystem.from_uri(_uri(dst))
+    dst_fs.create_dir(dst_path.rsplit("/", 1)[0], recursive=True)
+    pafs.copy_files(_uri(src), _uri(dst))
+
+
+def _fold_parts(fold: str, seed: int) -> list[str]:
+    return [f"{d}/fold={fold}/seed={seed}" for d in FOLD_DIRS if d != "results"] + [f"results/fold={fold}/seed={seed}.json"]
+
+
+def search_space(spec: Spec) -> dict:
+    """The spec's `search` (validated in config) as Tune search spaces, keyed by the dotted field."""
+    make = {"grid": tune.grid_search, "choice": tune.choice, "uniform": lambda a: tune.uniform(*a),
+            "loguniform": lambda a: tune.loguniform(*a), "randint": lambda a: tune.randint(*a)}
+    return {key: make[kind](arg) for key, space in spec.search.items() for kind, arg in space.items()}
+
+
+def trial_spec(config: dict) -> Spec:
+    """The trial's spec: the sweep's spec with this trial's sampled base-net values filled in."""
+    raw = copy.deepcopy(config["spec"])
+    for key, value in config.items():
+        if key.startswith("base_net."):
+            raw["base_net"][key.split(".", 1)[1]] = value
+    return spec_from_dict(raw)
+
+
+def _scalars(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
+
+
+def run_fold(config: dict) -> None:
+    """The Tune trainable: one fold x seed end to end, reporting every epoch, stage and result."""
+    from correctsweep.trial import run_trial
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per candidate drowns the sweep's own lines
+    spec = trial_spec(config)
+    fold, seed = str(config["fold"]), int(config["seed"])
+    node = ray.get_runtime_context().get_node_id()
+    remote = spec.run_dir if is_uri(spec.storage) else None
+    if remote:
+        local_storage = Path(tempfile.gettempdir()) / "correctsweep-runs"
+        for part in _fold_parts(fold, seed):
+            copy_tree(f"{remote}/{part}", str(local_storage / spec.name / part))
+        spec.storage = str(local_storage)
+    report = lambda m: tune.report(_scalars(m) | {"node": node})
+    out = run_trial(spec, fold, seed, log=lambda line: print(line, flush=True), report=report)
+    if remote:
+        for part in _fold_parts(fold, seed):
+            copy_tree(str(Path(spec.run_dir) / part), f"{remote}/{part}")
+    gain = next((r["gain"] for r in out["per_class"] if r["class"] == out["excluded"]), float("nan"))
+    report({"stage": "done", "excluded_gain": gain, "cv_score": out["corrector"]["cv_score"]} | out["summary"])
+
+
+class ProgressLines(tune.Callback):
+    """One line per trial state change and per finished stage, instead of Tune's wide tables."""
+
+    def __init__(self):
+        self.stage = {}
+
+    @staticmethod
+    def name(trial) -> str:
+        sampled = "".join(f" {k.split('.', 1)[1]}={v:.4g}" if isinstance(v, float) else f" {k.split('.', 1)[1]}={v}"
+                          for k, v in trial.config.items() if k.startswith("base_net."))
+        return f"fold {trial.config['fold']} seed {trial.config['seed']}{sampled}"
+
+    @staticmethod
+    def say(text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.say(f"{self.name(trial)}: started")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        stage, last = result.get("stage"), self.stage.get(trial.trial_id)
+        if last is not None and stage != last:
+            self.say(f"{self.name(trial)}: {last} done")
+        self.stage[trial.trial_id] = stage
+        if stage == "done":
+            self.say(f"{self.name(trial)}: f acc {result['accuracy_f']:.3f} -> h {result['accuracy_h']:.3f}, "
+                     f"excluded-class Gain {result['excluded_gain']:.3f} (node {result['node'][:8]})")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.say(f"{self.name(trial)}: finished")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.say(f"{self.name(trial)}: FAILED (see {trial.path}/error.txt)")
+
+
+def check_folds(spec: Spec) -> list[str]:
+    """Load the dataset once before any trial starts: a data error surfaces as one line here rather
+    than as every trial failing, the trials find the decoded cache, and 'all' expands to its classes."""
+    from correctsweep.data import load_dataset
+
+    classes = load_dataset(spec.data, cache_dir=Path(_local_storage(spec)) / ".cache").classes
+    folds = [str(c) for c in classes] if "all" in spec.folds else []
+    for f in spec.folds:
+        if f != "all" and f != "none" and f not in classes:
+            raise SpecError(f"folds: {f} is not a class of this dataset (classes: {classes}); fix the spec's folds")
+    folds += [str(f) for f in spec.folds if f != "all"]
+    return list(dict.fromkeys(folds))
+
+
+def _local_storage(spec: Spec) -> str:
+    return str(Path(tempfile.gettempdir()) / "correctsweep-runs") if is_uri(spec.storage) else spec.storage
+
+
+def absolute(spec: Spec) -> Spec:
+    """Tune runs trials in their own working directories, so relative paths must be resolved first."""
+    spec = copy.deepcopy(spec)
+    if not is_uri(spec.storage):
+        spec.storage = str(Path(spec.storage).resolve())
+    if spec.data.path and not is_uri(spec.data.path):
+        spec.data.path = str(Path(spec.data.path).resolve())
+    if spec.data.cache_dir:
+        spec.data.cache_dir = str(Path(spec.data.cache_dir).resolve())
+    return spec
+
+
+def _offer_resume(experiment: str) -> None:
+    """An identical spec was swept before (killed or finished): continuing it is what the user wants
+    almost always, so a terminal asks and a batch job (ray job submit) just resumes."""
+    if sys.stdin.isatty():
+        answer = input(f"A sweep with this spec already exists at {experiment}. Resume it? [Y/n] ").strip().lower()
+        if answer not in ("", "y", "yes"):
+            raise SpecError(f"not resuming {experiment}: pass --set name=NEW to start a separate sweep")
+    else:
+        print(f"a sweep with this spec already exists at {experiment}: resuming it", flush=True)
+
+
+def run_sweep(spec: Spec, address: str | None = None, resume: bool = False) -> Path:
+    """Run every fold x seed of the spec as Tune trials, then collect and select; returns the local run dir."""
+    from correctsweep.best import select_best
+    from correctsweep.collect import collect
+
+    spec = absolute(spec)
+    folds = check_folds(spec)
+    local = Path(_local_storage(spec)) / spec.name
+    write_text(local / "spec.yaml", spec.to_yaml())  # what collect expects: every fold x seed
+    if is_uri(spec.storage):
+        copy_tree(str(local / "spec.yaml"), f"{spec.run_dir}/spec.yaml")
+    # One Tune experiment per spec: a changed spec (say, a retuned corrector) is a new experiment in the
+    # same run directory, whose trials reuse the models and features the stage cache already holds.
+    name = f"tune-{digest(spec.to_dict())}"
+    experiment = f"{spec.run_dir}/{name}"
+    exists = tune.Tuner.can_restore(experiment)
+    if resume and not exists:
+        raise SpecError(f"--resume: no sweep of this spec to resume at {experiment}; run without --resume to start one")
+    if exists and not resume:
+        _offer_resume(experiment)
+
+    # Tune saves its experiment state at most every 10 s by default; a kill inside that window loses
+    # finished trials from --resume's view. A sweep has tens of trials, so saving often costs nothing.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    if not ray.is_initialized():
+        ray.init(address=address, configure_logging=False, include_dashboard=False)
+    resources = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
+    trainable = tune.with_resources(run_fold, resources)
+    param_space = {"spec": spec.to_dict(), "fold": tune.grid_search(folds),
+                   "seed": tune.grid_search(list(spec.seeds))} | search_space(spec)
+    run_config = tune.RunConfig(name=name, storage_path=spec.run_dir, verbose=0,
+                                failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
+                                callbacks=[ProgressLines()])
+    print(f"sweep '{spec.name}': folds {', '.join(folds)} x seeds {spec.seeds}"
+          f"{f' x {spec.num_samples} samples' if spec.search else ''}, {resources} per trial -> {spec.run_dir}", flush=True)
+    started = time.perf_counter()
+    if exists:
+        tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True,
+                                   param_space=param_space)
+    else:
+        tuner = tune.Tuner(trainable, param_space=param_space, run_config=run_config,
+                           tune_config=tune.TuneConfig(num_samples=spec.num_samples,
+                                                       max_concurrent_trials=spec.resources.max_concurrent))
+    grid = tuner.fit()
+    errors = [r for r in grid if r.error]
+    if is_uri(spec.storage):
+        for part in ("spec.yaml", "results", "correctors", "models"):
+            copy_tree(f"{spec.run_dir}/{part}", str(local / part))
+    report = collect(local)
+    best = select_best(local)
+    if is_uri(spec.storage):
+        for part in ("report", "best"):
+            copy_tree(str(local / part), f"{spec.run_dir}/{part}")
+    print(_final_table(grid))
+    print(f"sweep '{spec.name}' finished in {time.perf_counter() - started:.0f} s: "
+          f"{len(grid) - len(errors)} of {len(grid)} trials succeeded")
+    print(f"report: {report / 'report.md'}\nbest:   {best / 'best_config.yaml'}")
+    if errors:
+        raise SpecError(f"{len(errors)} trial(s) failed; their errors are under {experiment}; "
+                        f"fix the cause and rerun with --resume")
+    return local
+
+
+def _final_table(grid) -> str:
+    import pandas as pd
+
+    rows = []
+    for r in grid:
+        m = r.metrics or {}
+        rows.append({"fold": r.config["fold"], "seed": r.config["seed"],
+                     **{k.split(".", 1)[1]: v for k, v in r.config.items() if k.startswith("base_net.")},
+                     "status": "error" if r.error else m.get("stage", "?"),
+                     "acc f": m.get("accuracy_f"), "bal acc f": m.get("balanced_accuracy_f"),
+                     "acc h": m.get("accuracy_h"), "bal acc h": m.get("balanced_accuracy_h"),
+                     "excluded Gain": m.get("excluded_gain"), "macro harm": m.get("macro_harm"),
+                     "node": str(m.get("node", ""))[:8]})
+    table = pd.DataFrame(rows).sort_values(["fold", "seed"])
+    return table.to_string(index=False, float_format=lambda x: f"{x:.3f}")
