@@ -202,10 +202,14 @@ def _suggest(trial: optuna.Trial, taps: list[str], tune_taps: bool) -> tuple[dic
     return params, taps
 
 
+def study_storage(workdir: Path) -> optuna.storages.JournalStorage:
+    """The Optuna storage of the search in `workdir` (created on first use)."""
+    return optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(Path(workdir) / "study.journal")))
+
+
 def _open_study(workdir: Path, seed: int) -> optuna.Study:
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(workdir / "study.journal")))
-    study = optuna.create_study(study_name=STUDY_NAME, storage=storage, direction="maximize",
+    study = optuna.create_study(study_name=STUDY_NAME, storage=study_storage(workdir), direction="maximize",
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=5),
                                 load_if_exists=True)
     # One workdir has one searcher at a time, so a RUNNING trial belongs to a killed process.

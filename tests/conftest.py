@@ -1,0 +1,66 @@
+"""A run directory built by hand (K = 3, no training) for the collect and best tests."""
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from correctsweep import metrics
+from correctsweep.atomic import write_json, write_text
+from correctsweep.config import spec_from_dict
+from correctsweep.corrector import STUDY_NAME, study_storage
+
+CLASSES = [1, 2, 3]
+Y = np.repeat(CLASSES, 4)  # 4 test images per class
+
+
+def predictions(fold, corrected=0, full_misses=0):
+    """f and h on Y. In fold j, f sends class j's images to the next class and h recovers the first
+    `corrected` of them; in fold none, f calls the first `full_misses` images of class 1 class 2, h = f."""
+    f = Y.copy()
+    if fold == "none":
+        f[:full_misses] = 2
+        return f, f.copy()
+    rows = np.flatnonzero(Y == int(fold))
+    f[rows] = int(fold) % 3 + 1
+    h = f.copy()
+    h[rows[:corrected]] = int(fold)
+    return f, h
+
+
+class RunBuilder:
+    def __init__(self, run_dir, folds, seeds):
+        self.dir = run_dir
+        spec = spec_from_dict({"name": run_dir.name, "storage": str(run_dir.parent), "folds": folds, "seeds": seeds})
+        write_text(run_dir / "spec.yaml", spec.to_yaml())
+
+    def add(self, fold, seed, corrected=0, full_misses=0, trials=((0.5, "override", ["fc"], 0.5),)):
+        """What trial.run_trial leaves for one fold x seed: the result, its search's journal with complete
+        `trials` (cv score, policy, taps, tau), the test predictions and stand-in artifacts."""
+        pred_f, pred_h = predictions(fold, corrected, full_misses)
+        paths = {"model": f"models/fold={fold}/seed={seed}/net-k", "corrector": f"correctors/fold={fold}/seed={seed}/c"}
+        workdir = self.dir / paths["corrector"]
+        workdir.mkdir(parents=True)
+        study = optuna.create_study(study_name=STUDY_NAME, storage=study_storage(workdir), direction="maximize")
+        study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))  # never a runner-up
+        for value, policy, taps, tau in trials:
+            study.add_trial(optuna.trial.create_trial(value=value, user_attrs={
+                "policy": policy, "taps": taps, "tau": tau, "xgb_params": {"eta": 0.1}, "n_rounds": 5}))
+        best = study.best_trial
+        pd.DataFrame({"label": Y, "pred_f": pred_f, "pred_h": pred_h}).to_parquet(workdir / "predictions.parquet")
+        for kind, name in (("model", "weights.pt"), ("model", "model.json"), ("corrector", "model.ubj"),
+                           ("corrector", "best.json")):
+            write_text(self.dir / paths[kind] / name, f"{fold} {seed} {name}")
+        table = metrics.per_class(Y, pred_f, pred_h, CLASSES)
+        write_json(self.dir / "results" / f"fold={fold}" / f"seed={seed}.json", {
+            "fold": fold, "seed": seed, "excluded": None if fold == "none" else int(fold), "classes": CLASSES,
+            "net_key": "k", "summary": metrics.summary(Y, pred_f, pred_h, CLASSES),
+            "corrector": {"policy": best.user_attrs["policy"], "tau": best.user_attrs["tau"],
+                          "taps": best.user_attrs["taps"], "params": {"eta": 0.1}, "n_rounds": 5,
+                          "cv_score": best.value, "search_seconds": 1.5, "seconds_per_candidate": 0.5},
+            "per_class": table.reset_index().to_dict(orient="records"), "paths": paths})
+        return self
+
+
+@pytest.fixture
+def run_builder(tmp_path):
+    return lambda folds, seeds: RunBuilder(tmp_path / "run", folds, seeds)

@@ -1,0 +1,90 @@
+"""best on a run directory built by hand (known studies), and collect + best after a real smoke run."""
+import pandas as pd
+import pytest
+import xgboost as xgb
+import yaml
+
+from correctsweep.best import select_best
+from correctsweep.cli import main
+from correctsweep.train import load_model
+
+FC, BOTH = ["fc"], ["fc", "logits"]
+
+
+@pytest.fixture
+def run(run_builder):
+    # (cv score, policy, taps, tau) of each study's complete trials
+    return (run_builder([1, 2, "none"], [0, 1])
+            .add("1", 0, corrected=2, trials=[(0.60, "override", FC, 0.3), (0.55, "new_class", BOTH, 0.4),
+                                              (0.50, "override", ["logits"], 0.5)])
+            .add("1", 1, corrected=3, trials=[(0.40, "override", FC, 0.3), (0.70, "new_class", BOTH, 0.2)])
+            .add("2", 0, corrected=1, trials=[(0.65, "override", FC, 0.3), (0.62, "new_class", BOTH, 0.5)])
+            .add("none", 0, trials=[(0.80, "override", FC, 0.3), (0.75, "override", ["logits"], 0.1)]))
+
+
+def test_best_config_per_fold_and_overall(run):
+    best = select_best(run.dir)
+    config = yaml.safe_load((best / "best_config.yaml").read_text())
+    assert config["objective"] == "balanced_accuracy"
+    folds = {f["fold"]: f for f in config["folds"]}
+    assert list(folds) == ["1", "2", "none"]
+    one = folds["1"]  # seed 1's search scored 0.70 against seed 0's 0.60
+    assert (one["seed"], one["policy"], one["taps"], one["tau"], one["cv_score"]) == (1, "new_class", BOTH, 0.2, 0.70)
+    assert one["runner_up"]["policy"] == "override" and one["runner_up"]["margin"] == pytest.approx(0.30)
+    assert one["test_score"] == pytest.approx((0.75 + 1 + 1) / 3)  # balanced accuracy of h on test
+    assert folds["2"]["runner_up"]["taps"] == BOTH and folds["2"]["runner_up"]["margin"] == pytest.approx(0.03)
+    # new_class with fc+logits was tried in all 3 results that allow it (mean 0.623); override with fc in
+    # all 4 (0.6125); override with logits scores 0.625 but was tried in only 2 of 4, so it ranks last
+    overall = config["overall"]
+    assert (overall["policy"], overall["taps"], overall["tried_in"]) == ("new_class", BOTH, "3 of 3 results")
+    assert overall["mean_cv_score"] == pytest.approx((0.55 + 0.70 + 0.62) / 3)
+    assert (overall["runner_up"]["policy"], overall["runner_up"]["taps"]) == ("override", FC)
+    assert overall["runner_up"]["margin"] == pytest.approx((0.55 + 0.70 + 0.62) / 3 - 0.6125)
+
+
+def test_artifacts_are_copied_and_named_relative_to_best(run):
+    best = select_best(run.dir)
+    config = yaml.safe_load((best / "best_config.yaml").read_text())
+    for f in config["folds"]:
+        assert set(f["artifacts"]) == {"weights", "net_config", "corrector", "corrector_config"}
+        for rel in f["artifacts"].values():
+            assert rel.startswith(f"fold={f['fold']}/seed={f['seed']}/")
+            assert (best / rel).read_text() == f"{f['fold']} {f['seed']} {rel.rsplit('/', 1)[1]}"
+    assert not (best / "fold=1" / "seed=0").exists()  # only the chosen seed's artifacts
+
+
+def test_rationale_names_metric_runner_up_and_margin(run):
+    text = (select_best(run.dir) / "rationale.md").read_text()
+    assert "**balanced_accuracy**" in text
+    assert "Runner-up: override with taps fc, mean CV 0.613 over 4 of 4 results (margin 0.011)" in text
+    assert "| 1 | 1 | yes | new_class |" in text and "| 1 | 0 |  | override |" in text
+
+
+def test_rerun_overwrites_and_errors_keep_the_old_selection(run, capsys):
+    select_best(run.dir)
+    (run.dir / "results" / "fold=1" / "seed=1.json").unlink()
+    best = select_best(run.dir)
+    assert (best / "fold=1" / "seed=0").is_dir() and not (best / "fold=1" / "seed=1").exists()
+    (run.dir / "models" / "fold=2" / "seed=0" / "net-k" / "weights.pt").unlink()
+    assert main(["best", str(run.dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "weights.pt is missing" in err
+    assert (best / "fold=2" / "seed=0" / "net" / "weights.pt").is_file()
+    assert not list(run.dir.glob(".tmp-*"))
+
+
+def test_collect_and_best_after_a_smoke_run(tmp_path):
+    for fold in ("3", "none"):
+        assert main(["trial", "sweeps/smoke.yaml", "--fold", fold, "--set", f"storage={tmp_path}"]) == 0
+    run_dir = tmp_path / "smoke"
+    assert main(["collect", str(run_dir)]) == 0 and main(["best", str(run_dir)]) == 0
+    report = run_dir / "report"
+    assert "Missing" not in (report / "report.md").read_text()
+    power = pd.read_csv(report / "tpr_h_power.csv", index_col="class")
+    assert list(power.columns) == ["3", "full", "P"] and power.full.notna().all()
+    config = yaml.safe_load((run_dir / "best" / "best_config.yaml").read_text())
+    assert [f["fold"] for f in config["folds"]] == ["3", "none"]
+    three = config["folds"][0]["artifacts"]
+    model, meta = load_model(run_dir / "best" / three["weights"].rsplit("/", 1)[0])
+    assert meta["excluded"] == 3
+    assert xgb.Booster(model_file=str(run_dir / "best" / three["corrector"])).num_boosted_rounds() >= 1

@@ -1,0 +1,118 @@
+"""collect on a run directory built by hand: known matrix cells, std over seeds, P, missing results."""
+import math
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import CLASSES, Y
+from correctsweep import metrics
+from correctsweep.cli import main
+from correctsweep.collect import collect
+
+MATRICES = ("retention", "harm", "gain", "dfpr", "tpr_h")
+
+
+@pytest.fixture
+def run(run_builder):
+    # spec: every class and none, seeds 0 and 1; fold 2 has only seed 0 and fold 3 never ran
+    return (run_builder(["all", "none"], [0, 1])
+            .add("1", 0, corrected=2).add("1", 1, corrected=3).add("2", 0, corrected=1)
+            .add("none", 0, full_misses=1).add("none", 1))
+
+
+def read(report, name):
+    return pd.read_csv(report / f"{name}.csv", index_col="class")
+
+
+def missing_line(report):
+    return (report / "report.md").read_text().split("**Missing results**")[1].split("\n")[0]
+
+
+def test_matrices_are_seed_means_with_std(run):
+    report = collect(run.dir)
+    gain, gain_std = read(report, "matrix_gain"), read(report, "matrix_gain_std")
+    assert list(gain.columns) == ["1", "2", "3"] and list(gain.index) == CLASSES
+    # fold 1: f misses all 4 images of class 1, h recovers 2 of them in seed 0 and 3 in seed 1
+    assert gain.loc[1, "1"] == pytest.approx(0.625)
+    assert gain_std.loc[1, "1"] == pytest.approx(np.std([0.5, 0.75], ddof=1))
+    assert gain.loc[2, "2"] == pytest.approx(0.25) and math.isnan(gain_std.loc[2, "2"])  # a single seed
+    assert gain["3"].isna().all()  # the fold that never ran is a blank column, not a dropped one
+    assert math.isnan(read(report, "matrix_retention").loc[1, "1"])  # f is never right on class 1
+    assert read(report, "matrix_harm").loc[2, "1"] == 0
+    # class 2 receives class 1's 4 images under f, and 2 then 1 of them under h, out of 8 non-2 images
+    assert read(report, "matrix_dfpr").loc[2, "1"] == pytest.approx(np.mean([2 / 8 - 4 / 8, 1 / 8 - 4 / 8]))
+    assert read(report, "matrix_tpr_h").loc[3, "1"] == 1.0
+    assert not (report / "matrix_ratio.csv").exists()
+
+
+def test_power_and_full_model_columns(run):
+    power = read(collect(run.dir), "tpr_h_power")
+    assert list(power.columns) == ["1", "2", "3", "full", "P"]
+    # the full model misses 1 of class 1's 4 images in seed 0 and none in seed 1
+    assert power.full.tolist() == pytest.approx([0.875, 1.0, 1.0])
+    assert power.P.loc[1] == pytest.approx(0.625 / 0.875)
+    assert power.P.loc[2] == pytest.approx(0.25)
+    assert math.isnan(power.P.loc[3])  # fold 3 has no result
+
+
+def test_fold_table_has_every_fold_and_seed(run):
+    folds = pd.read_csv(collect(run.dir) / "folds.csv", dtype={"fold": str})
+    assert list(zip(folds.fold, folds.seed)) == [("1", 0), ("1", 1), ("2", 0), ("none", 0), ("none", 1)]
+    assert folds.gain_excluded[:3].tolist() == [0.5, 0.75, 0.25] and folds.gain_excluded[3:].isna().all()
+    assert folds.accuracy_f[0] == pytest.approx(8 / 12) and folds.accuracy_h[0] == pytest.approx(10 / 12)
+    assert folds.balanced_accuracy_h[0] == pytest.approx((0.5 + 1 + 1) / 3)
+    assert (folds.policy == "override").all() and (folds.search_seconds == 1.5).all()
+
+
+def test_report_names_missing_results_and_links_heatmaps(run):
+    report = collect(run.dir)
+    text = (report / "report.md").read_text()
+    missing = missing_line(report)
+    assert all(f"fold {f} seed {s}" in missing for f, s in (("2", 1), ("3", 0), ("3", 1)))
+    assert "fold 1 " not in missing and "fold none" not in missing
+    assert "0.625 ± 0.177" in text and "| n/a |" in text
+    for m in MATRICES:
+        assert f"(heatmap_{m}.png)" in text
+        assert (report / f"heatmap_{m}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_long_table_is_readable_by_pandas_and_duckdb(run):
+    report = collect(run.dir)
+    table = pd.read_parquet(report / "metrics.parquet")
+    n_summary = len(metrics.summary(Y, Y, Y, CLASSES))
+    assert list(table.columns) == ["run", "fold", "seed", "class", "metric", "value"]
+    assert len(table) == 5 * (len(CLASSES) * len(metrics.METRIC_COLUMNS) + n_summary)
+    assert table["class"].isna().sum() == 5 * n_summary and (table.run == "run").all()
+    assert pd.read_csv(report / "metrics.csv").shape == table.shape
+    path = report / "metrics.parquet"
+    gain = duckdb.sql(f"select value from '{path}' where fold = '1' and seed = 1 and class = 1 and metric = 'gain'")
+    assert gain.fetchall() == [(0.75,)]
+    summary = duckdb.sql(f"select count(*) from '{path}' where class is null and metric = 'accuracy_f'")
+    assert summary.fetchall() == [(5,)]
+
+
+def test_rerun_replaces_the_whole_report(run):
+    collect(run.dir)
+    for fold in ("1", "none"):
+        (run.dir / "results" / f"fold={fold}" / "seed=1.json").unlink()
+    report = collect(run.dir)
+    assert not list(report.glob("*_std.csv")) and "±" not in (report / "report.md").read_text()
+    assert "fold 1 seed 1" in missing_line(report)
+
+
+def test_full_model_only_has_no_matrices(run_builder):
+    run = run_builder(["none"], [0]).add("none", 0)
+    report = collect(run.dir)
+    assert not list(report.glob("matrix_*")) and not list(report.glob("*.png"))
+    assert "Missing" not in (report / "report.md").read_text()
+    assert len(pd.read_csv(report / "folds.csv")) == 1
+
+
+@pytest.mark.parametrize("command", ["collect", "best"])
+def test_empty_run_dir_is_a_one_line_error(tmp_path, capsys, command):
+    assert main([command, str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path) in err and "correctsweep trial" in err
+    assert not (tmp_path / "report").exists() and not (tmp_path / "best").exists()

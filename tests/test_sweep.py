@@ -1,0 +1,127 @@
+"""The Ray Tune sweep through its real entry point on tiny budgets: local, two nodes, kill and resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from correctsweep.cli import main
+
+# Three folds of the smoke spec, one CPU per trial so that two trials share this machine's cores.
+THREE_FOLDS = ["folds=[1, 3, none]", "resources.cpus_per_trial=1", "base_net.threads=1", "corrector.threads=1"]
+
+
+def sweep_args(tmp_path, *extra):
+    args = ["sweep", "sweeps/smoke.yaml", "--set", f"storage={tmp_path}"]
+    for item in (*THREE_FOLDS, *extra):
+        args += ["--set", item]
+    return args
+
+
+def results(run):
+    return {p.parent.name.split("=")[1]: json.loads(p.read_text()) for p in sorted(run.glob("results/fold=*/seed=0.json"))}
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory):
+    import ray
+
+    tmp = tmp_path_factory.mktemp("sweep")
+    try:
+        code = main(sweep_args(tmp))
+    finally:
+        ray.shutdown()
+    return tmp / "smoke", code
+
+
+@pytest.mark.slow
+def test_local_sweep_runs_every_fold_then_collects_and_selects(local_sweep, capsys):
+    run, code = local_sweep
+    assert code == 0
+    assert set(results(run)) == {"1", "3", "none"}
+    assert "fold 3" in (run / "report" / "report.md").read_text()
+    best = yaml.safe_load((run / "best" / "best_config.yaml").read_text())
+    assert best  # the selection's content is checked in test_best; here: the sweep ran it
+
+
+@pytest.mark.slow
+def test_changed_corrector_reuses_trained_nets(local_sweep, tmp_path, capsys):
+    import ray
+
+    run, _ = local_sweep
+    weights = {p: p.stat().st_mtime_ns for p in run.glob("models/**/weights.pt")}
+    searches = {fold: r["paths"]["corrector"] for fold, r in results(run).items()}
+    assert len(weights) == 3
+    capsys.readouterr()
+    try:
+        assert main(sweep_args(run.parent, "corrector.n_trials=4")) == 0
+    finally:
+        ray.shutdown()
+    out = capsys.readouterr().out
+    assert out.count("reusing trained base net") == 3 and "training base net" not in out
+    assert {p: p.stat().st_mtime_ns for p in run.glob("models/**/weights.pt")} == weights
+    assert all(r["paths"]["corrector"] != searches[fold] for fold, r in results(run).items())  # searched anew
+    assert len(list(run.glob("tune-*"))) == 2  # a changed spec is a new Tune experiment in the same run dir
+
+
+@pytest.mark.slow
+def test_sweep_on_two_node_cluster_uses_both_nodes(tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    try:
+        cluster.wait_for_nodes()
+        assert main(sweep_args(tmp_path, "folds=[1, 3]") + ["--address", cluster.address]) == 0
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    rows = [json.loads(line) for p in (tmp_path / "smoke").glob("tune-*/*/result.json")
+            for line in p.read_text().splitlines()]
+    nodes = {r["node"] for r in rows if r.get("stage") == "done"}
+    assert len(nodes) == 2
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
+    args = [sys.executable, "-m", "correctsweep.cli", *sweep_args(tmp_path, "resources.max_concurrent=1")]
+    run = tmp_path / "smoke"
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not results(run) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        assert results(run), "no trial finished before the deadline"
+        time.sleep(3)  # Tune saves its experiment state every second (see sweep.run_sweep)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        subprocess.run(["ray", "stop", "--force"], capture_output=True)
+    finished = results(run)
+    assert len(finished) < 3, "the sweep ended before it could be killed"
+    stamps = {fold: (run / f"results/fold={fold}/seed=0.json").stat().st_mtime_ns for fold in finished}
+
+    resumed = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert set(results(run)) == {"1", "3", "none"}
+    for fold, stamp in stamps.items():
+        assert f"fold {fold} seed 0: started" not in resumed.stdout
+        assert (run / f"results/fold={fold}/seed=0.json").stat().st_mtime_ns == stamp
+    assert (run / "report" / "report.md").is_file()
+
+
+def test_resume_without_an_earlier_sweep_is_a_one_line_error(tmp_path, capsys):
+    assert main(["sweep", "sweeps/smoke.yaml", "--set", f"storage={tmp_path}", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "no sweep of this spec to resume" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_search_space_is_rejected_before_ray_starts(tmp_path, capsys):
+    assert main(["sweep", "sweeps/smoke.yaml", "--set", f"storage={tmp_path}",
+                 "--set", "search={base_net.lr: {lognormal: [1, 2]}}"]) == 2
+    assert "search.base_net.lr" in capsys.readouterr().err
