@@ -6,15 +6,19 @@ attention classifier has something non-trivial to learn and a sweep has
 something non-trivial to measure.
 
 Each image is a cartoon face drawn from signed-distance masks on a pixel grid.
-The expression is carried by a few FACS-like cues -- brow height and slant, eye
-openness, mouth shape, nose wrinkles -- scaled by a random per-image intensity,
-so weak expressions sit close to neutral. Everything else is nuisance variation
-a classifier has to learn to ignore: face shape, skin tone, hair, pose (offset,
-scale, in-plane rotation), lighting, background texture, sensor noise and
-occluders (a bar such as glasses, or a hand). Pairs that are hard in real data
-are hard here too: fear and surprise share wide eyes and an open mouth, disgust
-and anger share lowered brows and narrowed eyes, and weak sadness is only a
-small change from neutral.
+The expression is carried by FACS-like cues -- brow height and slant, eye
+openness, mouth shape, nose wrinkles, and skin folds that spread it over the
+face (forehead lines, lines between the brows, nasolabial folds, raised
+cheeks) -- scaled by a random per-image intensity in [0.6, 1], so every image
+shows its expression clearly enough for the base net to learn it from a few
+thousand images. Everything else is nuisance variation a classifier has to
+learn to ignore: face shape, skin tone, hair, age (faint folds at rest), pose
+(offset, scale, in-plane rotation), lighting, background texture, mild blur,
+sensor noise and occluders (a bar such as glasses, or a hand, on ~10 % of
+faces). Pairs that are hard in real data are hard here too: fear and surprise
+share raised brows, wide eyes and an open mouth, disgust and anger share
+lowered brows, narrowed eyes and lines between the brows, and sadness differs
+from neutral by a few small cues that resting faces partly mimic.
 
 Labels use RAF-DB numbering (1 Surprise, 2 Fear, 3 Disgust, 4 Happiness,
 5 Sadness, 6 Anger, 7 Neutral) and class sizes follow RAF-DB basic.
@@ -25,7 +29,7 @@ import math
 
 import numpy as np
 
-VERSION = 1  # bump when the rendering changes, so cached datasets are regenerated
+VERSION = 2  # bump when the rendering changes, so cached datasets are regenerated
 RAFDB_BASIC_COUNTS = {1: 1620, 2: 357, 3: 880, 4: 5961, 5: 2465, 6: 873, 7: 3211}
 
 # Full-intensity deviations from a neutral face; each image scales a row by its
@@ -35,17 +39,22 @@ RAFDB_BASIC_COUNTS = {1: 1620, 2: 357, 3: 880, 4: 5961, 5: 2465, 6: 873, 7: 3211
 # drop (+ down, - up); up/lo: opening of the upper/lower lip at the centre;
 # sneer: one-sided raise of the upper lip; teeth: fraction of the opening showing
 # upper teeth; lips: relative change of lip thickness; wrinkle: nose wrinkles.
+# The remaining cues are strengths of skin folds that spread an expression over
+# the whole face rather than a few pixels: lines: full-width forehead lines
+# (whole brow raised, AU1+2); worry: short lines over the inner brows (AU1);
+# glabella: vertical lines between the brows (AU4); fold: nasolabial folds from
+# the nose to the mouth corners; cheek: raised, flushed cheeks (AU6).
 _FIELDS = ("brow", "inner", "arch", "eye", "width", "corner", "up", "lo",
-           "sneer", "teeth", "lips", "wrinkle")
+           "sneer", "teeth", "lips", "wrinkle", "lines", "worry", "glabella", "fold", "cheek")
 _EXPRESSIONS = np.array([
-    # brow  inner  arch   eye  width corner   up     lo  sneer teeth  lips wrinkle
-    [0.10,  0.00, 0.04,  0.70, -0.35, 0.00, 0.045, 0.080, 0.00, 0.0,  0.0, 0.0],  # surprise
-    [0.08,  0.05, -0.02, 0.70,  0.10, 0.02, 0.035, 0.060, 0.00, 0.3,  0.0, 0.0],  # fear
-    [-0.04, -0.03, 0.00, -0.40, -0.10, 0.02, 0.000, 0.000, 0.05, 0.6,  0.0, 1.0],  # disgust
-    [0.01,  0.00, 0.00, -0.20,  0.25, -0.09, 0.000, 0.050, 0.00, 0.5,  0.0, 0.0],  # happiness
-    [0.00,  0.05, 0.00, -0.15, -0.05, 0.06, 0.000, 0.000, 0.00, 0.0,  0.0, 0.0],  # sadness
-    [-0.05, -0.06, 0.00, -0.50, -0.25, 0.01, 0.000, 0.000, 0.00, 0.0, -0.5, 0.0],  # anger
-    [0.00,  0.00, 0.00,  0.00,  0.00, 0.00, 0.000, 0.000, 0.00, 0.0,  0.0, 0.0],  # neutral
+    # brow  inner  arch   eye  width corner   up     lo  sneer teeth  lips wrinkle lines worry glab fold cheek
+    [0.16,  0.00, 0.06,  0.90, -0.35, 0.00, 0.070, 0.120, 0.00, 0.0,  0.0, 0.0,   1.0, 0.0, 0.0, 0.0, 0.0],  # surprise
+    [0.10,  0.08, -0.03, 0.80,  0.25, 0.04, 0.030, 0.070, 0.00, 0.4,  0.0, 0.0,   0.0, 1.0, 0.5, 0.0, 0.0],  # fear
+    [-0.06, -0.04, 0.00, -0.45, -0.05, 0.04, 0.010, 0.000, 0.08, 0.6,  0.0, 1.0,   0.0, 0.0, 0.6, 1.0, 0.0],  # disgust
+    [0.02,  0.00, 0.00, -0.30,  0.35, -0.14, 0.000, 0.070, 0.00, 0.6,  0.0, 0.0,   0.0, 0.0, 0.0, 0.8, 1.0],  # happiness
+    [-0.01, 0.10, 0.00, -0.25, -0.10, 0.11, 0.000, 0.000, 0.00, 0.0,  0.0, 0.0,   0.0, 0.8, 0.0, 0.0, 0.0],  # sadness
+    [-0.08, -0.12, 0.00, -0.50, -0.30, 0.02, 0.000, 0.000, 0.00, 0.0, -0.6, 0.0,   0.0, 0.0, 1.0, 0.0, 0.0],  # anger
+    [0.00,  0.00, 0.00,  0.00,  0.00, 0.00, 0.000, 0.000, 0.00, 0.0,  0.0, 0.0,   0.0, 0.0, 0.0, 0.0, 0.0],  # neutral
 ])
 
 
@@ -104,7 +113,7 @@ def _paint(canvas, dist, px, color, strength=1.0):
 
 
 def _render(rng, label, size):
-    t = rng.uniform(0.3, 1.0)
+    t = rng.uniform(0.6, 1.0)
     e = dict(zip(_FIELDS, t * _EXPRESSIONS[label - 1]))
     # Resting faces differ: a neutral mouth can sag or lift a little and brows
     # sit at different heights, which blurs weak expressions into neutral.
@@ -148,7 +157,7 @@ def _render(rng, label, size):
 
     # Eyes, brows, nose and mouth all lie in this face-local box; drawing them
     # on its bounding window instead of the whole image saves most of the time.
-    box_u, box_v = np.array([-0.5, 0.5, -0.5, 0.5]), np.array([-0.55, -0.55, 0.7, 0.7])
+    box_u, box_v = np.array([-0.5, 0.5, -0.5, 0.5]), np.array([-0.6, -0.6, 0.7, 0.7])
     cols = (ox + scale * (c * box_u - s * box_v) + 1.0) * size / 2.0
     rows = (oy + scale * (s * box_u + c * box_v) + 1.0) * size / 2.0
     win = (slice(max(0, int(rows.min())), int(rows.max()) + 1),
@@ -159,9 +168,9 @@ def _render(rng, label, size):
     # Eyes, drawn on |u| so one mask serves both; the iris keeps its size while
     # the lids open or close, so wide eyes show white above and below it.
     ex, ey = rng.uniform(0.22, 0.28), rng.uniform(-0.12, -0.05)
-    ew = rng.uniform(0.095, 0.115)
-    eh = max(0.012, 0.05 * (1.0 + e["eye"]) * rng.uniform(0.8, 1.2))
-    iris_r = rng.uniform(0.036, 0.044)
+    ew = rng.uniform(0.11, 0.13)
+    eh = max(0.014, 0.055 * (1.0 + e["eye"]) * rng.uniform(0.85, 1.15))
+    iris_r = rng.uniform(0.04, 0.048)
     gaze = rng.normal(0.0, 0.012)
     eye = _ellipse(np.abs(u), v, ex, ey, ew, eh)
     iris = np.maximum(_ellipse(np.abs(u - gaze), v, ex, ey, iris_r, iris_r), eye)
@@ -175,10 +184,24 @@ def _render(rng, label, size):
     brow = _curve(np.abs(u), v, ex - ew, vb - e["inner"], ex + ew * 1.2, vb,
                   rng.uniform(0.0, 0.02) + e["arch"])
     # Faint brows on some faces, as with light hair or poor contrast.
-    _paint(face, brow - rng.uniform(0.018, 0.03), px, np.minimum(hair, skin * 0.45), rng.uniform(0.5, 1.0))
+    _paint(face, brow - rng.uniform(0.025, 0.035), px, np.minimum(hair, skin * 0.4), rng.uniform(0.75, 1.0))
+
+    # Skin folds. Older faces show faint folds at rest, so a weak expression on
+    # them reads much like a neutral one.
+    age = rng.uniform(0.0, 0.3)
+    crease = skin * 0.55
+    for k in range(3):
+        lv = vb - 0.07 - 0.04 * k
+        line = _curve(u, v, -0.22 + 0.02 * k, lv, 0.22 - 0.02 * k, lv, 0.015)
+        _paint(face, line - 0.01, px, crease, min(1.0, e["lines"] + age))
+        worry = _curve(u, v, -0.1, lv + 0.01, 0.1, lv + 0.01, 0.02)
+        _paint(face, worry - 0.01, px, crease, min(1.0, e["worry"]))
+    glabella = _box(np.abs(u), v, 0.035, vb + 0.03, 0.006, 0.045, 0.15)
+    _paint(face, glabella, px, crease, min(1.0, e["glabella"]))
+    cheek = _ellipse(np.abs(u), v, 0.27, ey + 0.17, 0.1, 0.065)
+    _paint(face, cheek, px, np.minimum(skin * [1.15, 0.95, 0.95] + [30.0, 0.0, 0.0], 255.0), 0.7 * min(1.0, e["cheek"]))
 
     ny = rng.uniform(0.19, 0.25)
-    crease = skin * 0.55
     _paint(face, _ellipse(np.abs(u), v, 0.045, ny, 0.024, 0.014), px, crease)
     _paint(face, _curve(u, v, 0.03, ey + 0.05, 0.05, ny - 0.04, 0.0) - 0.006, px, crease, 0.4)
     for k in range(3 if e["wrinkle"] > 0 else 0):
@@ -187,7 +210,7 @@ def _render(rng, label, size):
 
     # Mouth: the region between two lip lines that meet at the corners; a closed
     # mouth is the zero-opening case, so every expression morphs from neutral.
-    mc, mw = rng.uniform(0.4, 0.46), rng.uniform(0.16, 0.2) * (1.0 + e["width"])
+    mc, mw = rng.uniform(0.4, 0.46), rng.uniform(0.18, 0.22) * (1.0 + e["width"])
     q = np.clip(u / mw, -1.0, 1.0)
     bulge = np.sqrt(1.0 - q * q)
     mid = mc + e["corner"] * q * q + rng.normal(0.0, 0.01) * q
@@ -195,14 +218,16 @@ def _render(rng, label, size):
     upper = mid - (e["up"] + e["sneer"] * (1.0 + side * q) / 2.0) * bulge
     lower = mid + e["lo"] * bulge
     mouth = np.maximum(np.abs(u) - mw, np.maximum(upper - v, v - lower))
-    lips = rng.uniform(0.018, 0.028) * (1.0 + e["lips"])
+    fold = _curve(np.abs(u), v, 0.07, ny + 0.01, mw + 0.05, mc + 0.04, -0.01)
+    _paint(face, fold - 0.011, px, crease, min(1.0, e["fold"] + age))
+    lips = rng.uniform(0.022, 0.03) * (1.0 + e["lips"])
     _paint(face, mouth - lips, px, skin * [0.75, 0.5, 0.5] + [40.0, 0.0, 5.0])
     _paint(face, mouth, px, [50.0, 15.0, 20.0])
     teeth = np.maximum(mouth, v - upper - e["teeth"] * (lower - upper))
     _paint(face, teeth, px, [235.0, 230.0, 215.0], float(e["teeth"] > 0))
 
-    # Occluders on ~20 % of faces, anywhere on the image.
-    if rng.uniform() < 0.2:
+    # Occluders on ~10 % of faces, anywhere on the image.
+    if rng.uniform() < 0.1:
         cu, cv = rng.uniform(-0.4, 0.4), rng.uniform(-0.3, 0.5)
         if rng.uniform() < 0.5:  # a bar: glasses, a strap, a held object
             a, b, turn = rng.uniform(0.3, 0.7), rng.uniform(0.05, 0.12), rng.uniform(-0.4, 0.4)
@@ -214,13 +239,13 @@ def _render(rng, label, size):
 
     tilt = rng.uniform(0, 2 * math.pi)
     gradient = math.cos(tilt) * x + math.sin(tilt) * y
-    canvas *= rng.uniform(0.75, 1.15) * (1.0 + rng.uniform(0, 0.4) * gradient)
-    # Out-of-focus or upscaled faces: blend towards a 3x3 box blur, which also
-    # washes out thin cues such as teeth and wrinkles.
+    canvas *= rng.uniform(0.8, 1.1) * (1.0 + rng.uniform(0, 0.3) * gradient)
+    # Slightly out-of-focus or upscaled faces: blend part of the way towards a
+    # 3x3 box blur, which softens thin cues such as teeth and wrinkles.
     padded = np.pad(canvas, ((0, 0), (1, 1), (1, 1)), mode="edge")
     blurred = sum(padded[:, i:i + size, j:j + size] for i in range(3) for j in range(3)) / 9.0
-    canvas += rng.uniform(0.0, 1.0) * (blurred - canvas)
-    canvas += rng.standard_normal(canvas.shape, dtype=np.float32) * rng.uniform(2, 18)
+    canvas += rng.uniform(0.0, 0.3) * (blurred - canvas)
+    canvas += rng.standard_normal(canvas.shape, dtype=np.float32) * rng.uniform(1, 6)
     return np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
 
 
