@@ -1,0 +1,149 @@
+"""Where a fold's time goes, each figure beside a naive baseline measured in the same run.
+
+    python benchmarks/pipeline_bench.py [SPEC] [--fold 3] [--set key=value ...]
+
+Runs one fold of SPEC (default: sweeps/default.yaml on a small budget: 2 epochs, 5 corrector
+candidates) through `run_trial` in a temporary run directory, then measures the naive way of doing
+each stage on the same data, model and candidates:
+  training    our loop (images resident on the device, batches gathered by index, bf16 autocast on a
+              GPU) vs a torch DataLoader over float32 images at batch 64, fp32, one epoch each;
+  extraction  `features.extract` vs a DataLoader loop at batch 64 in fp32 over the same images;
+  Parquet     bytes per image of the pooled taps we write vs the full maps (features.full);
+  corrector   the search's seconds per candidate vs the naive CV loop of benchmarks/corrector_bench.py
+              (fresh DMatrix per split, every round, no early stopping) on the candidates it tried;
+  whole fold  run_trial's wall time vs the naive rates above applied to the same work.
+"""
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from correctsweep import corrector
+from correctsweep.config import load_spec
+from correctsweep.data import load_dataset, make_splits
+from correctsweep.features import extract, file_meta, pool_taps, read_split, split_path, write_split
+from correctsweep.model import BaseNet
+from correctsweep.train import class_weights, load_model, pick_device
+from correctsweep.trial import run_trial
+
+sys.path.insert(0, str(Path(__file__).parent))
+from corrector_bench import naive_candidate  # noqa: E402
+
+BUDGET = ["base_net.epochs=2", "base_net.patience=2", "corrector.n_trials=5"]
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - start
+
+
+def naive_train_epoch(images, targets, num_classes, excluded_index, device):
+    """One epoch the textbook way: float32 tensors on the host, a shuffling DataLoader, fp32."""
+    model = BaseNet(num_classes, excluded_index=excluded_index).to(device).train()
+    loader = DataLoader(TensorDataset(images.float(), torch.from_numpy(targets)), batch_size=64, shuffle=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=class_weights(targets, num_classes).to(device))
+    for x, y in loader:
+        loss = loss_fn(model(x.to(device)), y.to(device))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+@torch.no_grad()
+def naive_extract(model, images, taps, device):
+    model.eval()
+    out = []
+    for (x,) in DataLoader(TensorDataset(images.float()), batch_size=64):
+        logits, raw = model(x.to(device), with_taps=True)
+        out.append({k: v.cpu().numpy() for k, v in pool_taps(raw, logits, taps, False, model.excluded_index).items()})
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("spec", nargs="?", default="sweeps/default.yaml")
+    ap.add_argument("--fold", default="3")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    work = Path(tempfile.mkdtemp(prefix="correctsweep-bench-"))
+    spec = load_spec(args.spec, BUDGET + args.set + [f"storage={work}"])
+    device = pick_device(spec.base_net.device)
+    threads = spec.base_net.threads or int(spec.resources.cpus_per_trial)
+    torch.set_num_threads(threads)
+    ds = load_dataset(spec.data, cache_dir=work / ".cache")  # decode/generate outside the timed fold
+
+    out, fold_seconds = timed(lambda: run_trial(spec, args.fold, 0, log=lambda _: None))
+    run = Path(spec.run_dir)
+    model, _ = load_model(run / out["paths"]["model"], device)
+    classes, excluded = ds.classes, out["excluded"]
+    excluded_index = None if excluded is None else classes.index(excluded)
+    splits = make_splits(ds, spec.data)
+    targets = np.searchsorted(classes, ds.labels)
+    train_idx = splits["train"][targets[splits["train"]] != excluded_index] if excluded is not None else splits["train"]
+    eval_idx = np.concatenate([splits["correct"], splits["test"]])
+    train = out["train"]
+    ours_train = train["images_per_second"]
+    _, naive_train_s = timed(lambda: naive_train_epoch(ds.images[train_idx], targets[train_idx], len(classes),
+                                                       excluded_index, device))
+    naive_train = len(train_idx) / naive_train_s
+
+    images = ds.images[torch.from_numpy(eval_idx)]
+    (_, taps), ours_extract_s = timed(lambda: extract(model, images, spec.features.taps, False,
+                                                      spec.features.batch_size, device))
+    _, naive_extract_s = timed(lambda: naive_extract(model, images, spec.features.taps, device))
+    _, full_taps = extract(model, images[:256], spec.features.taps, True, spec.features.batch_size, device)
+
+    meta = file_meta(classes, excluded, {}, "", "bench")
+    sizes = {}
+    for name, tap_set in (("pooled", {k: v[:256] for k, v in taps.items()}), ("full", full_taps)):
+        path = split_path(work / "bytes", args.fold, 0, name, "bench")
+        write_split(path, ds.ids[eval_idx[:256]], ds.labels[eval_idx[:256]], ds.labels[eval_idx[:256]], tap_set, meta)
+        sizes[name] = path.stat().st_size / 256
+
+    c = out["corrector"]
+    study = optuna.load_study(study_name=corrector.STUDY_NAME, storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(run / out["paths"]["corrector"] / "study.journal"))))
+    tried = [t for t in study.trials if "xgb_params" in t.user_attrs]
+    correct = read_split(split_path(run, args.fold, 0, "correct", out["net_key"]))
+    cfg = spec.corrector
+    y = np.searchsorted(classes, correct.labels)
+    folds = corrector._stratified_folds(y, cfg.cv_folds, cfg.seed, classes)
+    _, naive_corr_s = timed(lambda: [naive_candidate(correct, t.user_attrs["xgb_params"], t.user_attrs["taps"], folds,
+                                                     cfg.max_rounds) for t in tried])
+    naive_per_candidate = naive_corr_s / len(tried)
+
+    trained_images = len(train_idx) * train["epochs_run"]
+    naive_fold = trained_images / naive_train + naive_extract_s + naive_per_candidate * len(tried)
+    rows = [
+        ("base-net training, images/s", ours_train, naive_train, "DataLoader, batch 64, fp32"),
+        ("feature extraction, images/s", len(eval_idx) / ours_extract_s, len(eval_idx) / naive_extract_s,
+         "DataLoader, batch 64, fp32"),
+        ("Parquet bytes per image", sizes["pooled"], sizes["full"], "full maps (features.full)"),
+        ("corrector, s per candidate", c["seconds_per_candidate"], naive_per_candidate,
+         "fresh DMatrix, all rounds, no pruning"),
+        ("corrector search per fold, s", c["search_seconds"], naive_per_candidate * len(tried), "same candidates"),
+        ("whole fold, s", fold_seconds, naive_fold, "naive rates x the same work"),
+    ]
+    gpu = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {threads} threads"
+    print(f"{args.spec} fold {args.fold}: {len(train_idx)} training images x {train['epochs_run']} epochs at "
+          f"{spec.data.image_size}px, {len(eval_idx)} extracted, {len(tried)} candidates; {gpu}; torch {torch.__version__}")
+    print(f"{'':32}{'ours':>12}{'naive':>12}{'ratio':>9}  baseline")
+    for name, ours, naive, what in rows:
+        better = ours / naive if "images/s" in name else naive / ours  # >1 means ours is better
+        print(f"{name:32}{ours:12.2f}{naive:12.2f}{better:8.2f}x  {what}")
+
+
+if __name__ == "__main__":
+    main()
