@@ -37,3 +37,15 @@ def test_bad_input_exits_nonzero_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "data.sorce" in err and len(err.splitlines()) == 1
     assert main(["trial", "sweeps/smoke.yaml", "--fold", "9", "--set", f"storage={tmp_path}"]) == 2
+
+
+def test_net_key_follows_the_dataset(monkeypatch):
+    from correctsweep import synthetic
+    from correctsweep.config import load_spec
+    from correctsweep.trial import net_key
+
+    spec = load_spec("sweeps/smoke.yaml")
+    before = net_key(spec, "3", 0)
+    assert net_key(spec, "3", 0) == before and net_key(spec, "3", 1) != before
+    monkeypatch.setattr(synthetic, "VERSION", synthetic.VERSION + 1)  # a regenerated default set
+    assert net_key(spec, "3", 0) != before

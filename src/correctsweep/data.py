@@ -182,7 +182,8 @@ def _decode_all(blobs, ids, size: int, skip_corrupt: bool):
     return torch.stack(out), keep
 
 
-def _cache_key(cfg: DataConfig) -> str:
+def dataset_key(cfg: DataConfig) -> str:
+    """What the decoded images depend on: the source's files (or the generator's version and size)."""
     key = {"source": cfg.source, "size": cfg.image_size, "skip": cfg.skip_corrupt}
     if cfg.source == "synthetic":
         key |= {"n": cfg.size, "seed": cfg.split_seed, "version": synthetic.VERSION}
@@ -199,7 +200,7 @@ def load_dataset(cfg: DataConfig, cache_dir: str | Path | None = None) -> Datase
         raise DataError(f"data.path '{cfg.path}' does not exist; point it at the {cfg.source} data "
                         "(e.g. --set data.path=/path/to/data)")
     cache = Path(cfg.cache_dir or cache_dir or Path(tempfile.gettempdir()) / "correctsweep-cache")
-    cache_file = cache / f"data-{cfg.source}-{_cache_key(cfg)}.npz"
+    cache_file = cache / f"data-{cfg.source}-{dataset_key(cfg)}.npz"
     if cache_file.is_file():
         with np.load(cache_file, allow_pickle=False) as z:
             ds = Dataset(torch.from_numpy(z["images"]), z["labels"], z["ids"], z["split"], int(z["skipped"]))

@@ -17,14 +17,15 @@ import torch
 from correctsweep import corrector, metrics
 from correctsweep.atomic import write_json, write_text
 from correctsweep.config import Spec, digest
-from correctsweep.data import load_dataset, make_splits
+from correctsweep.data import dataset_key, load_dataset, make_splits
 from correctsweep.errors import SpecError
 from correctsweep.features import extract, file_meta, read_split, split_path, write_split
 from correctsweep.train import load_model, pick_device, save_model, train_base_net
 
 
 def net_key(spec: Spec, fold: str, seed: int) -> str:
-    data = dataclasses.asdict(spec.data) | {"cache_dir": None}
+    # The dataset's key too: a regenerated synthetic set or changed files must not reuse a stale net.
+    data = dataclasses.asdict(spec.data) | {"cache_dir": None, "dataset": dataset_key(spec.data)}
     net = dataclasses.asdict(spec.base_net) | {"device": None, "threads": None}
     return digest({"data": data, "net": net, "fold": fold, "seed": seed})
 
