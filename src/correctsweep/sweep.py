@@ -27,10 +27,6 @@ from correctsweep.atomic import write_text
 from correctsweep.config import Spec, digest, spec_from_dict
 from correctsweep.errors import SpecError
 
-# What a fold x seed owns in the run directory; pulled before and pushed after a trial on URI storage.
-FOLD_DIRS = ("models", "features", "correctors", "results")
-
-
 def is_uri(path: str) -> bool:
     return "://" in path
 
@@ -51,7 +47,9 @@ def copy_tree(src: str, dst: str) -> None:
 
 
 def _fold_parts(fold: str, seed: int) -> list[str]:
-    return [f"{d}/fold={fold}/seed={seed}" for d in FOLD_DIRS if d != "results"] + [f"results/fold={fold}/seed={seed}.json"]
+    """What one fold x seed owns in the run directory: pulled before and pushed after a trial on URI storage."""
+    return [f"{d}/fold={fold}/seed={seed}" for d in ("models", "features", "correctors")] + \
+        [f"results/fold={fold}/seed={seed}.json"]
 
 
 def search_space(spec: Spec) -> dict:
@@ -84,10 +82,9 @@ def run_fold(config: dict) -> None:
     node = ray.get_runtime_context().get_node_id()
     remote = spec.run_dir if is_uri(spec.storage) else None
     if remote:
-        local_storage = Path(tempfile.gettempdir()) / "correctsweep-runs"
+        spec.storage = local_storage(spec)
         for part in _fold_parts(fold, seed):
-            copy_tree(f"{remote}/{part}", str(local_storage / spec.name / part))
-        spec.storage = str(local_storage)
+            copy_tree(f"{remote}/{part}", f"{spec.run_dir}/{part}")
     report = lambda m: tune.report(_scalars(m) | {"node": node})
     out = run_trial(spec, fold, seed, log=lambda line: print(line, flush=True), report=report)
     if remote:
@@ -137,7 +134,7 @@ def check_folds(spec: Spec) -> list[str]:
     than as every trial failing, the trials find the decoded cache, and 'all' expands to its classes."""
     from correctsweep.data import load_dataset
 
-    classes = load_dataset(spec.data, cache_dir=Path(_local_storage(spec)) / ".cache").classes
+    classes = load_dataset(spec.data, cache_dir=Path(local_storage(spec)) / ".cache").classes
     folds = [str(c) for c in classes] if "all" in spec.folds else []
     for f in spec.folds:
         if f != "all" and f != "none" and f not in classes:
@@ -146,8 +143,12 @@ def check_folds(spec: Spec) -> list[str]:
     return list(dict.fromkeys(folds))
 
 
-def _local_storage(spec: Spec) -> str:
-    return str(Path(tempfile.gettempdir()) / "correctsweep-runs") if is_uri(spec.storage) else spec.storage
+def local_storage(spec: Spec) -> str:
+    """Where this machine works on the run: the storage itself, or for a URI a local mirror of its own
+    (keyed by the URI, so two runs of the same name elsewhere never mix)."""
+    if not is_uri(spec.storage):
+        return spec.storage
+    return str(Path(tempfile.gettempdir()) / "correctsweep-runs" / digest(spec.storage))
 
 
 def absolute(spec: Spec) -> Spec:
@@ -180,7 +181,7 @@ def run_sweep(spec: Spec, address: str | None = None, resume: bool = False) -> P
 
     spec = absolute(spec)
     folds = check_folds(spec)
-    local = Path(_local_storage(spec)) / spec.name
+    local = Path(local_storage(spec)) / spec.name
     write_text(local / "spec.yaml", spec.to_yaml())  # what collect expects: every fold x seed
     if is_uri(spec.storage):
         copy_tree(str(local / "spec.yaml"), f"{spec.run_dir}/spec.yaml")
