@@ -21,6 +21,7 @@ def test_override_nested_key_and_type():
     ({}, ["data.train_fraction=0.8", "data.correct_fraction=0.3"], "data.correct_fraction"),
     ({}, ["corrector.objective=accuracy"], "corrector.objective"),
     ({}, ["base_net.epochs=many"], "base_net.epochs"),
+    ({}, ["base_net.epochs=5", "base_net.min_epochs=6"], "base_net.min_epochs"),
     ({"data": {"source": "parquet"}}, [], "data.path"),
 ])
 def test_bad_values_name_the_key(raw, overrides, key):
@@ -28,7 +29,7 @@ def test_bad_values_name_the_key(raw, overrides, key):
         spec_from_dict(raw, overrides)
 
 
-@pytest.mark.parametrize("name", ["default", "smoke", "ferplus"])
+@pytest.mark.parametrize("name", ["default", "smoke", "ferplus", "ckplus48"])
 def test_shipped_specs_parse(name):
     load_spec(f"sweeps/{name}.yaml")
 

@@ -49,3 +49,20 @@ def test_net_key_follows_the_dataset(monkeypatch):
     assert net_key(spec, "3", 0) == before and net_key(spec, "3", 1) != before
     monkeypatch.setattr(synthetic, "VERSION", synthetic.VERSION + 1)  # a regenerated default set
     assert net_key(spec, "3", 0) != before
+
+
+def test_early_stopping_waits_for_min_epochs():
+    import numpy as np
+
+    from correctsweep.config import BaseNetConfig
+    from correctsweep.train import train_base_net
+
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 255, (40, 3, 16, 16), dtype=np.uint8))
+    targets = np.arange(40) % 3  # noise: validation accuracy cannot keep improving
+    idx = np.arange(40)
+    runs = {m: train_base_net(images, targets, idx[:30], idx[30:], 3, None,
+                              BaseNetConfig(epochs=6, patience=1, min_epochs=m, batch_size=10, device="cpu"), 0)[1]
+            for m in (0, 6)}
+    assert runs[0].epochs_run < 6 and runs[6].epochs_run == 6
+    assert runs[6].history[runs[6].best_epoch - 1]["val_accuracy"] == max(h["val_accuracy"] for h in runs[6].history)

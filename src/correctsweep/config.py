@@ -65,6 +65,9 @@ class BaseNetConfig:
     """Maximum training epochs."""
     patience: int = 8
     """Stop after this many epochs without a better (smoothed) validation accuracy."""
+    min_epochs: int = 0
+    """Early stopping never ends training before this epoch: a net still on its initial loss plateau
+    has a noisy validation score whose early peak would otherwise stop it before it learns."""
     batch_size: int = 64
     """Mini-batch size for training."""
     lr: float = 1e-3
@@ -243,6 +246,7 @@ def validate(spec: Spec) -> Spec:
     _check(bool(spec.seeds), "seeds", "must not be empty")
     _check(b.epochs >= 1, "base_net.epochs", "must be >= 1")
     _check(b.patience >= 1, "base_net.patience", "must be >= 1")
+    _check(0 <= b.min_epochs <= b.epochs, "base_net.min_epochs", "must be between 0 and base_net.epochs")
     _check(b.batch_size >= 2, "base_net.batch_size", "must be >= 2")
     _check(b.lr > 0, "base_net.lr", "must be > 0")
     _check(b.weight_decay >= 0, "base_net.weight_decay", "must be >= 0")

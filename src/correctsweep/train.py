@@ -120,7 +120,7 @@ def train_base_net(images: torch.Tensor, targets: np.ndarray, train_idx: np.ndar
             waited += 1
         if on_epoch:
             on_epoch(record | {"best_val_accuracy": best[1]["val_accuracy"]})
-        if waited >= cfg.patience:
+        if waited >= cfg.patience and epoch >= cfg.min_epochs:
             break
     model.load_state_dict(best_state)
     result = TrainResult(best[1]["epoch"], best[1]["val_accuracy"], len(history), time.perf_counter() - started,
