@@ -39,10 +39,12 @@ def copy_tree(src: str, dst: str) -> None:
     """Copy a file or folder between two locations, either of which may be a URI. A missing source
     is not an error: a fold that has not run yet has nothing to pull."""
     src_fs, src_path = pafs.FileSystem.from_uri(_uri(src))
-    if src_fs.get_file_info(src_path).type == pafs.FileType.NotFound:
+    kind = src_fs.get_file_info(src_path).type
+    if kind == pafs.FileType.NotFound:
         return
     dst_fs, dst_path = pafs.FileSystem.from_uri(_uri(dst))
-    dst_fs.create_dir(dst_path.rsplit("/", 1)[0], recursive=True)
+    # copy_files writes files only: it needs their folder to exist on the destination
+    dst_fs.create_dir(dst_path if kind == pafs.FileType.Directory else dst_path.rsplit("/", 1)[0], recursive=True)
     pafs.copy_files(_uri(src), _uri(dst))
 
 
