@@ -36,7 +36,7 @@ from correctsweep.trial import run_trial
 sys.path.insert(0, str(Path(__file__).parent))
 from corrector_bench import naive_candidate  # noqa: E402
 
-BUDGET = ["base_net.epochs=2", "base_net.patience=2", "corrector.n_trials=5"]
+BUDGET = ["base_net.epochs=2", "base_net.min_epochs=0", "base_net.patience=2", "corrector.n_trials=5"]
 
 
 def timed(fn):
