@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from correctsweep.atomic import write_text
 from correctsweep.config import load_spec
 from correctsweep.errors import CorrectsweepError
 
@@ -29,7 +30,10 @@ def cmd_data(args) -> None:
 def cmd_trial(args) -> None:
     from correctsweep.trial import run_trial
 
-    run_trial(load_spec(args.spec, args.set), args.fold, args.seed)
+    spec = load_spec(args.spec, args.set)
+    # What collect expects of the run (its folds and seeds); a sweep writes it once for all its trials.
+    write_text(Path(spec.run_dir) / "spec.yaml", spec.to_yaml())
+    run_trial(spec, args.fold, args.seed)
 
 
 def cmd_sweep(args) -> None:

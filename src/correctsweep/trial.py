@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from correctsweep import corrector, metrics
-from correctsweep.atomic import write_json, write_text
+from correctsweep.atomic import write_json
 from correctsweep.config import Spec, digest
 from correctsweep.data import dataset_key, load_dataset, make_splits
 from correctsweep.errors import SpecError
@@ -49,7 +49,6 @@ def _publish(path: Path, out: dict, spec: Spec) -> None:
 def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = print,
               report: Callable[[dict], None] | None = None) -> dict:
     run_dir = Path(spec.run_dir)
-    write_text(run_dir / "spec.yaml", spec.to_yaml())
     threads = spec.base_net.threads or max(1, int(spec.resources.cpus_per_trial))
     torch.set_num_threads(threads)
     ds = load_dataset(spec.data, cache_dir=Path(spec.storage) / ".cache")
@@ -113,7 +112,6 @@ def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = pri
                          "seconds_per_candidate": result.seconds_per_candidate},
            "per_class": table.reset_index().to_dict(orient="records"),
            "paths": {"model": str(model_dir.relative_to(run_dir)), "corrector": str(workdir.relative_to(run_dir))}}
-    write_json(workdir / "result.json", out)
     _publish(result_path(run_dir, fold, seed), out, spec)
     log(table.to_string(float_format=lambda x: metrics.format_value(x)))
     if excluded is not None:
