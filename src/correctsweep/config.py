@@ -82,6 +82,11 @@ class BaseNetConfig:
     """Attention heads (must divide 128)."""
     dropout: float = 0.5
     """Dropout before the last linear layer."""
+    augment: bool = False
+    """Departs from the paper: per-image random shifts of up to 1/12 of the side (zero padded) and
+    horizontal flips during training, against the overfitting seen on real faces."""
+    label_smoothing: float = 0.0
+    """Departs from the paper when > 0: label smoothing of the weighted cross-entropy."""
     smoothing: int = 1
     """Early stopping compares the mean validation accuracy over this many last epochs."""
     device: str = "auto"
@@ -118,6 +123,10 @@ class CorrectorConfig:
     """Decision policies searched: override and/or new_class."""
     tune_taps: bool = True
     """Let Optuna choose which taps feed XGBoost (otherwise all saved taps)."""
+    pca_dims: Any = None
+    """Compact embeddings: project the chosen taps (standardised) onto this many whitened principal
+    components fitted on `correct` only, before XGBoost sees them. null = full width; a list lets
+    the search choose among its entries (null allowed), e.g. [null, 32, 64]."""
     tau_grid: int = 41
     """Number of thresholds scanned in [0, 1) on each candidate's out-of-fold probabilities."""
     max_rounds: int = 400
@@ -168,6 +177,9 @@ class Spec:
     """Base-net hyperparameters searched by Tune, e.g. {'base_net.lr': {'loguniform': [1e-4, 1e-2]}}."""
     num_samples: int = 1
     """Samples drawn from `search` per fold and seed."""
+    tracking: dict[str, str] = field(default_factory=dict)
+    """Optional experiment tracking through Tune's callbacks: {mlflow: TRACKING_URI} and/or
+    {wandb: PROJECT}, e.g. {mlflow: file:///tmp/mlruns}. Needs the `tracking` install extra."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -254,6 +266,7 @@ def validate(spec: Spec) -> Spec:
     _check(b.grad_clip >= 0, "base_net.grad_clip", "must be >= 0")
     _check(b.heads >= 1 and 128 % b.heads == 0, "base_net.heads", "must divide 128 (1, 2, 4, 8, ...)")
     _check(0 <= b.dropout < 1, "base_net.dropout", "must be in [0, 1)")
+    _check(0 <= b.label_smoothing < 1, "base_net.label_smoothing", "must be in [0, 1)")
     _check(b.smoothing >= 1, "base_net.smoothing", "must be >= 1")
     _check(b.device in ("auto", "cpu", "cuda"), "base_net.device", "must be auto, cpu or cuda")
     _check(bool(f.taps) and set(f.taps) <= set(ALL_TAPS), "features.taps",
@@ -265,6 +278,9 @@ def validate(spec: Spec) -> Spec:
     _check(0 <= c.harm_bound <= 1, "corrector.harm_bound", "must be in [0, 1]")
     _check(bool(c.policies) and set(c.policies) <= set(POLICIES), "corrector.policies",
            f"must be a non-empty subset of {', '.join(POLICIES)}")
+    dims = c.pca_dims if isinstance(c.pca_dims, list) else [c.pca_dims]
+    _check(bool(dims) and all(d is None or (isinstance(d, int) and not isinstance(d, bool) and d >= 1) for d in dims),
+           "corrector.pca_dims", "must be null, a positive integer or a list of them (null allowed), e.g. [null, 64]")
     _check(c.tau_grid >= 2, "corrector.tau_grid", "must be >= 2")
     _check(c.max_rounds >= 1, "corrector.max_rounds", "must be >= 1")
     _check(c.early_stopping_rounds >= 1, "corrector.early_stopping_rounds", "must be >= 1")
@@ -274,6 +290,8 @@ def validate(spec: Spec) -> Spec:
     _check(r.max_concurrent is None or r.max_concurrent >= 1, "resources.max_concurrent", "must be >= 1")
     _check(r.max_failures >= 0, "resources.max_failures", "must be >= 0")
     _check(spec.num_samples >= 1, "num_samples", "must be >= 1")
+    _check(set(spec.tracking) <= {"mlflow", "wandb"} and all(isinstance(v, str) and v for v in spec.tracking.values()),
+           "tracking", "may only map mlflow to a tracking URI and wandb to a project name")
     for key, space in spec.search.items():
         _check(key.startswith("base_net.") and key.split(".", 1)[1] in BaseNetConfig.__dataclass_fields__,
                f"search.{key}", "must name a base_net field, e.g. base_net.lr")

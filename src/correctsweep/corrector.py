@@ -49,7 +49,6 @@ import optuna
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 import xgboost as xgb
 from optuna.trial import TrialState
 
@@ -58,6 +57,8 @@ from correctsweep.atomic import atomic_path, write_json
 from correctsweep.config import CorrectorConfig
 from correctsweep.errors import CorrectsweepError
 from correctsweep.features import FeatureSet
+from correctsweep.projection import Projection
+from correctsweep.train import pick_device
 
 STUDY_NAME = "corrector"
 CACHED_SUBSETS = 4  # tap subsets whose CV matrices are kept; each holds k (train, valid) pairs
@@ -81,6 +82,8 @@ class CorrectorResult:
     search_seconds: float
     seconds_per_candidate: float
     n_candidates: int
+    pca_dims: int | None = None
+    """Whitened principal components the winner saw (projection.npz beside it), or None: full width."""
 
 
 def _targets(proba, classes, policy, excluded):
@@ -180,14 +183,7 @@ def _quantise(X, y, names, nthread, ref=None) -> xgb.QuantileDMatrix:
     return xgb.QuantileDMatrix(X, y, ref=ref, feature_names=names, max_bin=MAX_BIN, nthread=nthread)
 
 
-def _device(choice: str) -> str:
-    cuda = torch.cuda.is_available()
-    if choice == "cuda" and not cuda:
-        raise CorrectsweepError("corrector.device is cuda but no GPU is visible; set it to auto or cpu")
-    return "cuda" if cuda and choice != "cpu" else "cpu"
-
-
-def _suggest(trial: optuna.Trial, taps: list[str], tune_taps: bool) -> tuple[dict, list[str]]:
+def _suggest(trial: optuna.Trial, taps: list[str], cfg: CorrectorConfig) -> tuple[dict, list[str], int | None]:
     params = {
         "eta": trial.suggest_float("eta", 0.03, 0.3, log=True),  # slower ones run out of max_rounds
         "max_depth": trial.suggest_int("max_depth", 2, 8),
@@ -197,9 +193,10 @@ def _suggest(trial: optuna.Trial, taps: list[str], tune_taps: bool) -> tuple[dic
         "lambda": trial.suggest_float("lambda", 1e-3, 10.0, log=True),
         "alpha": trial.suggest_float("alpha", 1e-3, 10.0, log=True),
     }
-    if tune_taps:
+    if cfg.tune_taps:
         taps = [t for t in taps if trial.suggest_categorical(f"tap.{t}", [True, False])]
-    return params, taps
+    dims = trial.suggest_categorical("pca_dims", cfg.pca_dims) if isinstance(cfg.pca_dims, list) else cfg.pca_dims
+    return params, taps, dims
 
 
 def study_storage(workdir: Path) -> optuna.storages.JournalStorage:
@@ -236,7 +233,7 @@ def search(correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig, workdir:
     y = _encode(correct.labels, classes, "correct")
     folds = _stratified_folds(y, cfg.cv_folds, cfg.seed, classes)
     fixed = {"objective": "multi:softprob", "num_class": len(classes), "tree_method": "hist",
-             "max_bin": MAX_BIN, "eval_metric": "mlogloss", "device": _device(cfg.device),
+             "max_bin": MAX_BIN, "eval_metric": "mlogloss", "device": pick_device(cfg.device, "corrector.device").type,
              "nthread": cfg.threads or threads, "seed": cfg.seed}
 
     study = _open_study(workdir, cfg.seed)
@@ -248,8 +245,11 @@ def search(correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig, workdir:
         return load_result(workdir)
 
     @functools.lru_cache(maxsize=CACHED_SUBSETS)
-    def split_matrices(subset: tuple[str, ...]) -> list:
+    def split_matrices(subset: tuple[str, ...], dims: int | None) -> list:
         X, names = _stack(correct, subset)
+        if dims:
+            projection = Projection.fit(X, dims, cfg.seed)
+            X, names = projection.transform(X), projection.names()
         out = []
         for valid in folds:
             train = np.setdiff1d(np.arange(len(y)), valid)
@@ -258,14 +258,15 @@ def search(correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig, workdir:
         return out
 
     def evaluate(trial: optuna.Trial) -> float:
-        params, chosen = _suggest(trial, taps, cfg.tune_taps)
+        params, chosen, dims = _suggest(trial, taps, cfg)
         if not chosen:
             raise optuna.TrialPruned("no tap chosen")
         params |= fixed
         trial.set_user_attr("xgb_params", params)
         trial.set_user_attr("taps", chosen)
+        trial.set_user_attr("pca_dims", dims)
         proba, seen, rounds = np.zeros((len(y), len(classes))), np.empty(0, dtype=np.int64), []
-        for step, (dtrain, dvalid, valid) in enumerate(split_matrices(tuple(chosen))):
+        for step, (dtrain, dvalid, valid) in enumerate(split_matrices(tuple(chosen), dims)):
             booster = xgb.train(params, dtrain, cfg.max_rounds, evals=[(dvalid, "valid")],
                                 early_stopping_rounds=cfg.early_stopping_rounds, verbose_eval=False)
             rounds.append(booster.best_iteration + 1)
@@ -303,28 +304,53 @@ def search(correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig, workdir:
                                 "or corrector.n_trials")
     best = study.best_trial
     attrs, params = best.user_attrs, best.user_attrs["xgb_params"] | fixed  # this machine's device, threads
-    booster, proba = _refit(correct, test, y, params, attrs["taps"], attrs["n_rounds"])
+    dims = attrs.get("pca_dims")
+    projection = Projection.fit(_stack(correct, attrs["taps"])[0], dims, cfg.seed) if dims else None
+    booster = _refit(correct, y, params, attrs["taps"], attrs["n_rounds"], projection)
+    proba = _proba(booster, test, attrs["taps"], projection)
     result = CorrectorResult(
         params=params, taps=attrs["taps"], policy=attrs["policy"], tau=attrs["tau"],
         n_rounds=attrs["n_rounds"], cv_score=best.value,
         pred_h=apply_policy(proba, test.pred_f, classes, attrs["policy"], attrs["tau"], excluded),
-        proba=proba, search_seconds=spent, seconds_per_candidate=spent / len(done), n_candidates=len(done))
-    _save(workdir, result, booster, test, classes, cfg.objective)
+        proba=proba, search_seconds=spent, seconds_per_candidate=spent / len(done), n_candidates=len(done),
+        pca_dims=projection.dims if projection else None)
+    _save(workdir, result, booster, projection, test, classes, cfg.objective)
     return result
 
 
-def _refit(correct: FeatureSet, test: FeatureSet, y, params: dict, taps, n_rounds: int):
-    """The winner trained on all of `correct`, and its probabilities on `test`."""
-    X, names = _stack(correct, taps)
-    dtrain = _quantise(X, y, names, params["nthread"])
-    booster = xgb.train(params, dtrain, n_rounds)
-    return booster, booster.predict(_quantise(_stack(test, taps)[0], None, names, params["nthread"], ref=dtrain))
+def _inputs(fs: FeatureSet, taps, projection: Projection | None) -> tuple[np.ndarray, list[str]]:
+    """What the corrector sees of `fs`: the stacked taps, or their projection."""
+    X, names = _stack(fs, taps)
+    return (projection.transform(X), projection.names()) if projection else (X, names)
 
 
-def _save(workdir: Path, result: CorrectorResult, booster: xgb.Booster, test: FeatureSet, classes,
-          objective: str) -> None:
+def _refit(correct: FeatureSet, y, params: dict, taps, n_rounds: int, projection: Projection | None) -> xgb.Booster:
+    """The winner trained on all of `correct`."""
+    X, names = _inputs(correct, taps, projection)
+    return xgb.train(params, _quantise(X, y, names, params["nthread"]), n_rounds)
+
+
+def _proba(booster: xgb.Booster, fs: FeatureSet, taps, projection: Projection | None) -> np.ndarray:
+    X, names = _inputs(fs, taps, projection)
+    return booster.predict(xgb.DMatrix(X, feature_names=names))
+
+
+def predict_proba(workdir: Path, fs: FeatureSet) -> np.ndarray:
+    """A saved corrector's class probabilities (columns in its classes' order) on any feature set
+    with the taps it chose: the model and, when it saw compact embeddings, their basis, reloaded."""
+    workdir = Path(workdir)
+    best = json.loads((workdir / "best.json").read_text())
+    booster = xgb.Booster(model_file=str(workdir / "model.ubj"))
+    projection = Projection.load(workdir / "projection.npz") if best.get("pca_dims") else None
+    return _proba(booster, fs, _check_taps(fs, fs, best["taps"]), projection)
+
+
+def _save(workdir: Path, result: CorrectorResult, booster: xgb.Booster, projection: Projection | None,
+          test: FeatureSet, classes, objective: str) -> None:
     with atomic_path(workdir / "model.ubj") as tmp:
         booster.save_model(tmp)
+    if projection:
+        projection.save(workdir / "projection.npz")
     columns = {"sample_id": test.sample_ids.astype(str), "label": test.labels, "pred_f": test.pred_f,
                "pred_h": result.pred_h.astype(np.int64)}
     columns |= {f"p_{c}": result.proba[:, i].astype(np.float32) for i, c in enumerate(classes)}

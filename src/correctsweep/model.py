@@ -34,7 +34,10 @@ class BaseNet(nn.Module):
             x = x.expand(-1, 3, -1, -1)
         conv = self.convs(x)                                  # [B, 128, H', W']
         seq = conv.flatten(2).transpose(1, 2)                 # [B, T, 128]
-        lstm, _ = self.lstm(seq)
+        # fp32 even under autocast: torch's cuDNN RNN autocast casts to fp16 whatever the autocast
+        # dtype, and unscaled fp16 gradients through 36-144 LSTM steps underflow. Sequential, so cheap.
+        with torch.autocast(seq.device.type, enabled=False):
+            lstm, _ = self.lstm(seq.float())
         attn, weights = self.attn(lstm, lstm, lstm, need_weights=with_taps)
         hidden = torch.relu(self.fc(attn.mean(1)))
         logits = self.out(self.drop(hidden))

@@ -23,13 +23,34 @@ import torch.nn.functional as F
 
 from correctsweep.atomic import atomic_path, write_json
 from correctsweep.config import BaseNetConfig
+from correctsweep.errors import CorrectsweepError
 from correctsweep.model import BaseNet
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+def pick_device(name: str, key: str = "base_net.device") -> torch.device:
+    """The torch device that `name` (auto, cpu or cuda) means on this machine; `key` names the spec
+    field in the one-line error when cuda is asked for and none is visible."""
+    cuda = torch.cuda.is_available()
+    if name == "cuda" and not cuda:
+        raise CorrectsweepError(f"{key} is cuda but no GPU is visible here; set it to auto or cpu")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and cuda) else "cpu")
+
+
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Per-image random shift (zero padded, up to 1/12 of the side) and horizontal flip of a uint8
+    batch on its device. Hand-written because torchvision's v2 transforms draw one set of parameters
+    per call, and a call per image would cost more than the step on a GPU."""
+    b, _, h, w = x.shape
+    pad = max(1, h // 12)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy, dx, flip = (torch.randint(0, 2 * pad + 1, (b,), generator=generator),
+                    torch.randint(0, 2 * pad + 1, (b,), generator=generator),
+                    torch.rand(b, generator=generator) < 0.5)
+    rows = (dy[:, None] + torch.arange(h)).to(x.device)
+    cols = (dx[:, None] + torch.arange(w)).to(x.device)
+    cols = torch.where(flip.to(x.device)[:, None], cols.flip(1), cols)
+    return padded[torch.arange(b, device=x.device)[:, None, None, None], torch.arange(x.shape[1], device=x.device)[None, :, None, None],
+                  rows[:, None, :, None], cols[:, None, None, :]]
 
 
 @dataclass
@@ -75,9 +96,16 @@ def train_base_net(images: torch.Tensor, targets: np.ndarray, train_idx: np.ndar
     use_amp = cfg.amp and device.type == "cuda"
     model = BaseNet(num_classes, cfg.heads, cfg.dropout, excluded_index).to(device)
     x_train = images[torch.from_numpy(train_idx)].to(device)
-    y_train = torch.from_numpy(targets[train_idx]).to(device)
+    # The loss sees only the trained classes' logits: label smoothing would otherwise put mass on the
+    # excluded class, whose logit is -inf (and 0 x -inf is NaN even at weight 0).
+    trained = torch.tensor([i for i in range(num_classes) if i != excluded_index])
+    column = torch.full((num_classes,), -1, dtype=torch.long)
+    column[trained] = torch.arange(len(trained))
+    y_train = column[torch.from_numpy(targets[train_idx])].to(device)
+    trained = trained.to(device)
     x_val, y_val = images[torch.from_numpy(val_idx)], torch.from_numpy(targets[val_idx])
-    loss_fn = torch.nn.CrossEntropyLoss(weight=class_weights(targets[train_idx], num_classes).to(device))
+    weights = class_weights(targets[train_idx], num_classes)[trained.cpu()]
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights.to(device), label_smoothing=cfg.label_smoothing)
 
     steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
     total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
@@ -95,8 +123,9 @@ def train_base_net(images: torch.Tensor, targets: np.ndarray, train_idx: np.ndar
         for batch in torch.randperm(len(train_idx), generator=generator).to(device).split(cfg.batch_size):
             if len(batch) < 2:  # BatchNorm cannot train on a single image
                 continue
+            x = augment(x_train[batch], generator) if cfg.augment else x_train[batch]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = loss_fn(model(x_train[batch]), y_train[batch])
+                loss = loss_fn(model(x)[:, trained], y_train[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
@@ -107,6 +136,9 @@ def train_base_net(images: torch.Tensor, targets: np.ndarray, train_idx: np.ndar
         if device.type == "cuda":
             torch.cuda.synchronize()
         train_seconds += time.perf_counter() - t0
+        if not torch.isfinite(loss_sum):  # checked once an epoch: a per-step check would sync the GPU
+            raise CorrectsweepError(f"the base net's training loss became {loss_sum.item()} in epoch {epoch}; "
+                                    "lower base_net.lr or keep base_net.grad_clip > 0")
         val_acc = (predict(model, x_val, device, amp=cfg.amp) == y_val).float().mean().item()
         record = {"epoch": epoch, "train_loss": loss_sum.item() / len(train_idx), "val_accuracy": val_acc,
                   "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}

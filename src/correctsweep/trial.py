@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -46,39 +48,107 @@ def _publish(path: Path, out: dict, spec: Spec) -> None:
     write_json(path, out)
 
 
+class StageClock:
+    """Wall seconds per pipeline stage, so a result says where its time went."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
+
+
 def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = print,
               report: Callable[[dict], None] | None = None) -> dict:
-    run_dir = Path(spec.run_dir)
+    """One excluded class (or 'none', the full model) and seed end to end; publishes and returns the
+    result. Each stage reuses its cached output when the key that determines it is unchanged:
+    the base net (net_key: data, split, base_net settings, fold, seed), the features (the net's key
+    and weights) and the corrector search (the net's key and the corrector settings)."""
+    run_dir, fold, clock = Path(spec.run_dir), str(fold), StageClock()
     threads = spec.base_net.threads or max(1, int(spec.resources.cpus_per_trial))
     torch.set_num_threads(threads)
-    ds = load_dataset(spec.data, cache_dir=Path(spec.storage) / ".cache")
-    classes = ds.classes
-    fold = str(fold)
-    if fold != "none" and int(fold) not in classes:
-        raise SpecError(f"--fold {fold} is not a class of this dataset (classes: {classes}, or 'none')")
-    excluded = None if fold == "none" else int(fold)
-    splits = make_splits(ds, spec.data)
-    targets = np.searchsorted(classes, ds.labels)
-    excluded_index = None if excluded is None else classes.index(excluded)
-
+    with clock("data"):
+        ds = load_dataset(spec.data, cache_dir=Path(spec.storage) / ".cache")
+        classes = ds.classes
+        if fold != "none" and int(fold) not in classes:
+            raise SpecError(f"--fold {fold} is not a class of this dataset (classes: {classes}, or 'none')")
+        excluded = None if fold == "none" else int(fold)
+        splits = make_splits(ds, spec.data)
     key = net_key(spec, fold, seed)
     model_dir = run_dir / "models" / f"fold={fold}" / f"seed={seed}" / f"net-{key}"
-    if (model_dir / "model.json").is_file():
-        model, meta = load_model(model_dir)
-        log(f"fold {fold} seed {seed}: reusing trained base net {model_dir}")
-    else:
-        keep = lambda idx: idx[targets[idx] != excluded_index] if excluded_index is not None else idx
-        log(f"fold {fold} seed {seed}: training base net on {len(keep(splits['train']))} images")
-        model, res = train_base_net(ds.images, targets, keep(splits["train"]), keep(splits["val"]), len(classes),
-                                    excluded_index, spec.base_net, seed,
-                                    on_epoch=lambda r: (log(f"  epoch {r['epoch']}: loss {r['train_loss']:.3f} "
-                                                            f"val acc {r['val_accuracy']:.3f}"),
-                                                        report and report({"stage": "train"} | r)))
-        meta = save_model(model, model_dir, {"classes": classes, "excluded": excluded,
-                                             "train": dataclasses.asdict(res)})
-
+    with clock("train"):
+        model, meta = _base_net(spec, ds, splits, excluded, seed, model_dir, log, report)
     device = pick_device(spec.base_net.device)
-    fmeta = file_meta(classes, excluded, spec.to_dict(), meta["weights_sha256"], key)
+    with clock("extract"):
+        sets = _features(spec, ds, splits, model, meta, excluded, key, seed, device, log)
+    if report:
+        report({"stage": "features", "rows_correct": len(sets["correct"].labels), "rows_test": len(sets["test"].labels)})
+    if excluded is not None:
+        assert not (sets["test"].pred_f == excluded).any(), "f predicted its excluded class"
+    del model
+    if device.type == "cuda":  # the corrector's GPU matrices should not queue behind the net's cache
+        torch.cuda.empty_cache()
+
+    cfg = spec.corrector
+    if excluded is None:
+        cfg = dataclasses.replace(cfg, policies=[p for p in cfg.policies if p != "new_class"] or ["override"])
+    workdir = run_dir / "correctors" / f"fold={fold}" / f"seed={seed}" / f"net-{key}-corr-{digest(dataclasses.asdict(cfg))}"
+    log(f"fold {fold} seed {seed}: corrector search ({cfg.n_trials} trials) in {workdir}")
+    with clock("corrector"):
+        result = corrector.search(sets["correct"], sets["test"], cfg, workdir, threads,
+                                  on_trial=lambda t: report and report({"stage": "corrector"} | t))
+    with clock("write"):
+        test = sets["test"]
+        table = metrics.per_class(test.labels, test.pred_f, result.pred_h, classes)
+        summary = metrics.summary(test.labels, test.pred_f, result.pred_h, classes)
+        out = {"fold": fold, "seed": seed, "excluded": excluded, "classes": classes, "net_key": key,
+               "train": meta.get("train"), "summary": summary,
+               "device": {"base_net": device.type, "corrector": result.params["device"], "threads": threads},
+               "corrector": {"policy": result.policy, "tau": result.tau, "taps": result.taps,
+                             "pca_dims": result.pca_dims, "params": result.params,
+                             "n_rounds": result.n_rounds, "cv_score": result.cv_score,
+                             "search_seconds": result.search_seconds,
+                             "seconds_per_candidate": result.seconds_per_candidate,
+                             "n_candidates": result.n_candidates},
+               "per_class": table.reset_index().to_dict(orient="records"),
+               "paths": {"model": str(model_dir.relative_to(run_dir)), "corrector": str(workdir.relative_to(run_dir))}}
+    out["stage_seconds"] = clock.seconds  # this run's stages; a reused stage shows its (short) reuse
+    _publish(result_path(run_dir, fold, seed), out, spec)
+    log(table.to_string(float_format=lambda x: metrics.format_value(x)))
+    log("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in clock.seconds.items()))
+    if excluded is not None:
+        log(f"fold {fold}: Gain of excluded class {excluded} = {metrics.format_value(table.loc[excluded, 'gain'])}, "
+            f"accuracy f {summary['accuracy_f']:.3f} -> h {summary['accuracy_h']:.3f}")
+    return out
+
+
+def _base_net(spec: Spec, ds, splits, excluded, seed, model_dir: Path, log, report):
+    """The fold's trained net: reused from `model_dir` (keyed by net_key) or trained and saved there."""
+    if (model_dir / "model.json").is_file():
+        log(f"fold {excluded or 'none'} seed {seed}: reusing trained base net {model_dir}")
+        return load_model(model_dir)
+    classes = ds.classes
+    targets = np.searchsorted(classes, ds.labels)
+    excluded_index = None if excluded is None else classes.index(excluded)
+    keep = lambda idx: idx if excluded_index is None else idx[targets[idx] != excluded_index]
+    log(f"fold {excluded or 'none'} seed {seed}: training base net on {len(keep(splits['train']))} images")
+    on_epoch = lambda r: (log(f"  epoch {r['epoch']}: loss {r['train_loss']:.3f} val acc {r['val_accuracy']:.3f}"),
+                          report and report({"stage": "train"} | r))
+    model, res = train_base_net(ds.images, targets, keep(splits["train"]), keep(splits["val"]), len(classes),
+                                excluded_index, spec.base_net, seed, on_epoch=on_epoch)
+    meta = save_model(model, model_dir, {"classes": classes, "excluded": excluded, "train": dataclasses.asdict(res)})
+    return model, meta
+
+
+def _features(spec: Spec, ds, splits, model, meta, excluded, key: str, seed: int, device, log) -> dict:
+    """`correct` and `test` features of the fold's net, extracted once per net (keyed by its net_key)."""
+    run_dir, fold = Path(spec.run_dir), "none" if excluded is None else str(excluded)
+    fmeta = file_meta(ds.classes, excluded, spec.to_dict(), meta["weights_sha256"], key)
     sets = {}
     for split in ("correct", "test"):
         path = split_path(run_dir, fold, seed, split, key)
@@ -86,35 +156,7 @@ def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = pri
             idx = splits[split]
             pred, taps = extract(model, ds.images[torch.from_numpy(idx)], spec.features.taps, spec.features.full,
                                  spec.features.batch_size, device)
-            write_split(path, ds.ids[idx], ds.labels[idx], np.asarray(classes)[pred], taps, fmeta)
+            write_split(path, ds.ids[idx], ds.labels[idx], np.asarray(ds.classes)[pred], taps, fmeta)
             log(f"fold {fold} seed {seed}: wrote {path}")
         sets[split] = read_split(path)
-    if report:
-        report({"stage": "features", "rows_correct": len(sets["correct"].labels), "rows_test": len(sets["test"].labels)})
-    if excluded is not None:
-        assert not (sets["test"].pred_f == excluded).any(), "f predicted its excluded class"
-
-    cfg = spec.corrector
-    if excluded is None:
-        cfg = dataclasses.replace(cfg, policies=[p for p in cfg.policies if p != "new_class"] or ["override"])
-    workdir = run_dir / "correctors" / f"fold={fold}" / f"seed={seed}" / f"net-{key}-corr-{digest(dataclasses.asdict(cfg))}"
-    log(f"fold {fold} seed {seed}: corrector search ({cfg.n_trials} trials) in {workdir}")
-    result = corrector.search(sets["correct"], sets["test"], cfg, workdir, threads,
-                              on_trial=lambda t: report and report({"stage": "corrector"} | t))
-    test = sets["test"]
-    table = metrics.per_class(test.labels, test.pred_f, result.pred_h, classes)
-    summary = metrics.summary(test.labels, test.pred_f, result.pred_h, classes)
-    out = {"fold": fold, "seed": seed, "excluded": excluded, "classes": classes, "net_key": key,
-           "train": meta.get("train"), "summary": summary,
-           "corrector": {"policy": result.policy, "tau": result.tau, "taps": result.taps, "params": result.params,
-                         "n_rounds": result.n_rounds, "cv_score": result.cv_score,
-                         "search_seconds": result.search_seconds,
-                         "seconds_per_candidate": result.seconds_per_candidate},
-           "per_class": table.reset_index().to_dict(orient="records"),
-           "paths": {"model": str(model_dir.relative_to(run_dir)), "corrector": str(workdir.relative_to(run_dir))}}
-    _publish(result_path(run_dir, fold, seed), out, spec)
-    log(table.to_string(float_format=lambda x: metrics.format_value(x)))
-    if excluded is not None:
-        log(f"fold {fold}: Gain of excluded class {excluded} = {metrics.format_value(table.loc[excluded, 'gain'])}, "
-            f"accuracy f {summary['accuracy_f']:.3f} -> h {summary['accuracy_h']:.3f}")
-    return out
+    return sets
