@@ -12,6 +12,7 @@ each stage on the same data, model and candidates:
   corrector   the search's seconds per candidate vs the naive CV loop of benchmarks/corrector_bench.py
               (fresh DMatrix per split, every round, no early stopping) on the candidates it tried;
   whole fold  run_trial's wall time vs the naive rates above applied to the same work.
+Then the fold's own stage seconds (data, train, extract, corrector, write), as a sweep records them.
 """
 
 import argparse
@@ -143,6 +144,8 @@ def main():
     for name, ours, naive, what in rows:
         better = ours / naive if "images/s" in name else naive / ours  # >1 means ours is better
         print(f"{name:32}{ours:12.2f}{naive:12.2f}{better:8.2f}x  {what}")
+    total = sum(out["stage_seconds"].values())
+    print("the fold's stages, s: " + ", ".join(f"{k} {v:.1f} ({v / total:.0%})" for k, v in out["stage_seconds"].items()))
 
 
 if __name__ == "__main__":

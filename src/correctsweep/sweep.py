@@ -12,6 +12,7 @@ works in a local mirror of its fold's folders and copies them back with pyarrow'
 from __future__ import annotations
 
 import copy
+import importlib
 import os
 import sys
 import tempfile
@@ -93,7 +94,8 @@ def run_fold(config: dict) -> None:
         for part in _fold_parts(fold, seed):
             copy_tree(str(Path(spec.run_dir) / part), f"{remote}/{part}")
     gain = next((r["gain"] for r in out["per_class"] if r["class"] == out["excluded"]), float("nan"))
-    report({"stage": "done", "excluded_gain": gain, "cv_score": out["corrector"]["cv_score"]} | out["summary"])
+    seconds = {f"seconds_{stage}": v for stage, v in out["stage_seconds"].items()}
+    report({"stage": "done", "excluded_gain": gain, "cv_score": out["corrector"]["cv_score"]} | out["summary"] | seconds)
 
 
 class ProgressLines(tune.Callback):
@@ -131,6 +133,32 @@ class ProgressLines(tune.Callback):
         self.say(f"{self.name(trial)}: FAILED (see {trial.path}/error.txt)")
 
 
+# tracking key -> (module, how to install it)
+TRACKERS = {"mlflow": ("mlflow", "pip install -e '.[tracking]'"), "wandb": ("wandb", "pip install wandb")}
+
+
+def tracking_callbacks(spec: Spec) -> list:
+    """Tune's own MLflow and W&B loggers for the spec's `tracking`: each runs on the driver and keeps one
+    run per trial, with the trial's config as params and every reported dict as metrics."""
+    for key in spec.tracking:
+        module, install = TRACKERS[key]
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise SpecError(f"tracking.{key} needs the {module} package, which is not installed: {install}") from None
+    callbacks = []
+    if "mlflow" in spec.tracking:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        callbacks.append(MLflowLoggerCallback(tracking_uri=spec.tracking["mlflow"], experiment_name=spec.name,
+                                              save_artifact=False))
+    if "wandb" in spec.tracking:
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        callbacks.append(WandbLoggerCallback(project=spec.tracking["wandb"]))
+    return callbacks
+
+
 def check_folds(spec: Spec) -> list[str]:
     """Load the dataset once before any trial starts: a data error surfaces as one line here rather
     than as every trial failing, the trials find the decoded cache, and 'all' expands to its classes."""
@@ -162,6 +190,27 @@ def absolute(spec: Spec) -> Spec:
         spec.data.path = str(Path(spec.data.path).resolve())
     if spec.data.cache_dir:
         spec.data.cache_dir = str(Path(spec.data.cache_dir).resolve())
+    return spec
+
+
+def trial_devices(spec: Spec, cluster_gpus: float, local: bool) -> Spec:
+    """The spec the trials get, given the GPUs Ray sees. Since Ray 2.60 a trial that asks for no GPU
+    still sees every GPU (CUDA_VISIBLE_DEVICES is no longer emptied), so `device: auto` would put
+    every concurrent trial on GPU 0 without Ray counting it: such trials are sent to the CPU."""
+    gpus = spec.resources.gpus_per_trial
+    if gpus > 0 and cluster_gpus == 0 and local:
+        raise SpecError(f"resources.gpus_per_trial is {gpus} but this machine has no GPU Ray can see; "
+                        "set it to 0 (the trials then run on the CPU)")
+    if gpus > 0 or cluster_gpus == 0:
+        return spec
+    for key, cfg in (("base_net.device", spec.base_net), ("corrector.device", spec.corrector)):
+        if cfg.device == "cuda":
+            raise SpecError(f"{key} is cuda but resources.gpus_per_trial is 0, so Ray would not count the GPU "
+                            f"the trials use; set resources.gpus_per_trial (e.g. 0.25) or {key}=cpu")
+    print(f"the cluster has {cluster_gpus:g} GPU(s) but resources.gpus_per_trial is 0: trials run on the CPU "
+          "(set resources.gpus_per_trial, e.g. 0.25, to use them)", flush=True)
+    spec = copy.deepcopy(spec)
+    spec.base_net.device = spec.corrector.device = "cpu"
     return spec
 
 
@@ -202,13 +251,14 @@ def run_sweep(spec: Spec, address: str | None = None, resume: bool = False) -> P
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     if not ray.is_initialized():
         ray.init(address=address, configure_logging=False, include_dashboard=False)
+    spec = trial_devices(spec, ray.cluster_resources().get("GPU", 0), local=address is None)
     resources = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
     trainable = tune.with_resources(run_fold, resources)
     param_space = {"spec": spec.to_dict(), "fold": tune.grid_search(folds),
                    "seed": tune.grid_search(list(spec.seeds))} | search_space(spec)
     run_config = tune.RunConfig(name=name, storage_path=spec.run_dir, verbose=0,
                                 failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
-                                callbacks=[ProgressLines()])
+                                callbacks=[ProgressLines(), *tracking_callbacks(spec)])
     print(f"sweep '{spec.name}': folds {', '.join(folds)} x seeds {spec.seeds}"
           f"{f' x {spec.num_samples} samples' if spec.search else ''}, {resources} per trial -> {spec.run_dir}", flush=True)
     started = time.perf_counter()
@@ -230,6 +280,7 @@ def run_sweep(spec: Spec, address: str | None = None, resume: bool = False) -> P
         for part in ("report", "best"):
             copy_tree(str(local / part), f"{spec.run_dir}/{part}")
     print(_final_table(grid))
+    print(stage_totals(grid))
     print(f"sweep '{spec.name}' finished in {time.perf_counter() - started:.0f} s: "
           f"{len(grid) - len(errors)} of {len(grid)} trials succeeded")
     print(f"report: {report / 'report.md'}\nbest:   {best / 'best_config.yaml'}")
@@ -237,6 +288,20 @@ def run_sweep(spec: Spec, address: str | None = None, resume: bool = False) -> P
         raise SpecError(f"{len(errors)} trial(s) failed; their errors are under {experiment}; "
                         f"fix the cause and rerun with --resume")
     return local
+
+
+def stage_totals(grid) -> str:
+    """Seconds per pipeline stage summed over the trials that finished: where the next speed-up is."""
+    totals = {}
+    for r in grid:
+        for key, value in (r.metrics or {}).items():
+            if key.startswith("seconds_"):
+                totals[key.removeprefix("seconds_")] = totals.get(key.removeprefix("seconds_"), 0.0) + value
+    if not totals:
+        return "stage seconds: no trial finished"
+    total = sum(totals.values())
+    return "stage seconds summed over trials: " + ", ".join(
+        f"{k} {v:.0f} ({v / total:.0%})" for k, v in totals.items()) + f"; total {total:.0f}"
 
 
 def _final_table(grid) -> str:
