@@ -37,3 +37,22 @@ def test_shipped_specs_parse(name):
 def test_missing_spec_file(tmp_path):
     with pytest.raises(SpecError, match="not found"):
         load_spec(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("raw, overrides, old, new", [
+    ({"data": {"size": 500}}, [], "data.size", "data.n_images"),
+    ({}, ["base_net.smoothing=3"], "base_net.smoothing", "base_net.val_window"),
+])
+def test_renamed_keys_name_the_new_one(raw, overrides, old, new):
+    with pytest.raises(SpecError, match=f"'{old}' is now called '{new}'"):
+        spec_from_dict(raw, overrides)
+
+
+@pytest.mark.parametrize("value, ok", [("null", True), ("16", True), ("[null, 32, 64]", True), ("0", False),
+                                       ("[]", False), ("[8, x]", False), ("true", False)])
+def test_pca_dims_values(value, ok):
+    if ok:
+        spec_from_dict({}, [f"corrector.pca_dims={value}"])
+    else:
+        with pytest.raises(SpecError, match="corrector.pca_dims"):
+            spec_from_dict({}, [f"corrector.pca_dims={value}"])

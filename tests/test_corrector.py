@@ -7,17 +7,11 @@ import pytest
 import xgboost as xgb
 
 from correctsweep.config import CorrectorConfig
-from correctsweep.corrector import (
-    STUDY_NAME,
-    apply_policy,
-    best_threshold,
-    load_result,
-    objective_score,
-    search,
-)
+from correctsweep.corrector import STUDY_NAME, load_result, predict_proba, search
 from correctsweep.errors import CorrectsweepError
 from correctsweep.features import FeatureSet
 from correctsweep.metrics import balanced_accuracy, macro_f1, per_class
+from correctsweep.policy import apply_policy, best_threshold, objective_score, policies_for
 
 CLASSES = [1, 2, 3, 4]
 EXCLUDED = 3
@@ -185,9 +179,42 @@ def test_user_errors(tmp_path):
     tiny = feature_set(0, 0, counts=[30, 30, 30, 2])
     with pytest.raises(CorrectsweepError, match="class 4 has 2 sample"):
         search(tiny, test, small_cfg(), tmp_path, threads=1)
-    full = feature_set(120, 0, excluded=None)
-    with pytest.raises(CorrectsweepError, match="new_class"):
-        search(full, test, small_cfg(policies=["new_class"]), tmp_path, threads=1)
+
+
+def test_full_model_uses_override_where_the_spec_asks_only_new_class(tmp_path):
+    # one rule, in policy.py, for trial.py and the search alike
+    assert policies_for(["new_class"], None) == ["override"]
+    assert policies_for(["override", "new_class"], None) == ["override"]
+    assert policies_for(["new_class"], 3) == ["new_class"]
+    full, test = feature_set(120, 0, excluded=None), feature_set(40, 1, excluded=None)
+    result = search(full, test, small_cfg(policies=["new_class"], n_trials=2), tmp_path, threads=1)
+    assert result.policy == "override"
+
+
+@pytest.mark.parametrize("dims, used", [(2, 2), ([None, 3], None)])
+def test_compact_embeddings_are_recorded_and_reapplied(tmp_path, dims, used):
+    correct, test = feature_set(240, 0), feature_set(120, 1)
+    result = search(correct, test, small_cfg(n_trials=4, pca_dims=dims, tune_taps=False), tmp_path, threads=1)
+    if isinstance(dims, int):
+        assert result.pca_dims == used and (tmp_path / "projection.npz").is_file()
+    else:  # the search chose; whatever it chose is what best.json and the saved files say
+        assert result.pca_dims in (None, 3) and (tmp_path / "projection.npz").is_file() == (result.pca_dims == 3)
+    assert json.loads((tmp_path / "best.json").read_text())["pca_dims"] == result.pca_dims
+    assert np.allclose(predict_proba(tmp_path, test), result.proba, atol=1e-6)  # the saved corrector reapplied
+
+
+def test_projection_is_fitted_on_correct_only():
+    from correctsweep.projection import Projection
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 10)) * np.arange(1, 11) + 5
+    X[:, 4] = np.nan  # a never-trained logit column is dropped, not propagated
+    p = Projection.fit(X, 3)
+    Z = p.transform(X)
+    assert Z.shape == (300, 3) and not np.isnan(Z).any()
+    assert np.allclose(Z.mean(0), 0, atol=1e-5) and np.allclose(Z.std(0, ddof=1), 1, atol=1e-3)  # whitened
+    shifted = p.transform(X + 100)  # another split is projected on the same basis, not refitted
+    assert not np.allclose(shifted.mean(0), 0, atol=1e-3)
 
 
 def test_timeout_spans_reruns(tmp_path):

@@ -53,9 +53,11 @@ def test_cuda_device_without_gpu_is_one_line(tmp_path, capsys):
 
 
 def test_nan_loss_stops_training_with_one_line(monkeypatch):
-    monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward",
-                        lambda self, x, y: (x * float("nan")).sum())
+    from correctsweep import train
+
+    monkeypatch.setattr(train, "weighted_cross_entropy", lambda logits, y, w, s: (logits * float("nan")).sum())
     images = torch.zeros(12, 1, 16, 16, dtype=torch.uint8)
     targets, idx = np.arange(12) % 3, np.arange(12)
     with pytest.raises(CorrectsweepError, match="loss became nan in epoch 1"):
-        train_base_net(images, targets, idx[:9], idx[9:], 3, None, BaseNetConfig(epochs=2, batch_size=4, device="cpu"), 0)
+        train_base_net(images, targets, idx[:9], idx[9:], 3, None,
+                       BaseNetConfig(epochs=2, batch_size=4, device="cpu"), 0)

@@ -17,7 +17,8 @@ available in fold none, so its share counts only the folds with an excluded clas
 
 Replaces RUN_DIR/best/ with best_config.yaml, rationale.md and, per fold, copies of the chosen base
 net (fold=J/seed=S/net/: weights.pt, model.json, loadable by train.load_model) and corrector
-(fold=J/seed=S/corrector/: model.ubj, best.json). In best_config.yaml `artifacts` are relative to
+(fold=J/seed=S/corrector/: model.ubj, best.json, and projection.npz when it saw compact embeddings;
+`corrector.predict_proba` reapplies it). In best_config.yaml `artifacts` are relative to
 best/ and `source` (where they were copied from) to the run directory.
 """
 
@@ -35,14 +36,16 @@ from optuna.trial import TrialState
 from correctsweep.atomic import atomic_dir
 from correctsweep.collect import fold_order, load_run, markdown_table
 from correctsweep.config import CorrectorConfig
-from correctsweep.corrector import STUDY_NAME, objective_score, study_storage
+from correctsweep.corrector import STUDY_NAME, study_storage
 from correctsweep.errors import CorrectsweepError
 from correctsweep.metrics import format_value
+from correctsweep.policy import objective_score
 
 # artifact name -> (key in the result's paths, file, sub-folder under best/fold=J/seed=S/)
 ARTIFACTS = {"weights": ("model", "weights.pt", "net"), "net_config": ("model", "model.json", "net"),
              "corrector": ("corrector", "model.ubj", "corrector"),
-             "corrector_config": ("corrector", "best.json", "corrector")}
+             "corrector_config": ("corrector", "best.json", "corrector"),
+             "corrector_projection": ("corrector", "projection.npz", "corrector")}  # only with compact embeddings
 
 
 def _source(run_dir: Path, entry: dict, kind: str, file: str) -> Path:
@@ -67,7 +70,8 @@ def assess(run_dir: Path, result: dict, cfg: CorrectorConfig) -> tuple[dict, pd.
     """One result's winner with its runner-up and test-set objective, and its study's complete trials."""
     c = result["corrector"]
     entry = {"fold": result["fold"], "seed": result["seed"], "net_key": result.get("net_key"),
-             "policy": c["policy"], "tau": c["tau"], "taps": c["taps"], "xgb_params": c["params"],
+             "policy": c["policy"], "tau": c["tau"], "taps": c["taps"], "pca_dims": c.get("pca_dims"),
+             "xgb_params": c["params"],
              "n_rounds": c["n_rounds"], "cv_score": c["cv_score"], "test_score": None, "runner_up": None,
              "source": result["paths"]}
     trials = study_trials(_source(run_dir, entry, "corrector", "study.journal").parent)
@@ -150,6 +154,8 @@ def select_best(run_dir: str | Path) -> Path:
         for e in chosen:
             e["artifacts"] = {}
             for name, (kind, file, folder) in ARTIFACTS.items():
+                if name == "corrector_projection" and not e["pca_dims"]:
+                    continue
                 rel = Path(f"fold={e['fold']}", f"seed={e['seed']}", folder, file)
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(_source(run_dir, e, kind, file), tmp / rel)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from correctsweep.atomic import write_text
 from correctsweep.config import load_spec
@@ -12,15 +11,15 @@ from correctsweep.errors import CorrectsweepError
 
 
 def cmd_data(args) -> None:
-    from correctsweep.data import count_table, load_dataset, make_splits
+    from correctsweep.data import class_name, count_table, load_dataset, make_splits
+    from correctsweep.layout import RunLayout
 
     spec = load_spec(args.spec, args.set)
-    ds = load_dataset(spec.data, cache_dir=Path(spec.storage) / ".cache")
+    ds = load_dataset(spec.data, cache_dir=RunLayout.cache_dir(spec))
     print(f"{spec.data.source}: {len(ds.labels)} images, {len(ds.classes)} classes, "
           f"{ds.images.shape[1]}x{ds.images.shape[2]}x{ds.images.shape[3]}, {ds.skipped} skipped as corrupt")
     if (ds.split != "").any():
         import pandas as pd
-        from correctsweep.data import class_name
 
         own = pd.crosstab([f"{c} {class_name(c)}" for c in ds.labels], ds.split, margins=True, margins_name="all")
         print("\nthe dataset's own split column:\n" + own.to_string())
@@ -28,12 +27,16 @@ def cmd_data(args) -> None:
 
 
 def cmd_trial(args) -> None:
-    from correctsweep.trial import run_trial
+    from correctsweep.layout import RunLayout
+    from correctsweep.trial import normalise_fold, run_trial
 
     spec = load_spec(args.spec, args.set)
-    # What collect expects of the run (its folds and seeds); a sweep writes it once for all its trials.
-    write_text(Path(spec.run_dir) / "spec.yaml", spec.to_yaml())
-    run_trial(spec, args.fold, args.seed)
+    run_trial(spec, normalise_fold(args.fold), args.seed)
+    # What collect expects of the run (its folds and seeds), written once the trial has succeeded, so
+    # a rejected command changes nothing; a sweep writes it once for all its trials.
+    layout = RunLayout.of(spec)
+    write_text(layout.spec_file, spec.to_yaml())
+    layout.push(["spec.yaml"])
 
 
 def cmd_sweep(args) -> None:
@@ -44,14 +47,24 @@ def cmd_sweep(args) -> None:
 
 def cmd_collect(args) -> None:
     from correctsweep.collect import collect
+    from correctsweep.layout import RunLayout
 
-    print(f"report: {collect(args.run_dir) / 'report.md'}")
+    layout = RunLayout.at(args.run_dir)
+    layout.pull(["spec.yaml", "results"])
+    report = collect(layout.root)
+    layout.push(["report"])
+    print(f"report: {report / 'report.md'}")
 
 
 def cmd_best(args) -> None:
     from correctsweep.best import select_best
+    from correctsweep.layout import RunLayout
 
-    print(f"best: {select_best(args.run_dir) / 'best_config.yaml'}")
+    layout = RunLayout.at(args.run_dir)
+    layout.pull(["spec.yaml", "results", "models", "correctors"])
+    best = select_best(layout.root)
+    layout.push(["best"])
+    print(f"best: {best / 'best_config.yaml'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, fn, help_ in (("collect", cmd_collect, "aggregate a run's results into RUN_DIR/report/"),
                             ("best", cmd_best, "select the best corrector per fold and overall into RUN_DIR/best/")):
         p = sub.add_parser(name, help=help_)
-        p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory, <storage>/<name>, e.g. outputs/smoke")
+        p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory, <storage>/<name>: a path (e.g. outputs/smoke) or a URI")
         p.set_defaults(fn=fn)
     args = parser.parse_args(argv)
     try:

@@ -35,7 +35,7 @@ class DataConfig:
     """File or folder of the dataset (unused for synthetic). Relative paths resolve from the cwd."""
     image_size: int = 100
     """Images are resized to image_size x image_size before they reach the net."""
-    size: int = 4000
+    n_images: int = 4000
     """synthetic only: number of images generated (class frequencies follow RAF-DB basic)."""
     split_seed: int = 0
     """Seed of the stratified train/correct/test split (and of the synthetic generator)."""
@@ -87,7 +87,7 @@ class BaseNetConfig:
     horizontal flips during training, against the overfitting seen on real faces."""
     label_smoothing: float = 0.0
     """Departs from the paper when > 0: label smoothing of the weighted cross-entropy."""
-    smoothing: int = 1
+    val_window: int = 1
     """Early stopping compares the mean validation accuracy over this many last epochs."""
     device: str = "auto"
     """auto (cuda when present), cpu or cuda."""
@@ -197,6 +197,10 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+# Keys renamed for clarity: a spec with the old name gets a line naming the new one.
+RENAMED = {"data.size": "data.n_images", "base_net.smoothing": "base_net.val_window"}
+
+
 def _from_dict(cls: type, raw: Any, where: str) -> Any:
     if not isinstance(raw, dict):
         raise SpecError(f"'{where or 'spec'}' must be a mapping, got {type(raw).__name__}")
@@ -205,6 +209,8 @@ def _from_dict(cls: type, raw: Any, where: str) -> Any:
     values = {}
     for key, value in raw.items():
         path = f"{where}.{key}" if where else str(key)
+        if path in RENAMED:
+            raise SpecError(f"'{path}' is now called '{RENAMED[path]}'; rename it in the spec or --set")
         if key not in known:
             raise SpecError(f"unknown key '{path}'; known keys here: {', '.join(sorted(known))}")
         values[key] = _coerce(hints[key], value, path)
@@ -246,7 +252,7 @@ def validate(spec: Spec) -> Spec:
     _check(d.source in SOURCES, "data.source", f"must be one of {', '.join(SOURCES)}")
     _check(d.source == "synthetic" or bool(d.path), "data.path", f"is required for source '{d.source}'")
     _check(16 <= d.image_size <= 512, "data.image_size", "must be between 16 and 512")
-    _check(d.size >= 50, "data.size", "must be at least 50")
+    _check(d.n_images >= 50, "data.n_images", "must be at least 50")
     for key in ("train_fraction", "correct_fraction", "val_fraction"):
         _check(0 < getattr(d, key) < 1, f"data.{key}", "must be between 0 and 1")
     _check(d.train_fraction + d.correct_fraction < 1, "data.correct_fraction",
@@ -267,7 +273,7 @@ def validate(spec: Spec) -> Spec:
     _check(b.heads >= 1 and 128 % b.heads == 0, "base_net.heads", "must divide 128 (1, 2, 4, 8, ...)")
     _check(0 <= b.dropout < 1, "base_net.dropout", "must be in [0, 1)")
     _check(0 <= b.label_smoothing < 1, "base_net.label_smoothing", "must be in [0, 1)")
-    _check(b.smoothing >= 1, "base_net.smoothing", "must be >= 1")
+    _check(b.val_window >= 1, "base_net.val_window", "must be >= 1")
     _check(b.device in ("auto", "cpu", "cuda"), "base_net.device", "must be auto, cpu or cuda")
     _check(bool(f.taps) and set(f.taps) <= set(ALL_TAPS), "features.taps",
            f"must be a non-empty subset of {', '.join(ALL_TAPS)}")

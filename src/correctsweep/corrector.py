@@ -1,10 +1,7 @@
-"""The corrector g (XGBoost on the base net's latent features), its Optuna search, and the corrected h.
+"""The corrector g (XGBoost on the base net's latent features) and its Optuna search.
 
-g is trained with the true labels of the `correct` split on the taps e(x). With a threshold tau:
-  override:  h(x) = argmax_c p(c|x) if that differs from f(x) and its probability is >= tau, else f(x)
-  new_class: h(x) = j (the excluded class) if p(j|x) >= tau, else f(x)
-Where the target already equals f(x), switching is a no-op, so both rules are
-h = where(conf >= tau, target, f) for a per-row (target, conf): one comparison per threshold.
+g is trained with the true labels of the `correct` split on the taps e(x); the policies and the
+threshold tau that turn g's probabilities into the corrected h are in `policy` (SPEC §1).
 
 Design choices
 * The search dominates a sweep's time, so each candidate (one Optuna trial: XGBoost parameters plus a
@@ -52,11 +49,11 @@ import pyarrow.parquet as pq
 import xgboost as xgb
 from optuna.trial import TrialState
 
-from correctsweep import metrics
 from correctsweep.atomic import atomic_path, write_json
 from correctsweep.config import CorrectorConfig
 from correctsweep.errors import CorrectsweepError
 from correctsweep.features import FeatureSet
+from correctsweep.policy import apply_policy, best_choice, policies_for
 from correctsweep.projection import Projection
 from correctsweep.train import pick_device
 
@@ -84,56 +81,6 @@ class CorrectorResult:
     n_candidates: int
     pca_dims: int | None = None
     """Whitened principal components the winner saw (projection.npz beside it), or None: full width."""
-
-
-def _targets(proba, classes, policy, excluded):
-    """Per row: the label h switches to, and the probability compared with tau."""
-    if policy == "override":
-        best = proba.argmax(1)
-        return np.asarray(classes)[best], proba[np.arange(len(proba)), best]
-    if policy == "new_class" and excluded is not None:
-        return np.full(len(proba), excluded), proba[:, list(classes).index(excluded)]
-    raise ValueError(f"policy {policy!r} is not available (excluded={excluded})")
-
-
-def apply_policy(proba, pred_f, classes, policy, tau, excluded) -> np.ndarray:
-    """h's labels from g's probabilities (columns in `classes` order) and f's labels."""
-    target, conf = _targets(proba, classes, policy, excluded)
-    return np.where(conf >= tau, target, pred_f)
-
-
-def objective_score(y_true, pred_f, pred_h, classes, excluded, objective, harm_bound) -> float:
-    """What the search maximises for h (see CorrectorConfig.objective); higher is better."""
-    if objective == "balanced_accuracy":
-        return metrics.balanced_accuracy(y_true, pred_h, classes)
-    if objective == "macro_f1":
-        return metrics.macro_f1(y_true, pred_h, classes)
-    if objective == "gain_at_harm":
-        table = metrics.per_class(y_true, pred_f, pred_h, classes)
-        gain = table["gain"].mean() if excluded is None else table.at[excluded, "gain"]
-        harm = table["harm"].mean()  # NaN only when f is right nowhere: nothing to harm
-        if harm > harm_bound:
-            return -float(harm - harm_bound)  # below every feasible score, which is >= 0
-        return 0.0 if math.isnan(gain) else float(gain)
-    raise ValueError(f"unknown objective {objective!r}")
-
-
-def best_threshold(proba, y_true, pred_f, classes, policy, excluded, objective, harm_bound,
-                   taus) -> tuple[float, float]:
-    """The threshold among `taus` with the best objective_score of h, and that score."""
-    target, conf = _targets(proba, classes, policy, excluded)
-    taus = np.asarray(taus, dtype=float)
-    preds = np.where(conf[None, :] >= taus[:, None], target[None, :], pred_f[None, :])
-    scores = np.array([objective_score(y_true, pred_f, p, classes, excluded, objective, harm_bound)
-                       for p in preds])
-    i = len(scores) - 1 - int(np.argmax(scores[::-1]))  # the largest tau among the best
-    return float(taus[i]), float(scores[i])
-
-
-def _best_choice(proba, y_true, pred_f, classes, policies, excluded, cfg) -> tuple[float, float, str]:
-    taus = np.linspace(0.0, 1.0, cfg.tau_grid, endpoint=False)
-    return max((best_threshold(proba, y_true, pred_f, classes, p, excluded, cfg.objective,
-                               cfg.harm_bound, taus) + (p,) for p in policies), key=lambda r: r[1])
 
 
 def _encode(labels, classes, split) -> np.ndarray:
@@ -218,103 +165,147 @@ def _open_study(workdir: Path, seed: int) -> optuna.Study:
     return study
 
 
-def search(correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig, workdir: Path, threads: int,
-           on_trial: Callable[[dict], None] | None = None, taps: list[str] | None = None) -> CorrectorResult:
-    """Tune, refit on all of `correct`, predict `test` once. `taps`: candidates (default: all in `correct`)."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+@dataclass
+class SearchSetup:
+    """What every candidate of one search shares: the `correct` split encoded for XGBoost, its CV
+    splits, the allowed policies and the fixed booster parameters."""
+
+    correct: FeatureSet
+    y: np.ndarray
+    """class indices 0..K-1 of correct.labels."""
+    cv_splits: list[np.ndarray]
+    classes: list[int]
+    excluded: int | None
+    policies: list[str]
+    taps: list[str]
+    """the taps the search may choose among."""
+    fixed: dict
+    """booster parameters no candidate changes (objective, device, threads, seed)."""
+    cfg: CorrectorConfig
+
+    def __post_init__(self):
+        # per (tap subset, pca dims): k (train, valid) matrix pairs, quantised once and reused
+        self.cv_matrices = functools.lru_cache(maxsize=CACHED_SUBSETS)(self._cv_matrices)
+
+    def _cv_matrices(self, subset: tuple[str, ...], dims: int | None) -> list:
+        X, names = _stack(self.correct, subset)
+        if dims:
+            projection = Projection.fit(X, dims, self.cfg.seed)
+            X, names = projection.transform(X), projection.names()
+        out, nthread = [], self.fixed["nthread"]
+        for valid in self.cv_splits:
+            train = np.setdiff1d(np.arange(len(self.y)), valid)
+            dtrain = _quantise(X[train], self.y[train], names, nthread)
+            out.append((dtrain, _quantise(X[valid], self.y[valid], names, nthread, ref=dtrain), valid))
+        return out
+
+
+def _setup(correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig, threads: int, taps) -> SearchSetup:
     classes = [int(c) for c in correct.meta["classes"]]
     excluded = correct.meta.get("excluded")
-    taps = _check_taps(correct, test, taps)
-    policies = [p for p in cfg.policies if p != "new_class" or excluded is not None]
-    if not policies:
-        raise CorrectsweepError("corrector.policies has only new_class, which needs an excluded class; "
-                                "add override for the fold without one")
     y = _encode(correct.labels, classes, "correct")
-    folds = _stratified_folds(y, cfg.cv_folds, cfg.seed, classes)
     fixed = {"objective": "multi:softprob", "num_class": len(classes), "tree_method": "hist",
              "max_bin": MAX_BIN, "eval_metric": "mlogloss", "device": pick_device(cfg.device, "corrector.device").type,
              "nthread": cfg.threads or threads, "seed": cfg.seed}
+    return SearchSetup(correct, y, _stratified_folds(y, cfg.cv_folds, cfg.seed, classes), classes, excluded,
+                       policies_for(cfg.policies, excluded), _check_taps(correct, test, taps), fixed, cfg)
 
-    study = _open_study(workdir, cfg.seed)
-    done = study.get_trials(deepcopy=False, states=FINISHED)
-    spent = study.user_attrs.get("search_seconds", 0.0)
-    budget_left = math.inf if cfg.timeout_s is None else cfg.timeout_s - spent
-    finished = len(done) >= cfg.n_trials or budget_left <= 0
-    if finished and (workdir / "best.json").exists() and (workdir / "predictions.parquet").exists():
-        return load_result(workdir)
 
-    @functools.lru_cache(maxsize=CACHED_SUBSETS)
-    def split_matrices(subset: tuple[str, ...], dims: int | None) -> list:
-        X, names = _stack(correct, subset)
-        if dims:
-            projection = Projection.fit(X, dims, cfg.seed)
-            X, names = projection.transform(X), projection.names()
-        out = []
-        for valid in folds:
-            train = np.setdiff1d(np.arange(len(y)), valid)
-            dtrain = _quantise(X[train], y[train], names, fixed["nthread"])
-            out.append((dtrain, _quantise(X[valid], y[valid], names, fixed["nthread"], ref=dtrain), valid))
-        return out
+def evaluate(trial: optuna.Trial, setup: SearchSetup) -> float:
+    """One candidate: its cross-validated objective, with the best (tau, policy) on its out-of-fold
+    probabilities kept as user attributes. Pruned when it trails the median of earlier candidates
+    after as many CV splits, or when it chose no tap (costs a trial number, not time)."""
+    cfg, correct = setup.cfg, setup.correct
+    params, chosen, dims = _suggest(trial, setup.taps, cfg)
+    if not chosen:
+        raise optuna.TrialPruned("no tap chosen")
+    params |= setup.fixed
+    trial.set_user_attr("xgb_params", params)
+    trial.set_user_attr("taps", chosen)
+    trial.set_user_attr("pca_dims", dims)
+    proba, seen, rounds = np.zeros((len(setup.y), len(setup.classes))), np.empty(0, dtype=np.int64), []
+    for step, (dtrain, dvalid, valid) in enumerate(setup.cv_matrices(tuple(chosen), dims)):
+        booster = xgb.train(params, dtrain, cfg.max_rounds, evals=[(dvalid, "valid")],
+                            early_stopping_rounds=cfg.early_stopping_rounds, verbose_eval=False)
+        rounds.append(booster.best_iteration + 1)
+        proba[valid] = booster.predict(dvalid, iteration_range=(0, rounds[-1]))
+        seen = np.concatenate([seen, valid])
+        tau, score, policy = best_choice(proba[seen], correct.labels[seen], correct.pred_f[seen],
+                                         setup.classes, setup.policies, setup.excluded, cfg)
+        trial.report(score, step)
+        if step < len(setup.cv_splits) - 1 and trial.should_prune():
+            raise optuna.TrialPruned()
+    k = len(setup.cv_splits)  # the refit sees k/(k-1) times the rows, so it gets proportionally more rounds
+    trial.set_user_attr("n_rounds", min(cfg.max_rounds, max(1, int(round(np.mean(rounds) * k / (k - 1))))))
+    trial.set_user_attr("tau", tau)
+    trial.set_user_attr("policy", policy)
+    return score
 
-    def evaluate(trial: optuna.Trial) -> float:
-        params, chosen, dims = _suggest(trial, taps, cfg)
-        if not chosen:
-            raise optuna.TrialPruned("no tap chosen")
-        params |= fixed
-        trial.set_user_attr("xgb_params", params)
-        trial.set_user_attr("taps", chosen)
-        trial.set_user_attr("pca_dims", dims)
-        proba, seen, rounds = np.zeros((len(y), len(classes))), np.empty(0, dtype=np.int64), []
-        for step, (dtrain, dvalid, valid) in enumerate(split_matrices(tuple(chosen), dims)):
-            booster = xgb.train(params, dtrain, cfg.max_rounds, evals=[(dvalid, "valid")],
-                                early_stopping_rounds=cfg.early_stopping_rounds, verbose_eval=False)
-            rounds.append(booster.best_iteration + 1)
-            proba[valid] = booster.predict(dvalid, iteration_range=(0, rounds[-1]))
-            seen = np.concatenate([seen, valid])
-            tau, score, policy = _best_choice(proba[seen], correct.labels[seen], correct.pred_f[seen],
-                                              classes, policies, excluded, cfg)
-            trial.report(score, step)
-            if step < len(folds) - 1 and trial.should_prune():
-                raise optuna.TrialPruned()
-        k = len(folds)  # the refit sees k/(k-1) times the rows, so it gets proportionally more rounds
-        n_rounds = max(1, int(round(np.mean(rounds) * k / (k - 1))))
-        trial.set_user_attr("n_rounds", min(cfg.max_rounds, n_rounds))
-        trial.set_user_attr("tau", tau)
-        trial.set_user_attr("policy", policy)
-        return score
 
-    def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        study.set_user_attr("search_seconds", spent + time.perf_counter() - start)
+def _progress(spent: float, started: float, on_trial: Callable[[dict], None] | None):
+    """An Optuna callback: keeps the search's seconds in the study (so timeout_s bounds all runs
+    together) and reports each finished candidate."""
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        study.set_user_attr("search_seconds", spent + time.perf_counter() - started)
         if on_trial is not None and trial.state in FINISHED:
             values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
             on_trial({"trial": trial.number, "state": trial.state.name.lower(),
                       "score": trial.value if trial.value is not None else math.nan,
                       "best": max(values, default=math.nan), "seconds": trial.duration.total_seconds()})
+    return callback
 
-    if not finished:
-        start = time.perf_counter()
-        study.optimize(evaluate, n_trials=cfg.n_trials - len(done),
-                       timeout=None if math.isinf(budget_left) else budget_left, callbacks=[report])
-        spent += time.perf_counter() - start
-        study.set_user_attr("search_seconds", spent)
-        done = study.get_trials(deepcopy=False, states=FINISHED)
+
+def _run_candidates(study: optuna.Study, setup: SearchSetup, on_trial) -> float:
+    """Run the candidates the budget still allows; returns the search's seconds over all runs."""
+    cfg = setup.cfg
+    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    spent = study.user_attrs.get("search_seconds", 0.0)
+    budget_left = math.inf if cfg.timeout_s is None else cfg.timeout_s - spent
+    if done >= cfg.n_trials or budget_left <= 0:
+        return spent
+    started = time.perf_counter()
+    study.optimize(lambda t: evaluate(t, setup), n_trials=cfg.n_trials - done,
+                   timeout=None if math.isinf(budget_left) else budget_left,
+                   callbacks=[_progress(spent, started, on_trial)])
+    spent += time.perf_counter() - started
+    study.set_user_attr("search_seconds", spent)
+    return spent
+
+
+def _finished(study: optuna.Study, cfg: CorrectorConfig) -> bool:
+    spent = study.user_attrs.get("search_seconds", 0.0)
+    return (len(study.get_trials(deepcopy=False, states=FINISHED)) >= cfg.n_trials
+            or (cfg.timeout_s is not None and spent >= cfg.timeout_s))
+
+
+def search(correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig, workdir: Path, threads: int,
+           on_trial: Callable[[dict], None] | None = None, taps: list[str] | None = None) -> CorrectorResult:
+    """Tune, refit on all of `correct`, predict `test` once. `taps`: candidates (default: all in `correct`).
+    A rerun of a finished search loads its saved result instead of refitting."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    setup = _setup(correct, test, cfg, threads, taps)
+    study = _open_study(workdir, cfg.seed)
+    if _finished(study, cfg) and (workdir / "best.json").exists() and (workdir / "predictions.parquet").exists():
+        return load_result(workdir)
+    spent = _run_candidates(study, setup, on_trial)
+    done = study.get_trials(deepcopy=False, states=FINISHED)
     if not any(t.state == TrialState.COMPLETE for t in done):
         raise CorrectsweepError("the corrector search finished no candidate; raise corrector.timeout_s "
                                 "or corrector.n_trials")
     best = study.best_trial
-    attrs, params = best.user_attrs, best.user_attrs["xgb_params"] | fixed  # this machine's device, threads
+    attrs, params = best.user_attrs, best.user_attrs["xgb_params"] | setup.fixed  # this machine's device, threads
     dims = attrs.get("pca_dims")
     projection = Projection.fit(_stack(correct, attrs["taps"])[0], dims, cfg.seed) if dims else None
-    booster = _refit(correct, y, params, attrs["taps"], attrs["n_rounds"], projection)
+    booster = _refit(correct, setup.y, params, attrs["taps"], attrs["n_rounds"], projection)
     proba = _proba(booster, test, attrs["taps"], projection)
     result = CorrectorResult(
         params=params, taps=attrs["taps"], policy=attrs["policy"], tau=attrs["tau"],
         n_rounds=attrs["n_rounds"], cv_score=best.value,
-        pred_h=apply_policy(proba, test.pred_f, classes, attrs["policy"], attrs["tau"], excluded),
+        pred_h=apply_policy(proba, test.pred_f, setup.classes, attrs["policy"], attrs["tau"], setup.excluded),
         proba=proba, search_seconds=spent, seconds_per_candidate=spent / len(done), n_candidates=len(done),
         pca_dims=projection.dims if projection else None)
-    _save(workdir, result, booster, projection, test, classes, cfg.objective)
+    _save(workdir, result, booster, projection, test, setup.classes, cfg.objective)
     return result
 
 

@@ -186,7 +186,7 @@ def dataset_key(cfg: DataConfig) -> str:
     """What the decoded images depend on: the source's files (or the generator's version and size)."""
     key = {"source": cfg.source, "size": cfg.image_size, "skip": cfg.skip_corrupt}
     if cfg.source == "synthetic":
-        key |= {"n": cfg.size, "seed": cfg.split_seed, "version": synthetic.VERSION}
+        key |= {"n": cfg.n_images, "seed": cfg.split_seed, "version": synthetic.VERSION}
     else:
         path = Path(cfg.path).resolve()
         files = [path] if path.is_file() else sorted(path.rglob("*"))  # folders too: an emptied class counts
@@ -217,7 +217,7 @@ def load_dataset(cfg: DataConfig, cache_dir: str | Path | None = None) -> Datase
 
 def _load_uncached(cfg: DataConfig) -> Dataset:
     if cfg.source == "synthetic":
-        images, labels = synthetic.generate(cfg.size, cfg.image_size, cfg.split_seed)
+        images, labels = synthetic.generate(cfg.n_images, cfg.image_size, cfg.split_seed)
         ids = np.asarray([f"synthetic-{i:06d}" for i in range(len(labels))])
         return Dataset(torch.from_numpy(images), labels.astype(np.int64), ids, np.full(len(ids), ""))
     blobs, labels, ids, split = READERS[cfg.source](Path(cfg.path))

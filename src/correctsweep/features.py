@@ -1,7 +1,7 @@
 """Latent features e(x): the trained net's intermediate representations, written as Parquet.
 
-One Hive-partitioned dataset per run: features/fold=J/seed=S/split=X/part-<net>.parquet, where
-<net> is the key of the trained model that produced it. Each row is one image: sample_id, label
+One Hive-partitioned dataset per run: features/fold=J/seed=S/split=X/part-<net>.parquet (see
+`layout`), where <net> is the key of the trained model that produced it. Each row is one image: sample_id, label
 (true), pred_f (the base net's prediction, both in RAF-DB numbering) and one fixed-size float list
 per tap. Sequence taps are pooled (mean and max over the T positions) unless `features.full` asks
 for the whole maps too. The schema metadata (key b"correctsweep") holds the class names, the
@@ -114,10 +114,6 @@ def read_split(path: str | Path) -> FeatureSet:
     return FeatureSet(np.asarray(table.column("sample_id").to_pylist()),
                       table.column("label").to_numpy().astype(np.int64),
                       table.column("pred_f").to_numpy().astype(np.int64), taps, meta)
-
-
-def split_path(run_dir: Path, fold: str, seed: int, split: str, net_key: str) -> Path:
-    return Path(run_dir) / "features" / f"fold={fold}" / f"seed={seed}" / f"split={split}" / f"part-{net_key}.parquet"
 
 
 def file_meta(classes: list[int], excluded: int | None, spec: dict, weights_sha256: str, net_key: str) -> dict:

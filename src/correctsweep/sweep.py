@@ -15,44 +15,17 @@ import copy
 import importlib
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import optuna
-import pyarrow.fs as pafs
 import ray
 from ray import tune
 
 from correctsweep.atomic import write_text
 from correctsweep.config import Spec, digest, spec_from_dict
 from correctsweep.errors import SpecError
-
-def is_uri(path: str) -> bool:
-    return "://" in path
-
-
-def _uri(path: str) -> str:
-    return path if is_uri(path) else "file://" + str(Path(path).resolve())
-
-
-def copy_tree(src: str, dst: str) -> None:
-    """Copy a file or folder between two locations, either of which may be a URI. A missing source
-    is not an error: a fold that has not run yet has nothing to pull."""
-    src_fs, src_path = pafs.FileSystem.from_uri(_uri(src))
-    kind = src_fs.get_file_info(src_path).type
-    if kind == pafs.FileType.NotFound:
-        return
-    dst_fs, dst_path = pafs.FileSystem.from_uri(_uri(dst))
-    # copy_files writes files only: it needs their folder to exist on the destination
-    dst_fs.create_dir(dst_path if kind == pafs.FileType.Directory else dst_path.rsplit("/", 1)[0], recursive=True)
-    pafs.copy_files(_uri(src), _uri(dst))
-
-
-def _fold_parts(fold: str, seed: int) -> list[str]:
-    """What one fold x seed owns in the run directory: pulled before and pushed after a trial on URI storage."""
-    return [f"{d}/fold={fold}/seed={seed}" for d in ("models", "features", "correctors")] + \
-        [f"results/fold={fold}/seed={seed}.json"]
+from correctsweep.layout import RunLayout, is_uri
 
 
 def search_space(spec: Spec) -> dict:
@@ -83,16 +56,8 @@ def run_fold(config: dict) -> None:
     spec = trial_spec(config)
     fold, seed = str(config["fold"]), int(config["seed"])
     node = ray.get_runtime_context().get_node_id()
-    remote = spec.run_dir if is_uri(spec.storage) else None
-    if remote:
-        spec.storage = local_storage(spec)
-        for part in _fold_parts(fold, seed):
-            copy_tree(f"{remote}/{part}", f"{spec.run_dir}/{part}")
     report = lambda m: tune.report(_scalars(m) | {"node": node})
     out = run_trial(spec, fold, seed, log=lambda line: print(line, flush=True), report=report)
-    if remote:
-        for part in _fold_parts(fold, seed):
-            copy_tree(str(Path(spec.run_dir) / part), f"{remote}/{part}")
     gain = next((r["gain"] for r in out["per_class"] if r["class"] == out["excluded"]), float("nan"))
     seconds = {f"seconds_{stage}": v for stage, v in out["stage_seconds"].items()}
     report({"stage": "done", "excluded_gain": gain, "cv_score": out["corrector"]["cv_score"]} | out["summary"] | seconds)
@@ -164,21 +129,13 @@ def check_folds(spec: Spec) -> list[str]:
     than as every trial failing, the trials find the decoded cache, and 'all' expands to its classes."""
     from correctsweep.data import load_dataset
 
-    classes = load_dataset(spec.data, cache_dir=Path(local_storage(spec)) / ".cache").classes
+    classes = load_dataset(spec.data, cache_dir=RunLayout.cache_dir(spec)).classes
     folds = [str(c) for c in classes] if "all" in spec.folds else []
     for f in spec.folds:
         if f != "all" and f != "none" and f not in classes:
             raise SpecError(f"folds: {f} is not a class of this dataset (classes: {classes}); fix the spec's folds")
     folds += [str(f) for f in spec.folds if f != "all"]
     return list(dict.fromkeys(folds))
-
-
-def local_storage(spec: Spec) -> str:
-    """Where this machine works on the run: the storage itself, or for a URI a local mirror of its own
-    (keyed by the URI, so two runs of the same name elsewhere never mix)."""
-    if not is_uri(spec.storage):
-        return spec.storage
-    return str(Path(tempfile.gettempdir()) / "correctsweep-runs" / digest(spec.storage))
 
 
 def absolute(spec: Spec) -> Spec:
@@ -232,14 +189,13 @@ def run_sweep(spec: Spec, address: str | None = None, resume: bool = False) -> P
 
     spec = absolute(spec)
     folds = check_folds(spec)
-    local = Path(local_storage(spec)) / spec.name
-    write_text(local / "spec.yaml", spec.to_yaml())  # what collect expects: every fold x seed
-    if is_uri(spec.storage):
-        copy_tree(str(local / "spec.yaml"), f"{spec.run_dir}/spec.yaml")
+    layout = RunLayout.of(spec)
+    write_text(layout.spec_file, spec.to_yaml())  # what collect expects: every fold x seed
+    layout.push(["spec.yaml"])
     # One Tune experiment per spec: a changed spec (say, a retuned corrector) is a new experiment in the
     # same run directory, whose trials reuse the models and features the stage cache already holds.
     name = f"tune-{digest(spec.to_dict())}"
-    experiment = f"{spec.run_dir}/{name}"
+    experiment = f"{layout.experiments}/{name}"
     exists = tune.Tuner.can_restore(experiment)
     if resume and not exists:
         raise SpecError(f"--resume: no sweep of this spec to resume at {experiment}; run without --resume to start one")
@@ -256,7 +212,7 @@ def run_sweep(spec: Spec, address: str | None = None, resume: bool = False) -> P
     trainable = tune.with_resources(run_fold, resources)
     param_space = {"spec": spec.to_dict(), "fold": tune.grid_search(folds),
                    "seed": tune.grid_search(list(spec.seeds))} | search_space(spec)
-    run_config = tune.RunConfig(name=name, storage_path=spec.run_dir, verbose=0,
+    run_config = tune.RunConfig(name=name, storage_path=layout.experiments, verbose=0,
                                 failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
                                 callbacks=[ProgressLines(), *tracking_callbacks(spec)])
     print(f"sweep '{spec.name}': folds {', '.join(folds)} x seeds {spec.seeds}"
@@ -271,14 +227,10 @@ def run_sweep(spec: Spec, address: str | None = None, resume: bool = False) -> P
                                                        max_concurrent_trials=spec.resources.max_concurrent))
     grid = tuner.fit()
     errors = [r for r in grid if r.error]
-    if is_uri(spec.storage):
-        for part in ("spec.yaml", "results", "correctors", "models"):
-            copy_tree(f"{spec.run_dir}/{part}", str(local / part))
-    report = collect(local)
-    best = select_best(local)
-    if is_uri(spec.storage):
-        for part in ("report", "best"):
-            copy_tree(str(local / part), f"{spec.run_dir}/{part}")
+    layout.pull(["results", "correctors", "models"])
+    report = collect(layout.root)
+    best = select_best(layout.root)
+    layout.push(["report", "best"])
     print(_final_table(grid))
     print(stage_totals(grid))
     print(f"sweep '{spec.name}' finished in {time.perf_counter() - started:.0f} s: "
@@ -287,7 +239,7 @@ def run_sweep(spec: Spec, address: str | None = None, resume: bool = False) -> P
     if errors:
         raise SpecError(f"{len(errors)} trial(s) failed; their errors are under {experiment}; "
                         f"fix the cause and rerun with --resume")
-    return local
+    return layout.root
 
 
 def stage_totals(grid) -> str:

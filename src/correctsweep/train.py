@@ -155,7 +155,7 @@ def train_base_net(images: torch.Tensor, targets: np.ndarray, train_idx: np.ndar
         record = {"epoch": epoch, "train_loss": loss_sum.item() / len(train_idx), "val_accuracy": val_acc,
                   "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
         history.append(record)
-        smoothed = float(np.mean([h["val_accuracy"] for h in history[-cfg.smoothing:]]))
+        smoothed = float(np.mean([h["val_accuracy"] for h in history[-cfg.val_window:]]))
         # Higher (smoothed) validation accuracy wins; a tie goes to the lower training loss.
         if best is None or (smoothed, -record["train_loss"]) > (best[0], -best[1]["train_loss"]):
             best, waited = (smoothed, record), 0

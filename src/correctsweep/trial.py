@@ -21,7 +21,9 @@ from correctsweep.atomic import write_json
 from correctsweep.config import Spec, digest
 from correctsweep.data import dataset_key, load_dataset, make_splits
 from correctsweep.errors import SpecError
-from correctsweep.features import extract, file_meta, read_split, split_path, write_split
+from correctsweep.features import extract, file_meta, read_split, write_split
+from correctsweep.layout import RunLayout
+from correctsweep.policy import policies_for
 from correctsweep.train import load_model, pick_device, save_model, train_base_net
 
 
@@ -32,8 +34,15 @@ def net_key(spec: Spec, fold: str, seed: int) -> str:
     return digest({"data": data, "net": net, "fold": fold, "seed": seed})
 
 
-def result_path(run_dir: Path, fold: str, seed: int) -> Path:
-    return Path(run_dir) / "results" / f"fold={fold}" / f"seed={seed}.json"
+def normalise_fold(text: str) -> str:
+    """'none' or a class label as the run directory spells it: '03' is '3'."""
+    text = str(text).strip()
+    if text == "none":
+        return text
+    if not text.isdigit():
+        raise SpecError(f"--fold {text!r} must be one excluded class label (e.g. 3) or 'none'; "
+                        "`correctsweep sweep` runs every fold")
+    return str(int(text))
 
 
 def _publish(path: Path, out: dict, spec: Spec) -> None:
@@ -69,23 +78,24 @@ def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = pri
     result. Each stage reuses its cached output when the key that determines it is unchanged:
     the base net (net_key: data, split, base_net settings, fold, seed), the features (the net's key
     and weights) and the corrector search (the net's key and the corrector settings)."""
-    run_dir, fold, clock = Path(spec.run_dir), str(fold), StageClock()
+    layout, fold, clock = RunLayout.of(spec), normalise_fold(fold), StageClock()
     threads = spec.base_net.threads or max(1, int(spec.resources.cpus_per_trial))
     torch.set_num_threads(threads)
     with clock("data"):
-        ds = load_dataset(spec.data, cache_dir=Path(spec.storage) / ".cache")
+        ds = load_dataset(spec.data, cache_dir=RunLayout.cache_dir(spec))
         classes = ds.classes
         if fold != "none" and int(fold) not in classes:
             raise SpecError(f"--fold {fold} is not a class of this dataset (classes: {classes}, or 'none')")
         excluded = None if fold == "none" else int(fold)
         splits = make_splits(ds, spec.data)
+    layout.pull(layout.fold_parts(fold, seed))
     key = net_key(spec, fold, seed)
-    model_dir = run_dir / "models" / f"fold={fold}" / f"seed={seed}" / f"net-{key}"
+    model_dir = layout.model_dir(fold, seed, key)
     with clock("train"):
         model, meta = _base_net(spec, ds, splits, excluded, seed, model_dir, log, report)
     device = pick_device(spec.base_net.device)
     with clock("extract"):
-        sets = _features(spec, ds, splits, model, meta, excluded, key, seed, device, log)
+        sets = _features(spec, layout, ds, splits, model, meta, excluded, key, seed, device, log)
     if report:
         report({"stage": "features", "rows_correct": len(sets["correct"].labels), "rows_test": len(sets["test"].labels)})
     if excluded is not None:
@@ -94,10 +104,8 @@ def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = pri
     if device.type == "cuda":  # the corrector's GPU matrices should not queue behind the net's cache
         torch.cuda.empty_cache()
 
-    cfg = spec.corrector
-    if excluded is None:
-        cfg = dataclasses.replace(cfg, policies=[p for p in cfg.policies if p != "new_class"] or ["override"])
-    workdir = run_dir / "correctors" / f"fold={fold}" / f"seed={seed}" / f"net-{key}-corr-{digest(dataclasses.asdict(cfg))}"
+    cfg = dataclasses.replace(spec.corrector, policies=policies_for(spec.corrector.policies, excluded))
+    workdir = layout.corrector_dir(fold, seed, key, digest(dataclasses.asdict(cfg)))
     log(f"fold {fold} seed {seed}: corrector search ({cfg.n_trials} trials) in {workdir}")
     with clock("corrector"):
         result = corrector.search(sets["correct"], sets["test"], cfg, workdir, threads,
@@ -116,9 +124,10 @@ def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = pri
                              "seconds_per_candidate": result.seconds_per_candidate,
                              "n_candidates": result.n_candidates},
                "per_class": table.reset_index().to_dict(orient="records"),
-               "paths": {"model": str(model_dir.relative_to(run_dir)), "corrector": str(workdir.relative_to(run_dir))}}
+               "paths": {"model": layout.relative(model_dir), "corrector": layout.relative(workdir)}}
     out["stage_seconds"] = clock.seconds  # this run's stages; a reused stage shows its (short) reuse
-    _publish(result_path(run_dir, fold, seed), out, spec)
+    _publish(layout.result_file(fold, seed), out, spec)
+    layout.push(layout.fold_parts(fold, seed))
     log(table.to_string(float_format=lambda x: metrics.format_value(x)))
     log("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in clock.seconds.items()))
     if excluded is not None:
@@ -145,13 +154,14 @@ def _base_net(spec: Spec, ds, splits, excluded, seed, model_dir: Path, log, repo
     return model, meta
 
 
-def _features(spec: Spec, ds, splits, model, meta, excluded, key: str, seed: int, device, log) -> dict:
+def _features(spec: Spec, layout: RunLayout, ds, splits, model, meta, excluded, key: str, seed: int, device,
+              log) -> dict:
     """`correct` and `test` features of the fold's net, extracted once per net (keyed by its net_key)."""
-    run_dir, fold = Path(spec.run_dir), "none" if excluded is None else str(excluded)
+    fold = "none" if excluded is None else str(excluded)
     fmeta = file_meta(ds.classes, excluded, spec.to_dict(), meta["weights_sha256"], key)
     sets = {}
     for split in ("correct", "test"):
-        path = split_path(run_dir, fold, seed, split, key)
+        path = layout.features_file(fold, seed, split, key)
         if not path.is_file():
             idx = splits[split]
             pred, taps = extract(model, ds.images[torch.from_numpy(idx)], spec.features.taps, spec.features.full,

@@ -1,0 +1,131 @@
+"""The run directory's layout: every path of a run, built here and nowhere else.
+
+    <storage>/<name>/
+      spec.yaml                                       the spec every fold x seed ran under
+      models/fold=J/seed=S/net-<net key>/             weights.pt, model.json
+      features/fold=J/seed=S/split=X/part-<net key>.parquet   (Hive partitions: fold, seed, split)
+      correctors/fold=J/seed=S/net-<net key>-corr-<corrector key>/   study.journal, model.ubj, ...
+      results/fold=J/seed=S.json                      the fold x seed's current result
+      report/, best/                                  written by collect and best
+      tune-<spec key>/                                one Tune experiment per spec
+    <storage>/.cache/                                 decoded datasets (unless data.cache_dir is set)
+
+`fold` is the excluded class (or `none`, the full model). Storage may be a local or shared path or a
+URI (s3://, gs://, file://): with a URI every command works in a local mirror of the run, keyed by
+the URI, and copies what it read and wrote with pyarrow's filesystems (`pull`, `push`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from correctsweep.config import Spec, digest
+
+
+def is_uri(path: str) -> bool:
+    return "://" in str(path)
+
+
+def _uri(path: str) -> str:
+    return path if is_uri(path) else "file://" + str(Path(path).resolve())
+
+
+def copy_tree(src: str, dst: str) -> None:
+    """Copy a file or folder between two locations, either of which may be a URI. A missing source
+    is not an error: a fold that has not run yet has nothing to pull."""
+    src_fs, src_path = pafs.FileSystem.from_uri(_uri(src))
+    kind = src_fs.get_file_info(src_path).type
+    if kind == pafs.FileType.NotFound:
+        return
+    dst_fs, dst_path = pafs.FileSystem.from_uri(_uri(dst))
+    # copy_files writes files only: it needs their folder to exist on the destination
+    dst_fs.create_dir(dst_path if kind == pafs.FileType.Directory else dst_path.rsplit("/", 1)[0], recursive=True)
+    pafs.copy_files(_uri(src), _uri(dst))
+
+
+def mirror_of(uri: str) -> Path:
+    """This machine's working copy of a URI (keyed by it, so two runs of one name elsewhere never mix)."""
+    return Path(tempfile.gettempdir()) / "correctsweep-runs" / digest(uri.rstrip("/"))
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    root: Path
+    """Where this machine reads and writes the run: the run directory, or its local mirror."""
+    remote: str | None = None
+    """The run directory's URI when storage is one; None for a path."""
+
+    @classmethod
+    def of(cls, spec: Spec) -> RunLayout:
+        if is_uri(spec.storage):
+            return cls(mirror_of(spec.storage) / spec.name, spec.run_dir)
+        return cls(Path(spec.storage) / spec.name)
+
+    @classmethod
+    def at(cls, run_dir: str | Path) -> RunLayout:
+        """The layout of an existing RUN_DIR given on the command line (a path or a URI)."""
+        run_dir = str(run_dir)
+        if is_uri(run_dir):
+            return cls(mirror_of(run_dir.rsplit("/", 1)[0]) / run_dir.rstrip("/").rsplit("/", 1)[1], run_dir.rstrip("/"))
+        return cls(Path(run_dir))
+
+    @staticmethod
+    def cache_dir(spec: Spec) -> Path:
+        """Decoded datasets: data.cache_dir, else <storage>/.cache (the mirror's, for a URI)."""
+        if spec.data.cache_dir:
+            return Path(spec.data.cache_dir)
+        return (mirror_of(spec.storage) if is_uri(spec.storage) else Path(spec.storage)) / ".cache"
+
+    @property
+    def spec_file(self) -> Path:
+        return self.root / "spec.yaml"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def best_dir(self) -> Path:
+        return self.root / "best"
+
+    @property
+    def experiments(self) -> str:
+        """Where Tune keeps its experiments: the run directory itself (Tune syncs URIs on its own)."""
+        return self.remote or str(self.root)
+
+    def model_dir(self, fold: str, seed: int, net_key: str) -> Path:
+        return self.root / "models" / f"fold={fold}" / f"seed={seed}" / f"net-{net_key}"
+
+    def features_file(self, fold: str, seed: int, split: str, net_key: str) -> Path:
+        return self.root / "features" / f"fold={fold}" / f"seed={seed}" / f"split={split}" / f"part-{net_key}.parquet"
+
+    def corrector_dir(self, fold: str, seed: int, net_key: str, corrector_key: str) -> Path:
+        return self.root / "correctors" / f"fold={fold}" / f"seed={seed}" / f"net-{net_key}-corr-{corrector_key}"
+
+    def result_file(self, fold: str, seed: int) -> Path:
+        return self.root / "results" / f"fold={fold}" / f"seed={seed}.json"
+
+    def result_files(self) -> list[Path]:
+        return sorted((self.root / "results").glob("fold=*/seed=*.json"))
+
+    def relative(self, path: Path) -> str:
+        return str(Path(path).relative_to(self.root))
+
+    def fold_parts(self, fold: str, seed: int) -> list[str]:
+        """What one fold x seed owns in the run directory, relative to it."""
+        return [f"{d}/fold={fold}/seed={seed}" for d in ("models", "features", "correctors")] + \
+            [f"results/fold={fold}/seed={seed}.json"]
+
+    def pull(self, parts: list[str]) -> None:
+        """With URI storage, bring `parts` (relative paths) of the run into the local mirror."""
+        for part in parts if self.remote else ():
+            copy_tree(f"{self.remote}/{part}", str(self.root / part))
+
+    def push(self, parts: list[str]) -> None:
+        """With URI storage, copy `parts` of the local mirror back to the run directory."""
+        for part in parts if self.remote else ():
+            copy_tree(str(self.root / part), f"{self.remote}/{part}")

@@ -1,0 +1,78 @@
+"""The corrected system h (SPEC §1): decision policies, the threshold tau and the search objective.
+
+With g's class probabilities p(c | e(x)), f's prediction f(x) and the excluded class j:
+  override:  c* = argmax_c p(c | e(x));  h(x) = c* if c* != f(x) and p(c* | e(x)) >= tau, else f(x)
+  new_class: h(x) = j if p(j | e(x)) >= tau, else f(x)
+Where the target already equals f(x), switching is a no-op, so both rules are
+h = where(conf >= tau, target, f) for a per-row (target, conf): one comparison per threshold.
+new_class needs an excluded class, so the full model (fold none) never uses it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from correctsweep import metrics
+
+
+def policies_for(policies: list[str], excluded: int | None) -> list[str]:
+    """The policies a fold may use: all asked for, less new_class in the full model, where there is
+    no excluded class to flag; override stands in when that leaves none."""
+    if excluded is not None:
+        return list(policies)
+    return [p for p in policies if p != "new_class"] or ["override"]
+
+
+def targets(proba, classes, policy, excluded) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the label h switches to, and the probability compared with tau."""
+    if policy == "override":
+        best = proba.argmax(1)
+        return np.asarray(classes)[best], proba[np.arange(len(proba)), best]
+    if policy == "new_class" and excluded is not None:
+        return np.full(len(proba), excluded), proba[:, list(classes).index(excluded)]
+    raise ValueError(f"policy {policy!r} is not available (excluded={excluded})")
+
+
+def apply_policy(proba, pred_f, classes, policy, tau, excluded) -> np.ndarray:
+    """h's labels from g's probabilities (columns in `classes` order) and f's labels."""
+    target, conf = targets(proba, classes, policy, excluded)
+    return np.where(conf >= tau, target, pred_f)
+
+
+def objective_score(y_true, pred_f, pred_h, classes, excluded, objective, harm_bound) -> float:
+    """What the search maximises for h (see CorrectorConfig.objective); higher is better."""
+    if objective == "balanced_accuracy":
+        return metrics.balanced_accuracy(y_true, pred_h, classes)
+    if objective == "macro_f1":
+        return metrics.macro_f1(y_true, pred_h, classes)
+    if objective == "gain_at_harm":
+        table = metrics.per_class(y_true, pred_f, pred_h, classes)
+        gain = table["gain"].mean() if excluded is None else table.at[excluded, "gain"]
+        harm = table["harm"].mean()  # NaN only when f is right nowhere: nothing to harm
+        if harm > harm_bound:
+            return -float(harm - harm_bound)  # below every feasible score, which is >= 0
+        return 0.0 if math.isnan(gain) else float(gain)
+    raise ValueError(f"unknown objective {objective!r}")
+
+
+def best_threshold(proba, y_true, pred_f, classes, policy, excluded, objective, harm_bound,
+                   taus) -> tuple[float, float]:
+    """The threshold among `taus` with the best objective_score of h, and that score. Ties go to the
+    largest tau: of equally good corrections, the one that changes f least."""
+    target, conf = targets(proba, classes, policy, excluded)
+    taus = np.asarray(taus, dtype=float)
+    preds = np.where(conf[None, :] >= taus[:, None], target[None, :], pred_f[None, :])
+    scores = np.array([objective_score(y_true, pred_f, p, classes, excluded, objective, harm_bound)
+                       for p in preds])
+    i = len(scores) - 1 - int(np.argmax(scores[::-1]))
+    return float(taus[i]), float(scores[i])
+
+
+def best_choice(proba, y_true, pred_f, classes, policies, excluded, cfg) -> tuple[float, float, str]:
+    """(tau, score, policy): the best threshold of each allowed policy on a `tau_grid` in [0, 1), and
+    the best of those. Costs no trials: it runs on one candidate's out-of-fold probabilities."""
+    taus = np.linspace(0.0, 1.0, cfg.tau_grid, endpoint=False)
+    return max((best_threshold(proba, y_true, pred_f, classes, p, excluded, cfg.objective,
+                               cfg.harm_bound, taus) + (p,) for p in policies), key=lambda r: r[1])
