@@ -27,15 +27,26 @@ def predictions(fold, corrected=0, full_misses=0):
     return f, h
 
 
+def train_record(epochs, seed):
+    """What train.train_base_net records: the loss falls each epoch, the validation accuracy peaks at the
+    next-to-last epoch (the kept one)."""
+    history = [{"epoch": e, "train_loss": 2.0 / e + 0.1 * seed, "val_accuracy": 0.4 + 0.05 * min(e, epochs - 1)
+                - 0.03 * (e == epochs), "lr": 1e-3, "seconds": 1.0} for e in range(1, epochs + 1)]
+    best = max(epochs - 1, 1)
+    return {"best_epoch": best, "val_accuracy": history[best - 1]["val_accuracy"], "epochs_run": epochs,
+            "seconds": float(epochs), "images_per_second": 100.0, "history": history}
+
+
 class RunBuilder:
     def __init__(self, run_dir, folds, seeds):
         self.dir = run_dir
         spec = spec_from_dict({"name": run_dir.name, "storage": str(run_dir.parent), "folds": folds, "seeds": seeds})
         write_text(run_dir / "spec.yaml", spec.to_yaml())
 
-    def add(self, fold, seed, corrected=0, full_misses=0, trials=((0.5, "override", ["fc"], 0.5),)):
+    def add(self, fold, seed, corrected=0, full_misses=0, trials=((0.5, "override", ["fc"], 0.5),), epochs=0):
         """What trial.run_trial leaves for one fold x seed: the result, its search's journal with complete
-        `trials` (cv score, policy, taps, tau), the test predictions and stand-in artifacts."""
+        `trials` (cv score, policy, taps, tau), the test predictions and stand-in artifacts. With `epochs`,
+        the result holds a training record of that many epochs whose next-to-last is the kept one."""
         pred_f, pred_h = predictions(fold, corrected, full_misses)
         paths = {"model": f"models/fold={fold}/seed={seed}/net-k", "corrector": f"correctors/fold={fold}/seed={seed}/c"}
         workdir = self.dir / paths["corrector"]
@@ -53,7 +64,8 @@ class RunBuilder:
         table = metrics.per_class(Y, pred_f, pred_h, CLASSES)
         write_json(self.dir / "results" / f"fold={fold}" / f"seed={seed}.json", {
             "fold": fold, "seed": seed, "excluded": None if fold == "none" else int(fold), "classes": CLASSES,
-            "net_key": "k", "summary": metrics.summary(Y, pred_f, pred_h, CLASSES),
+            "net_key": "k", "train": train_record(epochs, seed) if epochs else None,
+            "summary": metrics.summary(Y, pred_f, pred_h, CLASSES),
             "corrector": {"policy": best.user_attrs["policy"], "tau": best.user_attrs["tau"],
                           "taps": best.user_attrs["taps"], "params": {"eta": 0.1}, "n_rounds": 5,
                           "cv_score": best.value, "search_seconds": 1.5, "seconds_per_candidate": 0.5},

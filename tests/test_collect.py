@@ -1,4 +1,6 @@
-"""collect on a run directory built by hand: known matrix cells, std over seeds, P, missing results."""
+"""collect on a run directory built by hand: known matrix cells, std over seeds, P, missing results,
+class names, the marked excluded cells, Table 4 and the training curves."""
+import json
 import math
 
 import duckdb
@@ -9,17 +11,18 @@ import pytest
 from conftest import CLASSES, Y
 from correctsweep import metrics
 from correctsweep.cli import main
-from correctsweep.collect import collect
+from correctsweep.collect import collect, heatmap, training_curves
 
 MATRICES = ("retention", "harm", "gain", "dfpr", "tpr_h")
 
 
 @pytest.fixture
 def run(run_builder):
-    # spec: every class and none, seeds 0 and 1; fold 2 has only seed 0 and fold 3 never ran
+    # spec: every class and none, seeds 0 and 1; fold 2 has only seed 0 and fold 3 never ran; fold 2's
+    # result has no training record (a net reused from an older run)
     return (run_builder(["all", "none"], [0, 1])
-            .add("1", 0, corrected=2).add("1", 1, corrected=3).add("2", 0, corrected=1)
-            .add("none", 0, full_misses=1).add("none", 1))
+            .add("1", 0, corrected=2, epochs=5).add("1", 1, corrected=3, epochs=4).add("2", 0, corrected=1)
+            .add("none", 0, full_misses=1, epochs=6).add("none", 1, epochs=3))
 
 
 def read(report, name):
@@ -116,3 +119,64 @@ def test_empty_run_dir_is_a_one_line_error(tmp_path, capsys, command):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(tmp_path) in err and "correctsweep trial" in err
     assert not (tmp_path / "report").exists() and not (tmp_path / "best").exists()
+
+
+def section(text, heading):
+    return text.split(f"{heading}\n")[1].split("\n#")[0]
+
+
+def test_report_tables_name_classes_and_bold_the_excluded_cell(run):
+    text = (collect(run.dir) / "report.md").read_text()
+    gain = section(text, "### Gain")
+    assert "| class | 1 Surprise | 2 Fear | 3 Disgust |" in gain
+    assert "| 1 Surprise | **0.625 ± 0.177** | n/a | n/a |" in gain
+    assert "| 2 Fear | n/a | **0.250** | n/a |" in gain
+    assert "| 3 Disgust | n/a | n/a | **n/a** |" in gain  # fold 3 never ran: marked all the same
+    assert section(text, "### Harm").count("**") == 2 * 3  # one bold cell per row
+    assert "| 1 Surprise | 0 | 0.500 |" in section(text, "## Per fold and seed")
+    # the CSVs keep the class numbers other tools join on
+    assert list(read(run.dir / "report", "matrix_gain").columns) == ["1", "2", "3"]
+
+
+def test_report_has_table_4_layout(run):
+    text = (collect(run.dir) / "report.md").read_text()
+    table = section(text, "## TPR of h by class and excluded class (the paper's Table 4)")
+    assert "| class | 1 Surprise | 2 Fear | 3 Disgust | full | P |" in table
+    # TPR_h of class 1: 0.5 and 0.75 in fold 1's seeds, untouched in fold 2; full model 0.75 and 1.0
+    assert "| 1 Surprise | **0.625 ± 0.177** | 1.000 | n/a | 0.875 ± 0.177 | 0.714 |" in table
+    assert "| 2 Fear | 1.000 ± 0.000 | **0.250** | n/a | 1.000 ± 0.000 | 0.250 |" in table
+
+
+def test_heatmap_names_classes_and_outlines_the_excluded_cell(run, tmp_path):
+    gain = read(collect(run.dir), "matrix_gain")
+    ax = heatmap(tmp_path / "gain.png", gain, "Gain").axes[0]
+    names = ["1 Surprise", "2 Fear", "3 Disgust"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == names
+    assert [t.get_text() for t in ax.get_yticklabels()] == names
+    outlined = [(round(p.get_x() + p.get_width() / 2), round(p.get_y() + p.get_height() / 2)) for p in ax.patches]
+    assert outlined == [(0, 0), (1, 1), (2, 2)]  # (column, row) of cells (class j, fold j)
+    # a matrix with only some folds outlines the cells of those folds' classes
+    ax = heatmap(tmp_path / "part.png", gain[["3"]], "Gain").axes[0]
+    assert [(p.get_x() + 0.45, p.get_y() + 0.45) for p in ax.patches] == [(0, 2)]
+
+
+def test_folds_csv_has_epochs_and_report_shows_training_curves(run):
+    report = collect(run.dir)
+    folds = pd.read_csv(report / "folds.csv", dtype={"fold": str})
+    assert folds.epochs_run.tolist()[:2] == [5, 4] and folds.best_epoch.tolist()[:2] == [4, 3]
+    assert folds.epochs_run.isna().tolist() == [False, False, True, False, False]  # fold 2: no training record
+    curves = section((report / "report.md").read_text(), "## Training curves")
+    assert "(training_curves.png)" in curves and "fold 2 seed 0" in curves
+    assert (report / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_training_curves_star_the_kept_epoch(run, tmp_path):
+    results = [json.loads(p.read_text()) for p in sorted(run.dir.glob("results/fold=*/seed=*.json"))]
+    loss, acc = training_curves(tmp_path / "curves.png", results).axes
+    assert [t.get_text() for t in acc.get_legend().get_texts()] == [
+        "fold 1 Surprise seed 0", "fold 1 Surprise seed 1", "fold none seed 0", "fold none seed 1"]
+    stars = [line for line in acc.get_lines() if line.get_marker() == "*"]
+    kept = {(r["fold"], r["seed"]): r["train"]["history"][r["train"]["best_epoch"] - 1] for r in results if r["train"]}
+    assert [(s.get_xdata()[0], s.get_ydata()[0]) for s in stars] == [
+        (h["epoch"], h["val_accuracy"]) for h in kept.values()]
+    assert len(loss.get_lines()) == len(acc.get_lines()) == 2 * len(kept)

@@ -38,8 +38,8 @@ EXPECTED = {
     # N=0: every ratio over J is NaN; f-fp none/12, h-fp {9}/12.
     4: dict(n=0, tpr_f=NAN, tpr_h=NAN, delta=NAN, ratio=NAN, retention=NAN, harm=NAN, gain=NAN,
             fpr_f=0.0, fpr_h=1 / 12, dfpr=1 / 12),
-    # N=2, A empty -> retention/harm NaN, B={10}, Abar={10,11}; no false positives.
-    5: dict(n=2, tpr_f=0.0, tpr_h=1 / 2, delta=1 / 2, ratio=0.5 / 1e-12, retention=NAN, harm=NAN,
+    # N=2, A empty -> retention/harm NaN and ratio NaN (tpr_f = 0), B={10}, Abar={10,11}; no false positives.
+    5: dict(n=2, tpr_f=0.0, tpr_h=1 / 2, delta=1 / 2, ratio=NAN, retention=NAN, harm=NAN,
             gain=1 / 2, fpr_f=0.0, fpr_h=0.0, dfpr=0.0),
 }
 
@@ -104,7 +104,7 @@ def _joint_reference(y, yf, yh, classes):
         tpr_f, tpr_h = div(a, n), div(b, n)
         fpr_f, fpr_h = div(fp_f, total - n), div(fp_h, total - n)
         rows[cls] = dict(n=n, tpr_f=tpr_f, tpr_h=tpr_h, delta=tpr_h - tpr_f,
-                         ratio=tpr_h / (tpr_f + 1e-12), retention=div(ab, a), harm=div(a - ab, a),
+                         ratio=div(tpr_h, tpr_f), retention=div(ab, a), harm=div(a - ab, a),
                          gain=div(b - ab, n - a), fpr_f=fpr_f, fpr_h=fpr_h, dfpr=fpr_h - fpr_f)
     return rows
 
@@ -170,6 +170,8 @@ def test_summary_hand_example():
     assert_close(stats["macro_gain"], (0 + 1 / 2 + 1 / 2) / 3)
     assert_close(stats["micro_gain"], (4 * 0 + 3 / 2 + 2 / 2) / 9)
     assert_close(stats["macro_fpr_h"], (0 + 1 / 3 + 0 + 1 / 12 + 0) / 5)
+    # Class 5's ratio (tpr_f = 0) is undefined and left out, as is class 4's.
+    assert_close(stats["macro_ratio"], ((1 / 2) / (3 / 4) + 1 + 2) / 3)
 
 
 def test_macro_and_micro_differ_on_imbalanced_classes():

@@ -1,5 +1,6 @@
 """The Ray Tune sweep through its real entry point on tiny budgets: local, two nodes, kill and resume."""
 import json
+import re
 import subprocess
 import sys
 import time
@@ -8,6 +9,9 @@ import pytest
 import yaml
 
 from correctsweep.cli import main
+from correctsweep.config import spec_from_dict
+from correctsweep.errors import SpecError
+from correctsweep.sweep import tracking_callbacks
 
 # Three folds of the smoke spec, one CPU per trial so that two trials share this machine's cores.
 THREE_FOLDS = ["folds=[1, 3, none]", "resources.cpus_per_trial=1", "base_net.threads=1", "corrector.threads=1"]
@@ -140,3 +144,52 @@ def test_sweep_to_object_store_uri(tmp_path):
     assert set(results(remote)) == {"3", "none"}
     assert list((remote / "features" / "fold=3").rglob("*.parquet")) and list(remote.glob("models/**/weights.pt"))
     assert (remote / "report" / "report.md").is_file() and (remote / "best" / "best_config.yaml").is_file()
+
+
+@pytest.mark.parametrize("key, install", [("mlflow", "pip install -e '.[tracking]'"), ("wandb", "pip install wandb")])
+def test_tracking_without_its_package_is_a_one_line_error(monkeypatch, key, install):
+    monkeypatch.setitem(sys.modules, key, None)  # what an environment without the package imports
+    spec = spec_from_dict({"tracking": {key: "somewhere"}})
+    with pytest.raises(SpecError, match=re.escape(install)) as error:
+        tracking_callbacks(spec)
+    assert len(str(error.value).splitlines()) == 1 and f"tracking.{key}" in str(error.value)
+
+
+def test_tracking_callbacks_are_tunes_own():
+    pytest.importorskip("mlflow")
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    assert tracking_callbacks(spec_from_dict({})) == []
+    (callback,) = tracking_callbacks(spec_from_dict({"name": "runs", "tracking": {"mlflow": "sqlite:///x.db"}}))
+    assert isinstance(callback, MLflowLoggerCallback)
+    assert (callback.tracking_uri, callback.experiment_name) == ("sqlite:///x.db", "runs")
+    assert not callback.should_save_artifact
+
+
+def test_sweep_logs_one_mlflow_run_per_trial(tmp_path):
+    """About 30 s: the smoke spec's two folds, one CPU each, side by side."""
+    pytest.importorskip("mlflow")
+    import ray
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"  # MLflow 3 refuses a file:// store unless told to allow it
+    try:
+        assert main(sweep_args(tmp_path, "folds=[3, none]", f"tracking={{mlflow: '{uri}'}}")) == 0
+    finally:
+        ray.shutdown()
+    trials = list((tmp_path / "smoke").glob("tune-*/*/params.json"))
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
+    assert len(runs) == len(trials) == 2
+    out = results(tmp_path / "smoke")
+    for run in runs:
+        fold = run.data.params["fold"]
+        result = out[fold]
+        assert run.info.status == "FINISHED"
+        assert run.data.params["seed"] == "0" and run.data.params["spec/name"] == "smoke"  # the trial's config
+        assert run.data.metrics["accuracy_h"] == pytest.approx(result["summary"]["accuracy_h"])
+        assert run.data.metrics["cv_score"] == pytest.approx(result["corrector"]["cv_score"])
+        losses = client.get_metric_history(run.info.run_id, "train_loss")  # one per epoch, as reported
+        assert [m.value for m in losses] == pytest.approx([h["train_loss"] for h in result["train"]["history"]])
+    gain = next(c["gain"] for c in out["3"]["per_class"] if c["class"] == 3)
+    assert {r.data.params["fold"]: r.data.metrics["excluded_gain"] for r in runs}["3"] == pytest.approx(gain)

@@ -6,11 +6,17 @@ replaces RUN_DIR/report/ with:
                                  metric, plus each summary metric (accuracy_f, macro_gain, ...) with
                                  class null, as it belongs to no class.
   folds.csv                      one row per fold x seed: the excluded class's Gain, mean dfpr and
-                                 harm over classes, accuracies of f and h, the corrector's choice.
+                                 harm over classes, accuracies of f and h, the base net's epochs_run
+                                 and best_epoch (empty where the result has no training record), the
+                                 corrector's choice.
   matrix_<m>.csv                 rows = class, columns = excluded class, NaN-aware mean over seeds;
   matrix_<m>_std.csv             their sample std, written when some fold has several seeds.
   tpr_h_power.csv (+ _std)       the TPR_h matrix plus `full` (TPR_f of the class in fold none) and `P`.
-  heatmap_<m>.png, report.md
+  heatmap_<m>.png                the matrices, the excluded class's own cell (class j, fold j) outlined.
+  training_curves.png            train loss and validation accuracy per epoch, one line per fold x seed,
+                                 the kept epoch starred; results without a training history are left out.
+  report.md                      all of it, classes named ("1 Surprise"); the CSV and Parquet files keep
+                                 the class numbers other tools join on.
 P_i is a ratio of seed means, TPR_h,i in fold i / TPR_f,i in fold none: per-seed ratios would pair
 unrelated nets and blow up wherever one seed's full model has a TPR near 0.
 """
@@ -22,10 +28,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib import patheffects
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
 from correctsweep.atomic import atomic_dir
 from correctsweep.config import Spec, load_spec
+from correctsweep.data import class_name
 from correctsweep.errors import CorrectsweepError
 from correctsweep.metrics import format_value
 
@@ -46,9 +56,31 @@ def load_run(run_dir: Path) -> tuple[Spec, list[dict]]:
     return load_spec(run_dir / "spec.yaml"), [json.loads(p.read_text()) for p in paths]
 
 
+def class_label(label) -> str:
+    """'1 Surprise' for a class or a fold named by its excluded class; other labels ('none', 'full',
+    'P') and classes without a name unchanged."""
+    if not str(label).isdigit():
+        return str(label)
+    name = class_name(int(label))
+    return name if name == str(label) else f"{label} {name}"
+
+
+def named(table: pd.DataFrame) -> pd.DataFrame:
+    return table.rename(index=class_label, columns=class_label)
+
+
+def own_cells(table: pd.DataFrame) -> np.ndarray:
+    """Boolean mask of the cells (class j, fold j): the excluded class in its own fold."""
+    return np.equal.outer(table.index.astype(str), table.columns.astype(str))
+
+
 def fold_order(fold: str) -> tuple[bool, int]:
     """Sort key: excluded classes in numeric order, then the full model."""
     return fold == "none", 0 if fold == "none" else int(fold)
+
+
+def result_order(result: dict) -> tuple:
+    return fold_order(result["fold"]), result["seed"]
 
 
 def long_table(results: list[dict], run: str) -> pd.DataFrame:
@@ -62,14 +94,15 @@ def long_table(results: list[dict], run: str) -> pd.DataFrame:
 
 def fold_table(results: list[dict]) -> pd.DataFrame:
     rows = []
-    for r in sorted(results, key=lambda r: (fold_order(r["fold"]), r["seed"])):
+    for r in sorted(results, key=result_order):
         gain = {c["class"]: c["gain"] for c in r["per_class"]}
-        s, c = r["summary"], r["corrector"]
+        s, c, t = r["summary"], r["corrector"], r.get("train") or {}
         rows.append({"fold": r["fold"], "seed": r["seed"], "gain_excluded": gain.get(r["excluded"], np.nan),
                      "mean_dfpr": s["macro_dfpr"], "mean_harm": s["macro_harm"],
-                     **{k: s[k] for k in ACCURACIES},
+                     **{k: s[k] for k in ACCURACIES}, "epochs_run": t.get("epochs_run"),
+                     "best_epoch": t.get("best_epoch"),
                      "policy": c["policy"], "tau": c["tau"], "search_seconds": c["search_seconds"]})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).astype({"epochs_run": "Int64", "best_epoch": "Int64"})
 
 
 def matrices(long: pd.DataFrame, classes: list[int], folds: list[int]) -> dict[str, tuple[pd.DataFrame, ...]]:
@@ -92,7 +125,7 @@ def power_table(tpr_h: tuple[pd.DataFrame, pd.DataFrame], long: pd.DataFrame, cl
             std.assign(full=full["std"].to_numpy(), P=np.nan))
 
 
-def heatmap(path: Path, matrix: pd.DataFrame, title: str, diverging: bool = False) -> None:
+def heatmap(path: Path, matrix: pd.DataFrame, title: str, diverging: bool = False) -> Figure:
     # Figure without pyplot renders with Agg and leaves the process's backend alone.
     values = matrix.to_numpy(dtype=float)
     lim = 1.0
@@ -107,54 +140,110 @@ def heatmap(path: Path, matrix: pd.DataFrame, title: str, diverging: bool = Fals
             r, g, b, _ = image.cmap(image.norm(v))
             ax.text(j, i, format_value(v, 2), ha="center", va="center", fontsize=8,
                     color="black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white")
-    ax.set_xticks(range(values.shape[1]), labels=matrix.columns)
-    ax.set_yticks(range(values.shape[0]), labels=matrix.index)
+    for i, j in np.argwhere(own_cells(matrix)):  # the cell each fold exists to measure
+        # black on a white halo stands out on every colour of both colour maps
+        ax.add_patch(Rectangle((j - 0.45, i - 0.45), 0.9, 0.9, fill=False, edgecolor="black", linewidth=2.5,
+                               path_effects=[patheffects.withStroke(linewidth=5, foreground="white")]))
+    ax.set_xticks(range(values.shape[1]), labels=[class_label(c) for c in matrix.columns], rotation=30, ha="right")
+    ax.set_yticks(range(values.shape[0]), labels=[class_label(c) for c in matrix.index])
     ax.set(xlabel="excluded class (fold)", ylabel="class", title=title)
     fig.colorbar(image, ax=ax)
     fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig
 
 
-def markdown_table(mean: pd.DataFrame, std: pd.DataFrame | None = None) -> str:
-    """Numbers via format_value ('n/a' for NaN), shown as 'mean ± std' where a std is defined."""
-    show = lambda v: format_value(v) if isinstance(v, float) else str(v)
+def markdown_table(mean: pd.DataFrame, std: pd.DataFrame | None = None, mark_own: bool = False) -> str:
+    """Numbers via format_value ('n/a' for NaN or NA), shown as 'mean ± std' where a std is defined;
+    with mark_own, the cells whose row and column name the same class in bold."""
+    show = lambda v: format_value(v) if isinstance(v, float) else "n/a" if v is pd.NA else str(v)
     text = mean.map(show)
     if std is not None:
         std = std.reindex_like(mean)
         text = text.where(std.isna(), text + " ± " + std.map(show))
+    if mark_own:
+        text = text.where(~own_cells(text), "**" + text + "**")
     lines = ["| " + " | ".join(map(str, [mean.index.name or "", *mean.columns])) + " |",
              "|" + "---|" * (mean.shape[1] + 1)]
     lines += ["| " + " | ".join(map(str, [i, *row])) + " |" for i, row in zip(mean.index, text.to_numpy())]
     return "\n".join(lines)
 
 
+def training_curves(path: Path, results: list[dict]) -> Figure:
+    """Train loss and validation accuracy per epoch, colour by fold and line style by seed, the kept
+    epoch starred. Results without a training record (a net reused from an older run) are skipped."""
+    fig = Figure(figsize=(12, 4.5))
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    folds = sorted({r["fold"] for r in results}, key=fold_order)
+    seeds = sorted({r["seed"] for r in results})
+    for r in sorted(results, key=result_order):
+        train = r.get("train") or {}
+        history = pd.DataFrame(train.get("history") or [])
+        if history.empty:
+            continue
+        style = {"color": f"C{folds.index(r['fold']) % 10}",
+                 "linestyle": ["-", "--", ":", "-."][seeds.index(r["seed"]) % 4]}
+        kept = history[history.epoch == train.get("best_epoch")]
+        for ax, column in ((loss_ax, "train_loss"), (acc_ax, "val_accuracy")):
+            ax.plot(history.epoch, history[column], label=f"fold {class_label(r['fold'])} seed {r['seed']}", **style)
+            ax.plot(kept.epoch, kept[column], marker="*", markersize=13, markeredgecolor="black", color=style["color"])
+    loss_ax.set(xlabel="epoch", ylabel="train loss", title="Base net: train loss")
+    acc_ax.set(xlabel="epoch", ylabel="validation accuracy", title="Base net: validation accuracy (★ kept epoch)")
+    for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    acc_ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig
+
+
+def _table_sections(tables: dict, several: bool) -> list[str]:
+    pick = lambda name: (named(tables[name][0]), named(tables[name][1]) if several else None)
+    out = ["## Matrices", "Rows: class; columns: the fold's excluded class. The bold cell (outlined in the "
+           "heatmap) is the excluded class in its own fold."]
+    for m, title in MATRICES.items():
+        out += [f"### {title}", f"![{title}](heatmap_{m}.png)", markdown_table(*pick(f"matrix_{m}"), mark_own=True)]
+    out += ["## TPR of h by class and excluded class (the paper's Table 4)",
+            "Rows: class; columns: the fold's excluded class (bold: the class itself), then `full`: the class's "
+            "TPR under the full model (fold none), and `P` = TPR_h of class i in fold i ÷ `full` (ratio of "
+            "the seed means), the corrector power.", markdown_table(*pick("tpr_h_power"), mark_own=True)]
+    return out
+
+
+def _curves_section(folds: pd.DataFrame) -> list[str]:
+    without = folds[folds.epochs_run.isna()]
+    if len(without) == len(folds):
+        return []
+    text = ("The base net's train loss and validation accuracy per epoch, one line per fold × seed (colour: "
+            "fold, line style: seed); a star marks the kept epoch (best validation accuracy).")
+    if len(without):
+        text += " Left out, as their results hold no training record (a net reused from an older run): " + \
+            ", ".join(f"fold {f} seed {s}" for f, s in zip(without.fold, without.seed)) + "."
+    return ["## Training curves", text, "![Training curves](training_curves.png)"]
+
+
 def report_markdown(spec: Spec, run_dir: Path, folds: pd.DataFrame, tables: dict, missing: list, several: bool) -> str:
-    pick = lambda name: (tables[name][0], tables[name][1] if several else None)
     seeds = folds.groupby("fold", sort=False).seed.agg(lambda s: ", ".join(map(str, s)))
     out = [f"# correctsweep report: {spec.name}",
            f"Run directory `{run_dir}`: {len(folds)} fold × seed results ("
-           + "; ".join(f"fold {f} seed {s}" for f, s in seeds.items()) + "); corrector objective "
-           f"`{spec.corrector.objective}`. Figures are on `test`; n/a marks a ratio with a zero denominator or "
-           "a fold without results" + (", and a ± b is the mean ± sample std over seeds." if several else ".")]
+           + "; ".join(f"fold {class_label(f)} seed {s}" for f, s in seeds.items()) + "); corrector objective "
+           f"`{spec.corrector.objective}`. Folds are named by their excluded class. Figures are on `test`; n/a "
+           "marks a ratio with a zero denominator or a fold without results"
+           + (", and a ± b is the mean ± sample std over seeds." if several else ".")]
     if missing:
         out += ["**Missing results** (expected from spec.yaml folds × seeds, not found): " + ", ".join(
             f"fold {f} seed {s} (`results/fold={f}/seed={s}.json`)" for f, s in missing) + "."]
     if several:
         by_fold = folds.groupby("fold", sort=False)[FOLD_NUMBERS]
-        out += ["## Per fold (mean over seeds)", markdown_table(by_fold.mean(), by_fold.std())]
+        out += ["## Per fold (mean over seeds)", markdown_table(named(by_fold.mean()), named(by_fold.std()))]
     out += ["## Per fold and seed",
             "The excluded class's Gain, the mean ΔFPR and Harm over classes, accuracy and balanced "
-            "accuracy of the base net f and of the corrected h, and the corrector's choice.",
-            markdown_table(folds.set_index("fold"))]
+            "accuracy of the base net f and of the corrected h, the base net's epochs run and kept epoch, "
+            "and the corrector's choice.", markdown_table(named(folds.set_index("fold")))]
+    out += _curves_section(folds)
     if "matrix_gain" in tables:
-        out += ["## Matrices", "Rows: class; columns: the fold's excluded class."]
-        for m, title in MATRICES.items():
-            out += [f"### {title}", f"![{title}](heatmap_{m}.png)", markdown_table(*pick(f"matrix_{m}"))]
-        out += ["## TPR_h, the full model and corrector power",
-                "`full`: the class's TPR under the full model (fold none); `P` = TPR_h of class i in fold i "
-                "÷ `full` (ratio of the seed means).", markdown_table(*pick("tpr_h_power"))]
+        out += _table_sections(tables, several)
     out += ["## Files", "`metrics.parquet` / `metrics.csv`: long format (run, fold, seed, class, metric, value); "
             "summary metrics have an empty class. `folds.csv`, `matrix_<metric>.csv`, `tpr_h_power.csv`"
-            + (" and their `_std.csv`" if several else "") + ": the tables above."]
+            + (" and their `_std.csv`" if several else "") + ": the tables above, with class numbers."]
     return "\n\n".join(out) + "\n"
 
 
@@ -187,5 +276,7 @@ def collect(run_dir: str | Path) -> Path:
                 std.to_csv(tmp / f"{name}_std.csv")
         for m, title in MATRICES.items() if excluded else ():
             heatmap(tmp / f"heatmap_{m}.png", tables[f"matrix_{m}"][0], title, diverging=m == "dfpr")
+        if folds.epochs_run.notna().any():
+            training_curves(tmp / "training_curves.png", results)
         (tmp / "report.md").write_text(report_markdown(spec, run_dir, folds, tables, missing, several))
     return out

@@ -179,7 +179,7 @@ class Spec:
     """Samples drawn from `search` per fold and seed."""
     tracking: dict[str, str] = field(default_factory=dict)
     """Optional experiment tracking through Tune's callbacks: {mlflow: TRACKING_URI} and/or
-    {wandb: PROJECT}, e.g. {mlflow: file:///tmp/mlruns}. Needs the `tracking` install extra."""
+    {wandb: PROJECT}, e.g. {mlflow: "sqlite:///outputs/mlflow.db"}. Needs the `tracking` install extra."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

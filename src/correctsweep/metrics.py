@@ -5,12 +5,14 @@ For class i on a test set of N samples, with J_i = {y = i} and N_i = |J_i|:
     A_i = {j in J_i : yf = i}     B_i = {j in J_i : yh = i}     Abar_i = J_i \\ A_i
 
     tpr_f = |A_i| / N_i            tpr_h = |B_i| / N_i            delta = tpr_h - tpr_f
-    ratio = tpr_h / (tpr_f + 1e-12)
+    ratio = tpr_h / tpr_f
     retention = |A_i & B_i| / |A_i|     harm = |A_i \\ B_i| / |A_i|     gain = |B_i \\ A_i| / |Abar_i|
     fpr_f = |{y != i, yf = i}| / (N - N_i)     fpr_h likewise ("spill")     dfpr = fpr_h - fpr_f
 
-A ratio with a zero denominator is NaN and is left out of every mean. Predictions of labels
-outside `classes` are wrong for every listed class; true labels outside `classes` count in N only.
+A ratio with a zero denominator is NaN and is left out of every mean: `ratio` too, where tpr_f = 0
+(SPEC §2's tpr_h / (tpr_f + eps) would be a meaningless 1e11 there and swamp the macro mean).
+Predictions of labels outside `classes` are wrong for every listed class; true labels outside
+`classes` count in N only.
 Aggregates: macro = nanmean over classes; micro = mean weighted by N_i / N, with the weights
 renormalised over the classes where the metric is defined.
 """
@@ -19,8 +21,6 @@ import numpy as np
 import pandas as pd
 
 METRIC_COLUMNS = ["n", "tpr_f", "tpr_h", "delta", "ratio", "retention", "harm", "gain", "fpr_f", "fpr_h", "dfpr"]
-
-_EPS = 1e-12
 
 
 def _prepare(classes, *labels):
@@ -83,7 +83,7 @@ def per_class(y_true, y_f, y_h, classes) -> pd.DataFrame:
             "tpr_f": tpr_f,
             "tpr_h": tpr_h,
             "delta": tpr_h - tpr_f,
-            "ratio": tpr_h / (tpr_f + _EPS),
+            "ratio": _ratio(tpr_h, tpr_f),
             "retention": _ratio(ab, a),
             "harm": _ratio(a - ab, a),
             "gain": _ratio(b - ab, n - a),
