@@ -21,11 +21,12 @@ import pandas as pd
 
 from correctsweep import corrector, metrics
 from correctsweep.config import load_spec
-from correctsweep.features import read_split, split_path
+from correctsweep.features import read_split
+from correctsweep.layout import RunLayout
 
 
 def one(run: Path, result: dict, cfg, threads: int) -> dict:
-    sets = {s: read_split(split_path(run, result["fold"], result["seed"], s, result["net_key"]))
+    sets = {s: read_split(RunLayout(run).features_file(result["fold"], result["seed"], s, result["net_key"]))
             for s in ("correct", "test")}
     with tempfile.TemporaryDirectory() as work:
         found = corrector.search(sets["correct"], sets["test"], cfg, Path(work), threads)

@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from correctsweep import corrector
 from correctsweep.config import load_spec
 from correctsweep.data import load_dataset, make_splits
-from correctsweep.features import extract, file_meta, pool_taps, read_split, split_path, write_split
+from correctsweep.features import extract, file_meta, pool_taps, read_split, write_split
+from correctsweep.layout import RunLayout
 from correctsweep.model import BaseNet
 from correctsweep.train import class_weights, load_model, pick_device
 from correctsweep.trial import run_trial
@@ -109,7 +110,7 @@ def main():
     meta = file_meta(classes, excluded, {}, "", "bench")
     sizes = {}
     for name, tap_set in (("pooled", {k: v[:256] for k, v in taps.items()}), ("full", full_taps)):
-        path = split_path(work / "bytes", args.fold, 0, name, "bench")
+        path = RunLayout(work / "bytes").features_file(args.fold, 0, name, "bench")
         write_split(path, ds.ids[eval_idx[:256]], ds.labels[eval_idx[:256]], ds.labels[eval_idx[:256]], tap_set, meta)
         sizes[name] = path.stat().st_size / 256
 
@@ -117,7 +118,7 @@ def main():
     study = optuna.load_study(study_name=corrector.STUDY_NAME, storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(run / out["paths"]["corrector"] / "study.journal"))))
     tried = [t for t in study.trials if "xgb_params" in t.user_attrs]
-    correct = read_split(split_path(run, args.fold, 0, "correct", out["net_key"]))
+    correct = read_split(RunLayout(run).features_file(args.fold, 0, "correct", out["net_key"]))
     cfg = spec.corrector
     y = np.searchsorted(classes, correct.labels)
     folds = corrector._stratified_folds(y, cfg.cv_folds, cfg.seed, classes)

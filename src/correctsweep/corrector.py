@@ -51,6 +51,7 @@ from optuna.trial import TrialState
 
 from correctsweep.atomic import atomic_path, write_json
 from correctsweep.config import CorrectorConfig
+from correctsweep.data import class_indices
 from correctsweep.errors import CorrectsweepError
 from correctsweep.features import FeatureSet
 from correctsweep.policy import apply_policy, best_choice, policies_for
@@ -81,15 +82,6 @@ class CorrectorResult:
     n_candidates: int
     pca_dims: int | None = None
     """Whitened principal components the winner saw (projection.npz beside it), or None: full width."""
-
-
-def _encode(labels, classes, split) -> np.ndarray:
-    index = {c: i for i, c in enumerate(classes)}
-    unknown = sorted(set(labels.tolist()) - set(index))
-    if unknown:
-        raise CorrectsweepError(f"labels {unknown} in the {split} split are not among the classes "
-                                f"{classes} in the features' metadata; re-extract the features")
-    return np.array([index[v] for v in labels.tolist()], dtype=np.int64)
 
 
 def _check_taps(correct: FeatureSet, test: FeatureSet, taps) -> list[str]:
@@ -203,7 +195,7 @@ class SearchSetup:
 def _setup(correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig, threads: int, taps) -> SearchSetup:
     classes = [int(c) for c in correct.meta["classes"]]
     excluded = correct.meta.get("excluded")
-    y = _encode(correct.labels, classes, "correct")
+    y = class_indices(correct.labels, classes, "the correct split's features; re-extract them")
     fixed = {"objective": "multi:softprob", "num_class": len(classes), "tree_method": "hist",
              "max_bin": MAX_BIN, "eval_metric": "mlogloss", "device": pick_device(cfg.device, "corrector.device").type,
              "nthread": cfg.threads or threads, "seed": cfg.seed}

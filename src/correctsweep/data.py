@@ -34,7 +34,6 @@ FER2013_USAGE = {"Training": "train", "PublicTest": "valid", "PrivateTest": "tes
 # Folder names understood by the `folder` source, besides the label numbers themselves.
 FOLDER_NAMES = {"surprise": 1, "fear": 2, "disgust": 3, "happy": 4, "happiness": 4, "sad": 5,
                 "sadness": 5, "angry": 6, "anger": 6, "neutral": 7}
-SPLITS = ("train", "val", "correct", "test")
 MIN_PER_CLASS = 8  # one image at least in each of train, val, correct and test, with room to stratify
 
 
@@ -58,6 +57,17 @@ class Dataset:
 
 def class_name(label: int) -> str:
     return CLASS_NAMES.get(int(label), str(label))
+
+
+def class_indices(labels: np.ndarray, classes: list[int], where: str) -> np.ndarray:
+    """Each label's position in the sorted `classes` (0..K-1), the index the net and the corrector train on; a
+    label outside `classes` is an error naming `where` it came from. (metrics maps unlisted labels to
+    a bin of their own instead: a prediction may be any label.)"""
+    labels = np.asarray(labels)
+    unknown = sorted(set(labels.tolist()) - set(classes))
+    if unknown:
+        raise DataError(f"labels {unknown} in {where} are not among the classes {list(classes)}")
+    return np.searchsorted(np.asarray(classes), labels).astype(np.int64)
 
 
 # ---------------------------------------------------------------- raw records per source

@@ -26,6 +26,7 @@ Labels use RAF-DB numbering (1 Surprise, 2 Fear, 3 Disgust, 4 Happiness,
 
 import heapq
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -51,7 +52,7 @@ _EXPRESSIONS = np.array([
     [0.16,  0.00, 0.06,  0.90, -0.35, 0.00, 0.070, 0.120, 0.00, 0.0,  0.0, 0.0,   1.0, 0.0, 0.0, 0.0, 0.0],  # surprise
     [0.10,  0.08, -0.03, 0.80,  0.25, 0.04, 0.030, 0.070, 0.00, 0.4,  0.0, 0.0,   0.0, 1.0, 0.5, 0.0, 0.0],  # fear
     [-0.06, -0.04, 0.00, -0.45, -0.05, 0.04, 0.010, 0.000, 0.08, 0.6,  0.0, 1.0,   0.0, 0.0, 0.6, 1.0, 0.0],  # disgust
-    [0.02,  0.00, 0.00, -0.30,  0.35, -0.14, 0.000, 0.070, 0.00, 0.6,  0.0, 0.0,   0.0, 0.0, 0.0, 0.8, 1.0],  # happiness
+    [0.02,  0.00, 0.00, -0.30, 0.35, -0.14, 0.000, 0.070, 0.00, 0.6,  0.0, 0.0,   0.0, 0.0, 0.0, 0.8, 1.0],  # happiness
     [-0.01, 0.10, 0.00, -0.25, -0.10, 0.11, 0.000, 0.000, 0.00, 0.0,  0.0, 0.0,   0.0, 0.8, 0.0, 0.0, 0.0],  # sadness
     [-0.08, -0.12, 0.00, -0.50, -0.30, 0.02, 0.000, 0.000, 0.00, 0.0, -0.6, 0.0,   0.0, 0.0, 1.0, 0.0, 0.0],  # anger
     [0.00,  0.00, 0.00,  0.00,  0.00, 0.00, 0.000, 0.000, 0.00, 0.0,  0.0, 0.0,   0.0, 0.0, 0.0, 0.0, 0.0],  # neutral
@@ -77,7 +78,10 @@ def _label_schedule(n):
 
 
 def class_counts(n: int) -> dict[int, int]:
-    """Per-class image counts for a dataset of ~n images, proportional to RAF-DB basic; every class >= 1 image; sums to exactly n."""
+    """Per-class image counts for a dataset of ~n images, proportional to RAF-DB basic.
+
+    Every class gets at least one image, and the counts sum to exactly n.
+    """
     if n < len(RAFDB_BASIC_COUNTS):
         raise ValueError(f"need n >= {len(RAFDB_BASIC_COUNTS)} to give every class an image, got {n}")
     labels = _label_schedule(n)
@@ -112,7 +116,15 @@ def _paint(canvas, dist, px, color, strength=1.0):
     canvas += alpha * ((color[:, None, None] if color.ndim == 1 else color) - canvas)
 
 
-def _render(rng, label, size):
+class _Pose(NamedTuple):
+    scale: float
+    angle: float
+    ox: float
+    oy: float
+
+
+def _expression(rng, label):
+    """Cue strengths for one image: the label's row at a random intensity, plus resting-face jitter."""
     t = rng.uniform(0.6, 1.0)
     e = dict(zip(_FIELDS, t * _EXPRESSIONS[label - 1]))
     # Resting faces differ: a neutral mouth can sag or lift a little and brows
@@ -120,12 +132,11 @@ def _render(rng, label, size):
     e["brow"] += rng.normal(0.0, 0.02)
     e["inner"] += rng.normal(0.0, 0.02)
     e["corner"] += rng.normal(0.0, 0.02)
+    return e
 
-    # Pixel centres on [-1, 1], so every size draws the same face at its own resolution.
-    grid = (np.arange(size, dtype=np.float32) + 0.5) * (2.0 / size) - 1.0
-    y, x = np.meshgrid(grid, grid, indexing="ij")
 
-    # Pose: face-local coordinates (u right, v down, face about 1.6 tall).
+def _pose(rng, x, y):
+    """Random pose and the face-local coordinates (u right, v down, face about 1.6 tall) of image points (x, y)."""
     # Modest, as in aligned face crops such as RAF-DB's.
     scale = rng.uniform(0.88, 1.06)
     angle = rng.uniform(-0.2, 0.2)
@@ -133,39 +144,57 @@ def _render(rng, label, size):
     c, s = math.cos(angle), math.sin(angle)
     u = (c * (x - ox) + s * (y - oy)) / scale
     v = (c * (y - oy) - s * (x - ox)) / scale
-    px = 2.0 / size / scale
+    return _Pose(scale, angle, ox, oy), u, v
 
-    # Background: a flat colour with two low-frequency ripples for texture.
-    canvas = np.empty((3, size, size), dtype=np.float32)
+
+def _background(rng, x, y):
+    """A flat colour with two low-frequency ripples for texture."""
+    canvas = np.empty((3,) + x.shape, dtype=np.float32)
     canvas[:] = rng.uniform(20, 230, (3, 1, 1))
     for _ in range(2):
         fx, fy = rng.uniform(-4.0, 4.0, 2)
         ripple = np.sin(math.pi * (fx * x + fy * y) + rng.uniform(0, 2 * math.pi))
         canvas += rng.uniform(-25, 25, (3, 1, 1)) * ripple
+    return canvas
 
+
+def _palette(rng):
+    """Skin and hair colours, each float64 RGB."""
     skin = np.array([235.0, 200.0, 175.0]) + rng.uniform(0, 1) * np.array([-140.0, -140.0, -130.0])
     skin *= rng.uniform(0.93, 1.07, 3)
+    # Squared so that most hair is dark and light hair is the minority.
     hair = np.array([20.0, 15.0, 12.0]) + rng.uniform(0, 1) ** 2 * np.array([180.0, 145.0, 90.0])
-    ax, ay = rng.uniform(0.58, 0.70), rng.uniform(0.76, 0.86)
+    return skin, hair
 
-    _paint(canvas, _box(u, v, 0.0, 1.2, ax * 0.4, 0.6, 0.0), px, skin * 0.8)  # neck
+
+def _head(rng, canvas, u, v, px, skin, hair):
+    """Neck, hair and the face oval, painted back to front."""
+    ax, ay = rng.uniform(0.58, 0.70), rng.uniform(0.76, 0.86)
+    neck = _box(u, v, 0.0, 1.2, ax * 0.4, 0.6, 0.0)
+    _paint(canvas, neck, px, skin * 0.8)
     hair_a, hair_b = ax * rng.uniform(1.05, 1.2), ay * rng.uniform(0.85, 1.0)
     _paint(canvas, _ellipse(u, v, 0.0, -0.15, hair_a, hair_b), px, hair)
     # Darken the rim of the face so it reads as round rather than flat.
     rim = ((u / ax) ** 2 + (v / ay) ** 2) * 0.2
     _paint(canvas, _ellipse(u, v, 0.0, 0.0, ax, ay), px, skin[:, None, None] * (1.0 - rim))
 
-    # Eyes, brows, nose and mouth all lie in this face-local box; drawing them
-    # on its bounding window instead of the whole image saves most of the time.
-    box_u, box_v = np.array([-0.5, 0.5, -0.5, 0.5]), np.array([-0.6, -0.6, 0.7, 0.7])
-    cols = (ox + scale * (c * box_u - s * box_v) + 1.0) * size / 2.0
-    rows = (oy + scale * (s * box_u + c * box_v) + 1.0) * size / 2.0
-    win = (slice(max(0, int(rows.min())), int(rows.max()) + 1),
-           slice(max(0, int(cols.min())), int(cols.max()) + 1))
-    full_u, full_v = u, v
-    face, u, v = canvas[(slice(None),) + win], u[win], v[win]
 
-    # Eyes, drawn on |u| so one mask serves both; the iris keeps its size while
+def _feature_window(pose, size):
+    """Image rows and columns (as slices) covering the face-local box that holds eyes, brows, nose and mouth.
+
+    Drawing the features on this window instead of the whole image saves most of the rendering time.
+    """
+    c, s = math.cos(pose.angle), math.sin(pose.angle)
+    box_u, box_v = np.array([-0.5, 0.5, -0.5, 0.5]), np.array([-0.6, -0.6, 0.7, 0.7])
+    cols = (pose.ox + pose.scale * (c * box_u - s * box_v) + 1.0) * size / 2.0
+    rows = (pose.oy + pose.scale * (s * box_u + c * box_v) + 1.0) * size / 2.0
+    return (slice(max(0, int(rows.min())), int(rows.max()) + 1),
+            slice(max(0, int(cols.min())), int(cols.max()) + 1))
+
+
+def _eyes(rng, face, u, v, px, e):
+    """Paints both eyes; returns their centre (ex, ey) on the right side and half-width ew."""
+    # Drawn on |u| so one mask serves both eyes; the iris keeps its size while
     # the lids open or close, so wide eyes show white above and below it.
     ex, ey = rng.uniform(0.22, 0.28), rng.uniform(-0.12, -0.05)
     ew = rng.uniform(0.11, 0.13)
@@ -179,17 +208,24 @@ def _render(rng, label, size):
     _paint(face, eye, px, [238.0, 236.0, 228.0])
     _paint(face, iris, px, rng.uniform([40, 30, 15], [110, 120, 150]))
     _paint(face, pupil, px, [10.0, 10.0, 10.0])
+    return ex, ey, ew
 
+
+def _brows(rng, face, u, v, px, e, ex, ey, ew, skin, hair):
+    """Paints both brows above the eyes; returns the height vb of their outer ends."""
     vb = ey - rng.uniform(0.11, 0.14) - e["brow"]
     brow = _curve(np.abs(u), v, ex - ew, vb - e["inner"], ex + ew * 1.2, vb,
                   rng.uniform(0.0, 0.02) + e["arch"])
     # Faint brows on some faces, as with light hair or poor contrast.
     _paint(face, brow - rng.uniform(0.025, 0.035), px, np.minimum(hair, skin * 0.4), rng.uniform(0.75, 1.0))
+    return vb
 
-    # Skin folds. Older faces show faint folds at rest, so a weak expression on
-    # them reads much like a neutral one.
+
+def _upper_folds(rng, face, u, v, px, e, ey, vb, skin, crease):
+    """Forehead lines, lines between the brows and raised cheeks; returns the face's age in [0, 0.3]."""
+    # Older faces show faint folds at rest, so a weak expression on them reads
+    # much like a neutral one.
     age = rng.uniform(0.0, 0.3)
-    crease = skin * 0.55
     for k in range(3):
         lv = vb - 0.07 - 0.04 * k
         line = _curve(u, v, -0.22 + 0.02 * k, lv, 0.22 - 0.02 * k, lv, 0.015)
@@ -200,16 +236,24 @@ def _render(rng, label, size):
     _paint(face, glabella, px, crease, min(1.0, e["glabella"]))
     cheek = _ellipse(np.abs(u), v, 0.27, ey + 0.17, 0.1, 0.065)
     _paint(face, cheek, px, np.minimum(skin * [1.15, 0.95, 0.95] + [30.0, 0.0, 0.0], 255.0), 0.7 * min(1.0, e["cheek"]))
+    return age
 
+
+def _nose(rng, face, u, v, px, e, ey, crease):
+    """Nostrils, a faint bridge line and nose wrinkles; returns the nostrils' height ny."""
     ny = rng.uniform(0.19, 0.25)
     _paint(face, _ellipse(np.abs(u), v, 0.045, ny, 0.024, 0.014), px, crease)
     _paint(face, _curve(u, v, 0.03, ey + 0.05, 0.05, ny - 0.04, 0.0) - 0.006, px, crease, 0.4)
     for k in range(3 if e["wrinkle"] > 0 else 0):
         wrinkle = _curve(u, v, -0.06, ey + 0.03 + 0.035 * k, 0.06, ey + 0.03 + 0.035 * k, 0.012)
         _paint(face, wrinkle - 0.009, px, crease, min(1.0, e["wrinkle"]))
+    return ny
 
-    # Mouth: the region between two lip lines that meet at the corners; a closed
-    # mouth is the zero-opening case, so every expression morphs from neutral.
+
+def _mouth(rng, face, u, v, px, e, ny, age, skin, crease):
+    """Mouth, lips and teeth, and the nasolabial folds, which run from the nose to the mouth's corners."""
+    # The mouth is the region between two lip lines that meet at the corners; a
+    # closed mouth is the zero-opening case, so every expression morphs from neutral.
     mc, mw = rng.uniform(0.4, 0.46), rng.uniform(0.18, 0.22) * (1.0 + e["width"])
     q = np.clip(u / mw, -1.0, 1.0)
     bulge = np.sqrt(1.0 - q * q)
@@ -226,27 +270,62 @@ def _render(rng, label, size):
     teeth = np.maximum(mouth, v - upper - e["teeth"] * (lower - upper))
     _paint(face, teeth, px, [235.0, 230.0, 215.0], float(e["teeth"] > 0))
 
-    # Occluders on ~10 % of faces, anywhere on the image.
+
+def _occluder(rng, canvas, u, v, px, skin):
+    """On ~10 % of faces, a bar (glasses, a strap, a held object) or a hand anywhere on the image."""
     if rng.uniform() < 0.1:
         cu, cv = rng.uniform(-0.4, 0.4), rng.uniform(-0.3, 0.5)
-        if rng.uniform() < 0.5:  # a bar: glasses, a strap, a held object
+        if rng.uniform() < 0.5:
             a, b, turn = rng.uniform(0.3, 0.7), rng.uniform(0.05, 0.12), rng.uniform(-0.4, 0.4)
-            bar = _box(full_u, full_v, cu, cv, a, b, turn)
+            bar = _box(u, v, cu, cv, a, b, turn)
             _paint(canvas, bar, px, rng.uniform(0, 255, 3))
-        else:  # a hand
-            hand = _ellipse(full_u, full_v, cu, cv, rng.uniform(0.15, 0.28), rng.uniform(0.2, 0.35))
+        else:
+            hand = _ellipse(u, v, cu, cv, rng.uniform(0.15, 0.28), rng.uniform(0.2, 0.35))
             _paint(canvas, hand, px, skin * rng.choice([0.75, 1.25]))
 
+
+def _camera(rng, canvas, x, y):
+    """Lighting, blur and sensor noise, then quantisation to uint8."""
     tilt = rng.uniform(0, 2 * math.pi)
     gradient = math.cos(tilt) * x + math.sin(tilt) * y
     canvas *= rng.uniform(0.8, 1.1) * (1.0 + rng.uniform(0, 0.3) * gradient)
     # Slightly out-of-focus or upscaled faces: blend part of the way towards a
     # 3x3 box blur, which softens thin cues such as teeth and wrinkles.
+    size = canvas.shape[-1]
     padded = np.pad(canvas, ((0, 0), (1, 1), (1, 1)), mode="edge")
     blurred = sum(padded[:, i:i + size, j:j + size] for i in range(3) for j in range(3)) / 9.0
     canvas += rng.uniform(0.0, 0.3) * (blurred - canvas)
     canvas += rng.standard_normal(canvas.shape, dtype=np.float32) * rng.uniform(1, 6)
     return np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
+
+
+def _render(rng, label, size):
+    """One face showing expression `label` (1..7), as uint8 [3, size, size] RGB.
+
+    The helpers are called, and draw from `rng`, in a fixed order: changing either
+    changes every image, so it needs a VERSION bump.
+    """
+    e = _expression(rng, label)
+    # Pixel centres on [-1, 1], so every size draws the same face at its own resolution.
+    grid = (np.arange(size, dtype=np.float32) + 0.5) * (2.0 / size) - 1.0
+    y, x = np.meshgrid(grid, grid, indexing="ij")
+    pose, u, v = _pose(rng, x, y)
+    px = 2.0 / size / pose.scale
+    canvas = _background(rng, x, y)
+    skin, hair = _palette(rng)
+    _head(rng, canvas, u, v, px, skin, hair)
+
+    win = _feature_window(pose, size)
+    face, fu, fv = canvas[(slice(None),) + win], u[win], v[win]  # face is a view: painting it paints canvas
+    crease = skin * 0.55
+    ex, ey, ew = _eyes(rng, face, fu, fv, px, e)
+    vb = _brows(rng, face, fu, fv, px, e, ex, ey, ew, skin, hair)
+    age = _upper_folds(rng, face, fu, fv, px, e, ey, vb, skin, crease)
+    ny = _nose(rng, face, fu, fv, px, e, ey, crease)
+    _mouth(rng, face, fu, fv, px, e, ny, age, skin, crease)
+
+    _occluder(rng, canvas, u, v, px, skin)
+    return _camera(rng, canvas, x, y)
 
 
 def generate(n: int, image_size: int = 100, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -98,6 +98,78 @@ def predict(model: BaseNet, images: torch.Tensor, device: torch.device, batch_si
     return torch.cat(out).cpu()
 
 
+class EarlyStopping:
+    """Keeps the epoch with the highest validation accuracy (averaged over the last `val_window`
+    epochs), ties going to the lower train loss; stops after `patience` epochs without one, but
+    never before `min_epochs`."""
+
+    def __init__(self, cfg: BaseNetConfig):
+        self.cfg, self.history, self.best, self.best_state, self.waited = cfg, [], None, None, 0
+
+    def update(self, record: dict, model: BaseNet) -> None:
+        self.history.append(record)
+        score = float(np.mean([h["val_accuracy"] for h in self.history[-self.cfg.val_window:]]))
+        if self.best is None or (score, -record["train_loss"]) > (self.best[0], -self.best[1]["train_loss"]):
+            self.best, self.waited = (score, record), 0
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            self.waited += 1
+
+    def should_stop(self) -> bool:
+        return self.waited >= self.cfg.patience and len(self.history) >= self.cfg.min_epochs
+
+    @property
+    def best_record(self) -> dict:
+        return self.best[1]
+
+
+def _optimiser(model: BaseNet, cfg: BaseNetConfig, steps_per_epoch: int):
+    """AdamW with a linear warm-up, then a cosine decay to zero over the whole budget."""
+    total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: (s + 1) / warmup if s < warmup else
+                                                 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup))))
+    return optimizer, schedule
+
+
+def _train_epoch(model, x_train, y_train, loss_fn, optimizer, schedule, cfg: BaseNetConfig,
+                 generator: torch.Generator, use_amp: bool) -> torch.Tensor:
+    """One pass over the training images in a seeded random order; returns the summed loss (on the
+    device: reading it would sync the GPU every step)."""
+    model.train()
+    device = x_train.device
+    loss_sum = torch.zeros((), device=device)
+    for batch in torch.randperm(len(x_train), generator=generator).to(device).split(cfg.batch_size):
+        if len(batch) < 2:  # BatchNorm cannot train on a single image
+            continue
+        x = augment(x_train[batch], generator) if cfg.augment else x_train[batch]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss = loss_fn(model(x), y_train[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        schedule.step()
+        loss_sum += loss.detach() * len(batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return loss_sum
+
+
+def _trained_loss(targets: np.ndarray, num_classes: int, excluded_index: int | None, smoothing: float, device):
+    """The loss over the trained classes' logits only, and the targets as columns of those: label
+    smoothing would otherwise put mass on the excluded class, whose logit is -inf (0 x -inf is NaN
+    even at weight 0)."""
+    trained = torch.tensor([i for i in range(num_classes) if i != excluded_index])
+    column = torch.full((num_classes,), -1, dtype=torch.long)
+    column[trained] = torch.arange(len(trained))
+    weights = class_weights(targets, num_classes)[trained].to(device)
+    trained = trained.to(device)
+    loss_fn = lambda logits, y: weighted_cross_entropy(logits[:, trained], y, weights, smoothing)
+    return loss_fn, column[torch.from_numpy(targets)].to(device)
+
+
 def train_base_net(images: torch.Tensor, targets: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
                    num_classes: int, excluded_index: int | None, cfg: BaseNetConfig, seed: int,
                    on_epoch: Callable[[dict], None] | None = None) -> tuple[BaseNet, TrainResult]:
@@ -105,48 +177,17 @@ def train_base_net(images: torch.Tensor, targets: np.ndarray, train_idx: np.ndar
     absent) and keep the epoch with the best validation accuracy on images[val_idx]."""
     torch.manual_seed(seed)
     device = pick_device(cfg.device)
-    use_amp = cfg.amp and device.type == "cuda"
     model = BaseNet(num_classes, cfg.heads, cfg.dropout, excluded_index).to(device)
     x_train = images[torch.from_numpy(train_idx)].to(device)
-    # The loss sees only the trained classes' logits: label smoothing would otherwise put mass on the
-    # excluded class, whose logit is -inf (and 0 x -inf is NaN even at weight 0).
-    trained = torch.tensor([i for i in range(num_classes) if i != excluded_index])
-    column = torch.full((num_classes,), -1, dtype=torch.long)
-    column[trained] = torch.arange(len(trained))
-    y_train = column[torch.from_numpy(targets[train_idx])].to(device)
-    trained = trained.to(device)
+    loss_fn, y_train = _trained_loss(targets[train_idx], num_classes, excluded_index, cfg.label_smoothing, device)
     x_val, y_val = images[torch.from_numpy(val_idx)], torch.from_numpy(targets[val_idx])
-    weights = class_weights(targets[train_idx], num_classes)[trained.cpu()].to(device)
-    loss_fn = lambda logits, y: weighted_cross_entropy(logits, y, weights, cfg.label_smoothing)
-
-    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
-    total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: (s + 1) / warmup if s < warmup else
-                                                 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup))))
+    optimizer, schedule = _optimiser(model, cfg, math.ceil(len(train_idx) / cfg.batch_size))
     generator = torch.Generator().manual_seed(seed)
-
-    history, best, best_state, waited = [], None, None, 0
-    train_seconds, started = 0.0, time.perf_counter()
+    stopping, train_seconds, started = EarlyStopping(cfg), 0.0, time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
-        model.train()
         t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        for batch in torch.randperm(len(train_idx), generator=generator).to(device).split(cfg.batch_size):
-            if len(batch) < 2:  # BatchNorm cannot train on a single image
-                continue
-            x = augment(x_train[batch], generator) if cfg.augment else x_train[batch]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = loss_fn(model(x)[:, trained], y_train[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            schedule.step()
-            loss_sum += loss.detach() * len(batch)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        loss_sum = _train_epoch(model, x_train, y_train, loss_fn, optimizer, schedule, cfg, generator,
+                                cfg.amp and device.type == "cuda")
         train_seconds += time.perf_counter() - t0
         if not torch.isfinite(loss_sum):  # checked once an epoch: a per-step check would sync the GPU
             raise CorrectsweepError(f"the base net's training loss became {loss_sum.item()} in epoch {epoch}; "
@@ -154,22 +195,15 @@ def train_base_net(images: torch.Tensor, targets: np.ndarray, train_idx: np.ndar
         val_acc = (predict(model, x_val, device, amp=cfg.amp) == y_val).float().mean().item()
         record = {"epoch": epoch, "train_loss": loss_sum.item() / len(train_idx), "val_accuracy": val_acc,
                   "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
-        history.append(record)
-        smoothed = float(np.mean([h["val_accuracy"] for h in history[-cfg.val_window:]]))
-        # Higher (smoothed) validation accuracy wins; a tie goes to the lower training loss.
-        if best is None or (smoothed, -record["train_loss"]) > (best[0], -best[1]["train_loss"]):
-            best, waited = (smoothed, record), 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            waited += 1
+        stopping.update(record, model)
         if on_epoch:
-            on_epoch(record | {"best_val_accuracy": best[1]["val_accuracy"]})
-        if waited >= cfg.patience and epoch >= cfg.min_epochs:
+            on_epoch(record | {"best_val_accuracy": stopping.best_record["val_accuracy"]})
+        if stopping.should_stop():
             break
-    model.load_state_dict(best_state)
-    result = TrainResult(best[1]["epoch"], best[1]["val_accuracy"], len(history), time.perf_counter() - started,
-                         len(train_idx) * len(history) / max(train_seconds, 1e-9), history)
-    return model, result
+    model.load_state_dict(stopping.best_state)
+    best, history = stopping.best_record, stopping.history
+    return model, TrainResult(best["epoch"], best["val_accuracy"], len(history), time.perf_counter() - started,
+                              len(train_idx) * len(history) / max(train_seconds, 1e-9), history)
 
 
 def save_model(model: BaseNet, folder: Path, meta: dict) -> dict:

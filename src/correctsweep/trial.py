@@ -19,7 +19,7 @@ import torch
 from correctsweep import corrector, metrics
 from correctsweep.atomic import write_json
 from correctsweep.config import Spec, digest
-from correctsweep.data import dataset_key, load_dataset, make_splits
+from correctsweep.data import class_indices, dataset_key, load_dataset, make_splits
 from correctsweep.errors import SpecError
 from correctsweep.features import extract, file_meta, read_split, write_split
 from correctsweep.layout import RunLayout
@@ -103,26 +103,15 @@ def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = pri
     del model
     if device.type == "cuda":  # the corrector's GPU matrices should not queue behind the net's cache
         torch.cuda.empty_cache()
-
-    cfg = dataclasses.replace(spec.corrector, policies=policies_for(spec.corrector.policies, excluded))
-    workdir = layout.corrector_dir(fold, seed, key, digest(dataclasses.asdict(cfg)))
-    log(f"fold {fold} seed {seed}: corrector search ({cfg.n_trials} trials) in {workdir}")
     with clock("corrector"):
-        result = corrector.search(sets["correct"], sets["test"], cfg, workdir, threads,
-                                  on_trial=lambda t: report and report({"stage": "corrector"} | t))
+        result, workdir = _correct(spec, layout, sets, excluded, key, fold, seed, threads, log, report)
     with clock("write"):
         test = sets["test"]
         table = metrics.per_class(test.labels, test.pred_f, result.pred_h, classes)
-        summary = metrics.summary(test.labels, test.pred_f, result.pred_h, classes)
         out = {"fold": fold, "seed": seed, "excluded": excluded, "classes": classes, "net_key": key,
-               "train": meta.get("train"), "summary": summary,
+               "train": meta.get("train"), "summary": metrics.summary(test.labels, test.pred_f, result.pred_h, classes),
                "device": {"base_net": device.type, "corrector": result.params["device"], "threads": threads},
-               "corrector": {"policy": result.policy, "tau": result.tau, "taps": result.taps,
-                             "pca_dims": result.pca_dims, "params": result.params,
-                             "n_rounds": result.n_rounds, "cv_score": result.cv_score,
-                             "search_seconds": result.search_seconds,
-                             "seconds_per_candidate": result.seconds_per_candidate,
-                             "n_candidates": result.n_candidates},
+               "corrector": _corrector_record(result),
                "per_class": table.reset_index().to_dict(orient="records"),
                "paths": {"model": layout.relative(model_dir), "corrector": layout.relative(workdir)}}
     out["stage_seconds"] = clock.seconds  # this run's stages; a reused stage shows its (short) reuse
@@ -132,8 +121,29 @@ def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = pri
     log("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in clock.seconds.items()))
     if excluded is not None:
         log(f"fold {fold}: Gain of excluded class {excluded} = {metrics.format_value(table.loc[excluded, 'gain'])}, "
-            f"accuracy f {summary['accuracy_f']:.3f} -> h {summary['accuracy_h']:.3f}")
+            f"accuracy f {out['summary']['accuracy_f']:.3f} -> h {out['summary']['accuracy_h']:.3f}")
     return out
+
+
+def _correct(spec: Spec, layout: RunLayout, sets: dict, excluded, key: str, fold: str, seed: int, threads: int,
+             log, report) -> tuple[corrector.CorrectorResult, Path]:
+    """The corrector search on the fold's features, resumed or reused from its journal (keyed by the
+    net's key and every corrector setting, the policies the fold may use included)."""
+    cfg = dataclasses.replace(spec.corrector, policies=policies_for(spec.corrector.policies, excluded))
+    workdir = layout.corrector_dir(fold, seed, key, digest(dataclasses.asdict(cfg)))
+    log(f"fold {fold} seed {seed}: corrector search ({cfg.n_trials} trials) in {workdir}")
+    result = corrector.search(sets["correct"], sets["test"], cfg, workdir, threads,
+                              on_trial=lambda t: report and report({"stage": "corrector"} | t))
+    return result, workdir
+
+
+def _corrector_record(result: corrector.CorrectorResult) -> dict:
+    """What a result JSON says of the chosen corrector (its probabilities and predictions stay in
+    the corrector's own folder)."""
+    return {"policy": result.policy, "tau": result.tau, "taps": result.taps, "pca_dims": result.pca_dims,
+            "params": result.params, "n_rounds": result.n_rounds, "cv_score": result.cv_score,
+            "search_seconds": result.search_seconds, "seconds_per_candidate": result.seconds_per_candidate,
+            "n_candidates": result.n_candidates}
 
 
 def _base_net(spec: Spec, ds, splits, excluded, seed, model_dir: Path, log, report):
@@ -142,7 +152,7 @@ def _base_net(spec: Spec, ds, splits, excluded, seed, model_dir: Path, log, repo
         log(f"fold {excluded or 'none'} seed {seed}: reusing trained base net {model_dir}")
         return load_model(model_dir)
     classes = ds.classes
-    targets = np.searchsorted(classes, ds.labels)
+    targets = class_indices(ds.labels, classes, "the dataset")
     excluded_index = None if excluded is None else classes.index(excluded)
     keep = lambda idx: idx if excluded_index is None else idx[targets[idx] != excluded_index]
     log(f"fold {excluded or 'none'} seed {seed}: training base net on {len(keep(splits['train']))} images")
