@@ -69,7 +69,7 @@ def main():
         storage = optuna.storages.JournalStorage(
             optuna.storages.journal.JournalFileBackend(str(Path(tmp) / "study.journal")))
         trials = optuna.load_study(study_name=STUDY_NAME, storage=storage).trials
-    tried = [t for t in trials if "xgb_params" in t.user_attrs][:args.baseline]
+    tried = [t for t in trials if "params" in t.user_attrs][:args.baseline]
     pruned = sum(t.state.name == "PRUNED" for t in trials)
     ours = sum(t.duration.total_seconds() for t in tried) / len(tried)
 
@@ -77,7 +77,7 @@ def main():
     folds = _stratified_folds(y, cfg.cv_folds, cfg.seed, correct.meta["classes"])
     start = time.perf_counter()
     for t in tried:
-        params = t.user_attrs["xgb_params"]
+        params = t.user_attrs["params"]
         if args.default_bins:
             params = {k: v for k, v in params.items() if k != "max_bin"}
         naive_candidate(correct, params, t.user_attrs["taps"], folds, args.max_rounds)

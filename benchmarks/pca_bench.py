@@ -58,14 +58,16 @@ def main():
     for r in results:
         for dims in [None, *args.dims]:
             cfg = dataclasses.replace(spec.corrector, pca_dims=dims)
-            rows.append({"fold": r["fold"], "pca_dims": "full" if dims is None else dims} | one(args.run_dir, r, cfg, threads))
+            row = {"fold": r["fold"], "pca_dims": "full" if dims is None else dims}
+            rows.append(row | one(args.run_dir, r, cfg, threads))
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     print(f"\n{args.run_dir}: corrector.n_trials={spec.corrector.n_trials}, cv_folds={spec.corrector.cv_folds}, "
           f"{threads} thread(s)")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     print("\nmeans over folds:")
-    print(table.drop(columns="fold").groupby("pca_dims", sort=False).mean().to_string(float_format=lambda x: f"{x:.3f}"))
+    means = table.drop(columns="fold").groupby("pca_dims", sort=False).mean()
+    print(means.to_string(float_format=lambda x: f"{x:.3f}"))
 
 
 if __name__ == "__main__":

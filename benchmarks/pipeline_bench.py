@@ -117,12 +117,12 @@ def main():
     c = out["corrector"]
     study = optuna.load_study(study_name=corrector.STUDY_NAME, storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(run / out["paths"]["corrector"] / "study.journal"))))
-    tried = [t for t in study.trials if "xgb_params" in t.user_attrs]
+    tried = [t for t in study.trials if "params" in t.user_attrs]
     correct = read_split(RunLayout(run).features_file(args.fold, 0, "correct", out["net_key"]))
     cfg = spec.corrector
     y = np.searchsorted(classes, correct.labels)
     folds = corrector._stratified_folds(y, cfg.cv_folds, cfg.seed, classes)
-    _, naive_corr_s = timed(lambda: [naive_candidate(correct, t.user_attrs["xgb_params"], t.user_attrs["taps"], folds,
+    _, naive_corr_s = timed(lambda: [naive_candidate(correct, t.user_attrs["params"], t.user_attrs["taps"], folds,
                                                      cfg.max_rounds) for t in tried])
     naive_per_candidate = naive_corr_s / len(tried)
 
@@ -140,13 +140,15 @@ def main():
     ]
     gpu = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {threads} threads"
     print(f"{args.spec} fold {args.fold}: {len(train_idx)} training images x {train['epochs_run']} epochs at "
-          f"{spec.data.image_size}px, {len(eval_idx)} extracted, {len(tried)} candidates; {gpu}; torch {torch.__version__}")
+          f"{spec.data.image_size}px, {len(eval_idx)} extracted, {len(tried)} candidates; {gpu}; "
+          f"torch {torch.__version__}")
     print(f"{'':32}{'ours':>12}{'naive':>12}{'ratio':>9}  baseline")
     for name, ours, naive, what in rows:
         better = ours / naive if "images/s" in name else naive / ours  # >1 means ours is better
         print(f"{name:32}{ours:12.2f}{naive:12.2f}{better:8.2f}x  {what}")
     total = sum(out["stage_seconds"].values())
-    print("the fold's stages, s: " + ", ".join(f"{k} {v:.1f} ({v / total:.0%})" for k, v in out["stage_seconds"].items()))
+    print("the fold's stages, s: "
+          + ", ".join(f"{k} {v:.1f} ({v / total:.0%})" for k, v in out["stage_seconds"].items()))
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ class RunBuilder:
         study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))  # never a runner-up
         for value, policy, taps, tau in trials:
             study.add_trial(optuna.trial.create_trial(value=value, user_attrs={
-                "policy": policy, "taps": taps, "tau": tau, "xgb_params": {"eta": 0.1}, "n_rounds": 5}))
+                "policy": policy, "taps": taps, "tau": tau, "params": {"eta": 0.1}, "n_rounds": 5}))
         best = study.best_trial
         pd.DataFrame({"label": Y, "pred_f": pred_f, "pred_h": pred_h}).to_parquet(workdir / "predictions.parquet")
         for kind, name in (("model", "weights.pt"), ("model", "model.json"), ("corrector", "model.ubj"),

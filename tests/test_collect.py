@@ -7,8 +7,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import CLASSES, Y, predictions
 
-from conftest import CLASSES, Y
 from correctsweep import metrics
 from correctsweep.cli import main
 from correctsweep.collect import collect, heatmap, training_curves
@@ -180,3 +180,59 @@ def test_training_curves_star_the_kept_epoch(run, tmp_path):
     assert [(s.get_xdata()[0], s.get_ydata()[0]) for s in stars] == [
         (h["epoch"], h["val_accuracy"]) for h in kept.values()]
     assert len(loss.get_lines()) == len(acc.get_lines()) == 2 * len(kept)
+
+
+def with_methods(run):
+    """Add what a trial with several kinds and a baseline records: every result gets a refit time and, in a
+    fold with an excluded class, `methods`: the published kind as it ran, and 'msp' recovering that class whole."""
+    for path in run.dir.glob("results/fold=*/seed=*.json"):
+        r = json.loads(path.read_text())
+        r["corrector"]["refit_seconds"] = 0.5
+        if r["excluded"] is not None:
+            f, whole = predictions(r["fold"], corrected=4)
+            gain = next(c["gain"] for c in r["per_class"] if c["class"] == r["excluded"])
+            r["methods"] = {"xgboost": {"family": "corrector", "gain_excluded": gain, "summary": r["summary"],
+                                        "seconds": 2.0},
+                            "msp": {"family": "baseline", "gain_excluded": 1.0, "seconds": 0.25,
+                                    "summary": metrics.summary(Y, f, whole, CLASSES)}}
+        path.write_text(json.dumps(r))
+    return run
+
+
+def test_methods_table_and_gain_harm_plot(run_builder):
+    run = with_methods(run_builder([1, 2, "none"], [0, 1]).add("1", 0, corrected=2, epochs=4)
+                       .add("1", 1, corrected=3, epochs=4).add("2", 0, corrected=1, epochs=5)
+                       .add("none", 0, full_misses=1, epochs=6))
+    report = collect(run.dir)
+    methods = pd.read_csv(report / "methods.csv", dtype={"fold": str})
+    assert list(zip(methods.fold, methods.seed, methods.method)) == [
+        ("1", 0, "xgboost"), ("1", 0, "msp"), ("1", 1, "xgboost"), ("1", 1, "msp"),
+        ("2", 0, "xgboost"), ("2", 0, "msp")]
+    assert methods.gain_excluded.tolist() == [0.5, 1.0, 0.75, 1.0, 0.25, 1.0]
+    assert (methods.mean_harm == 0).all() and methods.balanced_accuracy_h[methods.method == "msp"].eq(1).all()
+    text = (report / "report.md").read_text()
+    by_method = section(text, "### Every fold: mean ± std over folds and seeds")
+    assert "| xgboost | 0.500 ± 0.250 |" in by_method and "| msp | 1.000 ± 0.000 |" in by_method
+    fold = lambda name: text.split(f"### Fold {name} (f: balanced accuracy")[1].split("\n#")[0]
+    assert "| xgboost | 0.625 ± 0.177 |" in fold("1 Surprise")  # over its two seeds
+    assert "| msp | 1.000 |" in fold("2 Fear")  # one seed: no std
+    assert "![Gain against Harm](methods_gain_harm.png)" in text and (report / "methods_gain_harm.png").stat().st_size
+
+
+def test_cost_of_correcting_against_retraining(run_builder):
+    run = with_methods(run_builder([1, 2, "none"], [0]).add("1", 0, corrected=2, epochs=4)
+                       .add("2", 0, corrected=1, epochs=5).add("none", 0, full_misses=1, epochs=6))
+    report = collect(run.dir)
+    cost = pd.read_csv(report / "cost.csv", dtype={"fold": str}).set_index("fold")
+    # train seconds = epochs (conftest's record); search 1.5 s and refit 0.5 s everywhere
+    assert cost.correct_over_train.tolist() == pytest.approx([2 / 4, 2 / 5, 2 / 6])
+    assert cost.loc["1", "tpr_h_excluded"] == 0.5 and cost.loc["1", "full_tpr_excluded"] == 0.75
+    assert cost.loc["2", "full_tpr_excluded"] == 1.0 and math.isnan(cost.loc["none", "tpr_h_excluded"])
+    text = (report / "report.md").read_text()
+    assert "## Cost of correcting against retraining" in text and "| 1 Surprise | 0 | xgboost | 4.000 |" in text
+
+
+def test_one_method_has_no_methods_section(run):
+    report = collect(run.dir)
+    assert "## Correctors and baselines" not in (report / "report.md").read_text()
+    assert not (report / "methods_gain_harm.png").exists()

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from correctsweep.config import load_spec, spec_from_dict
@@ -56,3 +58,29 @@ def test_pca_dims_values(value, ok):
     else:
         with pytest.raises(SpecError, match="corrector.pca_dims"):
             spec_from_dict({}, [f"corrector.pca_dims={value}"])
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["corrector.kind=forest"], "corrector.kind"),
+    (["corrector.kinds=[xgboost, svm]"], "corrector.kinds"),
+    (["corrector.kinds=[fisher, fisher]"], "corrector.kinds"),
+    (["corrector.kinds=[fisher, logistic]"], "corrector.kinds"),  # leaves out corrector.kind (xgboost)
+    (["corrector.whiten_dims=0"], "corrector.whiten_dims"),
+    (["corrector.whiten_dims=[16, null]"], "corrector.whiten_dims"),
+    (["baselines=[msp, odin]"], "baselines"),
+    (["baselines=[msp]", "features.taps=[fc, softmax]"], "baselines"),
+    (["baselines_tap=fc7"], "baselines_tap"),
+    (["baselines=[knn]", "baselines_tap=conv", "features.taps=[fc, logits]"], "baselines_tap"),
+])
+def test_kinds_and_baselines_name_the_key(overrides, key):
+    with pytest.raises(SpecError, match="'" + re.escape(key) + "'"):
+        spec_from_dict({}, overrides)
+
+
+def test_kind_alone_or_in_a_list():
+    assert spec_from_dict({}, ["corrector.kind=fisher"]).corrector.all_kinds == ["fisher"]
+    spec = spec_from_dict({}, ["corrector.kinds=[xgboost, fisher, logistic]", "baselines=[msp, energy, knn]"])
+    assert spec.corrector.all_kinds == ["xgboost", "fisher", "logistic"] and spec.corrector.kind == "xgboost"
+    assert spec_from_dict({}, ["corrector.kind=logistic", "corrector.kinds=[fisher, logistic]"]).corrector.kind == \
+        "logistic"
+    assert spec_from_dict({}).corrector.all_kinds == ["xgboost"] and spec_from_dict({}).baselines == []

@@ -86,7 +86,8 @@ def test_rafdb_layout(tmp_path):
     lines = []
     for i, label in enumerate(labels_list(8)):
         name = f"{'train' if i % 2 else 'test'}_{i:05d}.jpg"
-        Image.fromarray(np.full((20, 20, 3), i, np.uint8)).save(base / "Image" / "aligned" / name.replace(".jpg", "_aligned.jpg"))
+        aligned = base / "Image" / "aligned" / name.replace(".jpg", "_aligned.jpg")
+        Image.fromarray(np.full((20, 20, 3), i, np.uint8)).save(aligned)
         lines.append(f"{name} {label}")
     (base / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(lines))
     ds = load_dataset(cfg(tmp_path, source="rafdb", path=str(base)))

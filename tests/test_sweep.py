@@ -25,7 +25,8 @@ def sweep_args(tmp_path, *extra):
 
 
 def results(run):
-    return {p.parent.name.split("=")[1]: json.loads(p.read_text()) for p in sorted(run.glob("results/fold=*/seed=0.json"))}
+    paths = sorted(run.glob("results/fold=*/seed=0.json"))
+    return {p.parent.name.split("=")[1]: json.loads(p.read_text()) for p in paths}
 
 
 @pytest.fixture(scope="module")

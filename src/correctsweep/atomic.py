@@ -11,20 +11,46 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+# Temporary files are hidden (pyarrow's datasets skip names starting with '.') and never end in the
+# final suffix, so no '*.parquet' glob of an analyst or DuckDB reads a half-written file.
+PARTIAL_PREFIX, PARTIAL_SUFFIX = ".tmp-", ".partial"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[str]:
-    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds. The file
+    gets the permissions the process's umask gives a new file (mkstemp alone would make it 0600, so
+    colleagues on a shared filesystem could not read the run)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX)
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_partials(folder: str | Path) -> int:
+    """Delete what a killed writer left under `folder` (its temporary files and folders); returns how
+    many. Only safe while no other process writes there, e.g. under the fold's lock."""
+    removed = 0
+    for p in sorted(Path(folder).rglob(f"{PARTIAL_PREFIX}*"), key=lambda p: -len(p.parts)):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def write_json(path: str | Path, obj) -> None:
@@ -42,11 +68,14 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty folder beside `path`; if the block succeeds it replaces `path` and all it held,
     so a rerun leaves no stale file of an earlier one behind."""
     path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex[:8]}")
+    for pattern in (f"{PARTIAL_PREFIX}{path.name}-*", f"{PARTIAL_PREFIX}old-{path.name}-*"):
+        for stale in path.parent.glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)  # left by a writer that was killed
+    tmp = path.with_name(f"{PARTIAL_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir(parents=True)  # mkdir, not mkdtemp: the folder keeps the umask's permissions once renamed
     try:
         yield tmp
-        old = path.with_name(f".old-{path.name}-{uuid.uuid4().hex[:8]}")
+        old = path.with_name(f"{PARTIAL_PREFIX}old-{path.name}-{uuid.uuid4().hex[:8]}")
         if path.exists():
             os.replace(path, old)  # a directory cannot replace a non-empty one: move it aside first
         os.replace(tmp, path)

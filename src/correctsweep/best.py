@@ -9,7 +9,7 @@ next-best complete trial. The fold's choice is its result with the best CV score
 also varies seeds or base nets picks among them with the same rule.
 
 Overall: a setting is a (policy, tap subset). Its score in one result is its best CV score among
-that study's complete trials (XGBoost parameters and tau are tuned per fold anyway), and settings
+that study's complete trials (the kind's parameters and tau are tuned per fold anyway), and settings
 are ranked by the share of results that tried them, then by their mean score over those. Tap
 subsets are searched at random, so a setting tried in every result is rare in a short search:
 ranking by coverage first prefers the evidence of more folds to one lucky fold. new_class is never
@@ -17,7 +17,8 @@ available in fold none, so its share counts only the folds with an excluded clas
 
 Replaces RUN_DIR/best/ with best_config.yaml, rationale.md and, per fold, copies of the chosen base
 net (fold=J/seed=S/net/: weights.pt, model.json, loadable by train.load_model) and corrector
-(fold=J/seed=S/corrector/: model.ubj, best.json, and projection.npz when it saw compact embeddings;
+(fold=J/seed=S/corrector/: its kind's model file (model.ubj for xgboost, model.npz for fisher and logistic),
+best.json, and projection.npz when it saw compact embeddings;
 `corrector.predict_proba` reapplies it). In best_config.yaml `artifacts` are relative to
 best/ and `source` (where they were copied from) to the run directory.
 """
@@ -38,12 +39,14 @@ from correctsweep.collect import fold_order, load_run, markdown_table
 from correctsweep.config import CorrectorConfig
 from correctsweep.corrector import STUDY_NAME, study_storage
 from correctsweep.errors import CorrectsweepError
+from correctsweep.kinds import KINDS
 from correctsweep.metrics import format_value
 from correctsweep.policy import objective_score
 
 # artifact name -> (key in the result's paths, file, sub-folder under best/fold=J/seed=S/)
+# (None: the corrector kind's model_file)
 ARTIFACTS = {"weights": ("model", "weights.pt", "net"), "net_config": ("model", "model.json", "net"),
-             "corrector": ("corrector", "model.ubj", "corrector"),
+             "corrector": ("corrector", None, "corrector"),
              "corrector_config": ("corrector", "best.json", "corrector"),
              "corrector_projection": ("corrector", "projection.npz", "corrector")}  # only with compact embeddings
 
@@ -71,7 +74,7 @@ def assess(run_dir: Path, result: dict, cfg: CorrectorConfig) -> tuple[dict, pd.
     c = result["corrector"]
     entry = {"fold": result["fold"], "seed": result["seed"], "net_key": result.get("net_key"),
              "policy": c["policy"], "tau": c["tau"], "taps": c["taps"], "pca_dims": c.get("pca_dims"),
-             "xgb_params": c["params"],
+             "kind": c.get("kind", "xgboost"), "params": c["params"],
              "n_rounds": c["n_rounds"], "cv_score": c["cv_score"], "test_score": None, "runner_up": None,
              "source": result["paths"]}
     trials = study_trials(_source(run_dir, entry, "corrector", "study.journal").parent)
@@ -153,12 +156,13 @@ def select_best(run_dir: str | Path) -> Path:
     with atomic_dir(out) as tmp:
         for e in chosen:
             e["artifacts"] = {}
-            for name, (kind, file, folder) in ARTIFACTS.items():
+            for name, (source, file, folder) in ARTIFACTS.items():
                 if name == "corrector_projection" and not e["pca_dims"]:
                     continue
+                file = file or KINDS[e["kind"]].model_file
                 rel = Path(f"fold={e['fold']}", f"seed={e['seed']}", folder, file)
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(_source(run_dir, e, kind, file), tmp / rel)
+                shutil.copyfile(_source(run_dir, e, source, file), tmp / rel)
                 e["artifacts"][name] = str(rel)
         overall = _setting(ranked.iloc[0]) | {"runner_up": None}
         if len(ranked) > 1:

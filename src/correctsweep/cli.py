@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, fn, help_ in (("collect", cmd_collect, "aggregate a run's results into RUN_DIR/report/"),
                             ("best", cmd_best, "select the best corrector per fold and overall into RUN_DIR/best/")):
         p = sub.add_parser(name, help=help_)
-        p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory, <storage>/<name>: a path (e.g. outputs/smoke) or a URI")
+        p.add_argument("run_dir", metavar="RUN_DIR",
+                       help="a run directory, <storage>/<name>: a path (e.g. outputs/smoke) or a URI")
         p.set_defaults(fn=fn)
     args = parser.parse_args(argv)
     try:
@@ -94,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     except CorrectsweepError as e:
         print(f"correctsweep: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # every stage writes atomically and resumes, so an interrupted command has lost nothing
+        print("correctsweep: interrupted; rerun the same command to continue where it stopped", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -15,6 +15,13 @@ replaces RUN_DIR/report/ with:
   heatmap_<m>.png                the matrices, the excluded class's own cell (class j, fold j) outlined.
   training_curves.png            train loss and validation accuracy per epoch, one line per fold x seed,
                                  the kept epoch starred; results without a training history are left out.
+  methods.csv                    one row per fold x seed x method (each corrector kind and baseline of the
+                                 results' `methods`) in the folds with an excluded class: Gain of that class,
+                                 mean Harm and ΔFPR, balanced accuracy of h, seconds.
+  methods_gain_harm.png          Gain against Harm, one point per method and fold (with several methods).
+  cost.csv                       per fold x seed: the corrector's search and refit seconds beside the base
+                                 net's training seconds, their ratio, and the excluded class's TPR under h
+                                 and under the full model (the retraining reference).
   report.md                      all of it, classes named ("1 Surprise"); the CSV and Parquet files keep
                                  the class numbers other tools join on.
 P_i is a ratio of seed means, TPR_h,i in fold i / TPR_f,i in fold none: per-seed ratios would pair
@@ -34,26 +41,52 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from correctsweep.atomic import atomic_dir
-from correctsweep.config import Spec, load_spec
+from correctsweep.config import Spec, load_spec, sweep_key
 from correctsweep.data import class_name
 from correctsweep.errors import CorrectsweepError
+from correctsweep.layout import RunLayout
 from correctsweep.metrics import format_value
 
 MATRICES = {"retention": "Retention", "harm": "Harm", "gain": "Gain", "dfpr": "ΔFPR", "tpr_h": "TPR_h"}
 ACCURACIES = ["accuracy_f", "balanced_accuracy_f", "accuracy_h", "balanced_accuracy_h"]
+METHOD_NUMBERS = ["gain_excluded", "mean_harm", "mean_dfpr", "balanced_accuracy_h", "seconds"]
+COST_NUMBERS = ["train_seconds", "search_seconds", "refit_seconds", "correct_over_train", "tpr_h_excluded",
+                "full_tpr_excluded"]
 FOLD_NUMBERS = ["gain_excluded", "mean_dfpr", "mean_harm", *ACCURACIES, "tau", "search_seconds"]
 
 
 def load_run(run_dir: Path) -> tuple[Spec, list[dict]]:
     """The run's spec and every result under results/; a one-line error when there is none."""
-    run_dir = Path(run_dir)
-    paths = sorted((run_dir / "results").glob("fold=*/seed=*.json"))
+    layout = RunLayout(Path(run_dir))
+    paths = layout.result_files()
     if not paths:
-        raise CorrectsweepError(f"no results in {run_dir / 'results'}; run `correctsweep trial SPEC --fold J` "
+        raise CorrectsweepError(f"no results in {layout.root / 'results'}; run `correctsweep trial SPEC --fold J` "
                                 f"or `correctsweep sweep SPEC` with this run directory as <storage>/<name> first")
-    if not (run_dir / "spec.yaml").is_file():
-        raise CorrectsweepError(f"{run_dir} has results but no spec.yaml; rerun one trial of its spec to write it")
-    return load_spec(run_dir / "spec.yaml"), [json.loads(p.read_text()) for p in paths]
+    if not layout.spec_file.is_file():
+        raise CorrectsweepError(f"{layout.root} has results but no spec.yaml; rerun one trial of its spec to write it")
+    spec = load_spec(layout.spec_file)
+    return spec, _one_per_fold_seed([_read_result(p) for p in paths], sweep_key(spec))
+
+
+def _read_result(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CorrectsweepError(f"result {path} is unreadable ({str(e)[:60]}); delete it and rerun "
+                                "`correctsweep trial SPEC --fold J --seed S` for it (its cached stages make that quick)"
+                                ) from None
+
+
+def _one_per_fold_seed(results: list[dict], key: str) -> list[dict]:
+    """The result of each fold x seed: when a `search` left several samples of one, the sample of this
+    sweep's settings with the best cross-validated corrector objective (never a test figure)."""
+    rank = lambda r: (r.get("sweep_key") == key, r["corrector"]["cv_score"])  # this sweep's first
+    best = {}
+    for r in results:
+        at = (r["fold"], r["seed"])
+        if at not in best or rank(r) > rank(best[at]):
+            best[at] = r
+    return list(best.values())
 
 
 def class_label(label) -> str:
@@ -114,11 +147,16 @@ def matrices(long: pd.DataFrame, classes: list[int], folds: list[int]) -> dict[s
     return {f"matrix_{m}": (stats.loc[m, "mean"].unstack(), stats.loc[m, "std"].unstack()) for m in MATRICES}
 
 
+def full_model_tpr(long: pd.DataFrame, classes: list[int]) -> pd.DataFrame:
+    """Each class's TPR under the full model (fold none): columns mean and std over seeds."""
+    full = long[(long.fold == "none") & (long.metric == "tpr_f") & long["class"].notna()]
+    return full.groupby("class").value.agg(["mean", "std"]).reindex(classes)
+
+
 def power_table(tpr_h: tuple[pd.DataFrame, pd.DataFrame], long: pd.DataFrame, classes: list[int]):
     """The TPR_h matrix (mean, std) with the full model's TPR and the corrector power P appended."""
     mean, std = tpr_h
-    full = long[(long.fold == "none") & (long.metric == "tpr_f") & long["class"].notna()]
-    full = full.groupby("class").value.agg(["mean", "std"]).reindex(classes)
+    full = full_model_tpr(long, classes)
     own_fold = pd.Series(np.diag(mean.reindex(columns=classes).to_numpy()), index=full.index)
     power = (own_fold / full["mean"]).where(full["mean"] > 0)
     return (mean.assign(full=full["mean"].to_numpy(), P=power.to_numpy()),
@@ -220,7 +258,85 @@ def _curves_section(folds: pd.DataFrame) -> list[str]:
     return ["## Training curves", text, "![Training curves](training_curves.png)"]
 
 
-def report_markdown(spec: Spec, run_dir: Path, folds: pd.DataFrame, tables: dict, missing: list, several: bool) -> str:
+def methods_table(results: list[dict]) -> pd.DataFrame:
+    """One row per fold x seed x method (every corrector kind and baseline of a result's `methods`), in
+    the folds with an excluded class: the only ones where baselines run and a Gain of it exists."""
+    rows = [{"fold": r["fold"], "seed": r["seed"], "method": name, "family": m["family"],
+             "gain_excluded": m["gain_excluded"], "mean_harm": m["summary"]["macro_harm"],
+             "mean_dfpr": m["summary"]["macro_dfpr"], "balanced_accuracy_h": m["summary"]["balanced_accuracy_h"],
+             "seconds": m["seconds"]}
+            for r in sorted(results, key=result_order) if r["excluded"] is not None
+            for name, m in (r.get("methods") or {}).items()]
+    return pd.DataFrame(rows, columns=["fold", "seed", "method", "family", *METHOD_NUMBERS])
+
+
+def cost_table(results: list[dict], long: pd.DataFrame, classes: list[int]) -> pd.DataFrame:
+    """Per fold x seed: the published corrector's search and refit seconds beside the seconds f took to
+    train, their ratio, and the excluded class's TPR under h and under the full model (fold none)."""
+    full = full_model_tpr(long, classes)["mean"]
+    rows = []
+    for r in sorted(results, key=result_order):
+        c, tpr_h = r["corrector"], {row["class"]: row["tpr_h"] for row in r["per_class"]}
+        train, refit = (r.get("train") or {}).get("seconds", np.nan), c.get("refit_seconds", np.nan)
+        rows.append({"fold": r["fold"], "seed": r["seed"], "kind": c.get("kind", "xgboost"), "train_seconds": train,
+                     "search_seconds": c["search_seconds"], "refit_seconds": refit,
+                     "correct_over_train": (c["search_seconds"] + refit) / train,
+                     "tpr_h_excluded": tpr_h.get(r["excluded"], np.nan),
+                     "full_tpr_excluded": full.get(r["excluded"], np.nan)})
+    return pd.DataFrame(rows).astype({name: float for name in COST_NUMBERS})
+
+
+def gain_harm_plot(path: Path, methods: pd.DataFrame) -> Figure:
+    """Excluded-class Gain against mean Harm, one point per method and fold (mean over seeds): up and to
+    the left is better. Colour: method; circle: a corrector kind, square: a baseline."""
+    points = methods.groupby(["method", "fold"], sort=False)[["gain_excluded", "mean_harm"]].mean().reset_index()
+    families = methods.drop_duplicates("method").set_index("method").family
+    fig = Figure(figsize=(7, 5))
+    ax = fig.subplots()
+    for i, (method, group) in enumerate(points.groupby("method", sort=False)):
+        ax.scatter(group.mean_harm, group.gain_excluded, s=60, color=f"C{i % 10}", label=method,
+                   marker="o" if families[method] == "corrector" else "s", edgecolor="black")
+        for _, row in group.iterrows():
+            ax.annotate(class_label(row.fold), (row.mean_harm, row.gain_excluded), textcoords="offset points",
+                        xytext=(5, 4), fontsize=7)
+    ax.set(xlabel="mean Harm over classes", ylabel="Gain of the excluded class",
+           title="Correctors and baselines: Gain against Harm (one point per fold)")
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig
+
+
+def _methods_section(methods: pd.DataFrame, folds: pd.DataFrame, several: bool) -> list[str]:
+    out = ["## Correctors and baselines",
+           "Every corrector kind and label-free detector of the run, on the same test images of each fold with an "
+           "excluded class: the excluded class's Gain, the mean Harm and ΔFPR over classes, the balanced accuracy "
+           "of h, and seconds (a kind: its search and refit; a detector: its fit and threshold). Kinds choose tau "
+           "and the policy by CV inside `correct`; a detector flags the excluded class (new_class) where its "
+           "novelty score passes a threshold chosen on `correct`, and is never fitted on that class."
+           + (" Per fold: mean ± std over seeds." if several else "")]
+    balanced_f = folds.groupby("fold", sort=False).balanced_accuracy_f.mean()
+    for fold, rows in methods.groupby("fold", sort=False):
+        by_method = rows.groupby("method", sort=False)[METHOD_NUMBERS]
+        out += [f"### Fold {class_label(fold)} (f: balanced accuracy {format_value(balanced_f[fold])})",
+                markdown_table(by_method.mean(), by_method.std() if several else None)]
+    overall = methods.groupby("method", sort=False)[METHOD_NUMBERS]
+    out += ["### Every fold: mean ± std over folds and seeds", markdown_table(overall.mean(), overall.std()),
+            "![Gain against Harm](methods_gain_harm.png)"]
+    return out
+
+
+def _cost_section(cost: pd.DataFrame) -> list[str]:
+    text = ("Per fold and seed, the published corrector's search and refit seconds beside the seconds the fold's "
+            "base net f took to train (n/a for a net reused from a run that predates the training record), and "
+            "`correct_over_train` = (search + refit) / train. Retraining f with the excluded class costs about the "
+            "full model's training (fold none's `train_seconds`). `tpr_h_excluded` is the excluded class's TPR "
+            "under h in its fold, `full_tpr_excluded` its TPR under the full model (fold none, mean over seeds): "
+            "the retraining reference P uses.")
+    return ["## Cost of correcting against retraining", text, markdown_table(named(cost.set_index("fold")))]
+
+
+def report_markdown(spec: Spec, run_dir: Path, folds: pd.DataFrame, tables: dict, missing: list, several: bool,
+                    methods: pd.DataFrame, cost: pd.DataFrame) -> str:
     seeds = folds.groupby("fold", sort=False).seed.agg(lambda s: ", ".join(map(str, s)))
     out = [f"# correctsweep report: {spec.name}",
            f"Run directory `{run_dir}`: {len(folds)} fold × seed results ("
@@ -241,9 +357,13 @@ def report_markdown(spec: Spec, run_dir: Path, folds: pd.DataFrame, tables: dict
     out += _curves_section(folds)
     if "matrix_gain" in tables:
         out += _table_sections(tables, several)
+    if methods.method.nunique() > 1:
+        out += _methods_section(methods, folds, several)
+    out += _cost_section(cost)
     out += ["## Files", "`metrics.parquet` / `metrics.csv`: long format (run, fold, seed, class, metric, value); "
             "summary metrics have an empty class. `folds.csv`, `matrix_<metric>.csv`, `tpr_h_power.csv`"
-            + (" and their `_std.csv`" if several else "") + ": the tables above, with class numbers."]
+            + (" and their `_std.csv`" if several else "") + ", `methods.csv` (one row per fold, seed and method), "
+            "`cost.csv`: the tables above, with class numbers."]
     return "\n\n".join(out) + "\n"
 
 
@@ -259,6 +379,7 @@ def collect(run_dir: str | Path) -> Path:
 
     long = long_table(results, spec.name)
     folds = fold_table(results)
+    methods, cost = methods_table(results), cost_table(results, long, classes)
     several = bool(folds.groupby("fold").seed.nunique().max() > 1)
     tables = {}
     if excluded:
@@ -270,6 +391,10 @@ def collect(run_dir: str | Path) -> Path:
         long.to_parquet(tmp / "metrics.parquet", index=False)
         long.to_csv(tmp / "metrics.csv", index=False)
         folds.to_csv(tmp / "folds.csv", index=False)
+        methods.to_csv(tmp / "methods.csv", index=False)
+        cost.to_csv(tmp / "cost.csv", index=False)
+        if methods.method.nunique() > 1:
+            gain_harm_plot(tmp / "methods_gain_harm.png", methods)
         for name, (mean, std) in tables.items():
             mean.to_csv(tmp / f"{name}.csv")
             if several:
@@ -278,5 +403,5 @@ def collect(run_dir: str | Path) -> Path:
             heatmap(tmp / f"heatmap_{m}.png", tables[f"matrix_{m}"][0], title, diverging=m == "dfpr")
         if folds.epochs_run.notna().any():
             training_curves(tmp / "training_curves.png", results)
-        (tmp / "report.md").write_text(report_markdown(spec, run_dir, folds, tables, missing, several))
+        (tmp / "report.md").write_text(report_markdown(spec, run_dir, folds, tables, missing, several, methods, cost))
     return out

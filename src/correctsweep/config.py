@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ ALL_TAPS = ("conv", "lstm", "attn", "attn_weights", "fc", "logits", "softmax")
 SOURCES = ("synthetic", "parquet", "rafdb", "fer2013", "folder")
 OBJECTIVES = ("balanced_accuracy", "macro_f1", "gain_at_harm")
 POLICIES = ("override", "new_class")
+KINDS = ("xgboost", "fisher", "logistic")  # corrector families, see kinds/
+BASELINES = ("msp", "energy", "mahalanobis", "knn")  # label-free detectors, see baselines.py
 SEARCH_SPACES = ("grid", "choice", "uniform", "loguniform", "randint")  # Tune's names, see sweep.search_space
 
 
@@ -109,8 +112,15 @@ class FeaturesConfig:
 
 @dataclass
 class CorrectorConfig:
+    kind: str = "xgboost"
+    """The corrector family published as the fold's corrector: xgboost (gradient-boosted trees), fisher
+    (one-vs-rest Fisher discriminants on whitened taps, the stochastic-separation corrector) or logistic
+    (multinomial logistic regression on whitened taps)."""
+    kinds: list[str] = field(default_factory=list)
+    """Families run side by side on the same features, each with its own search, and compared in the
+    report's methods table, e.g. [xgboost, fisher, logistic]; must include `kind`. Empty: `kind` alone."""
     n_trials: int = 40
-    """Optuna trials per fold (each is one cross-validated XGBoost candidate)."""
+    """Optuna trials per fold and kind (each is one cross-validated candidate)."""
     timeout_s: float | None = None
     """Stop the search after this many seconds (finished trials are kept)."""
     cv_folds: int = 3
@@ -122,23 +132,32 @@ class CorrectorConfig:
     policies: list[str] = field(default_factory=lambda: list(POLICIES))
     """Decision policies searched: override and/or new_class."""
     tune_taps: bool = True
-    """Let Optuna choose which taps feed XGBoost (otherwise all saved taps)."""
+    """Let Optuna choose which taps feed the corrector (otherwise all saved taps)."""
     pca_dims: Any = None
-    """Compact embeddings: project the chosen taps (standardised) onto this many whitened principal
-    components fitted on `correct` only, before XGBoost sees them. null = full width; a list lets
-    the search choose among its entries (null allowed), e.g. [null, 32, 64]."""
+    """xgboost only. Compact embeddings: project the chosen taps (standardised) onto this many whitened
+    principal components fitted on `correct` only, before XGBoost sees them. null = full width; a list
+    lets the search choose among its entries (null allowed), e.g. [null, 32, 64]."""
+    whiten_dims: Any = None
+    """fisher and logistic only: the whitened principal components (fitted on `correct`) they see. null:
+    the search picks 4 to 128 (log scale); an integer fixes it; a list lets the search choose among its
+    entries. Components without variance on `correct` are dropped."""
     tau_grid: int = 41
     """Number of thresholds scanned in [0, 1) on each candidate's out-of-fold probabilities."""
     max_rounds: int = 400
-    """Upper bound on boosting rounds; early stopping picks the number actually used."""
+    """xgboost only: upper bound on boosting rounds; early stopping picks the number actually used."""
     early_stopping_rounds: int = 20
-    """Stop boosting after this many rounds without a better validation log-loss."""
+    """xgboost only: stop boosting after this many rounds without a better validation log-loss."""
     device: str = "auto"
-    """auto (cuda when present), cpu or cuda."""
+    """xgboost only: auto (cuda when present), cpu or cuda (the other kinds run on the CPU)."""
     threads: int | None = None
     """XGBoost threads (default: the trial's CPUs)."""
     seed: int = 0
     """Seed of the TPE sampler and of the CV split."""
+
+    @property
+    def all_kinds(self) -> list[str]:
+        """The kinds each fold runs, in the report's order: `kinds`, or `kind` alone."""
+        return list(self.kinds) or [self.kind]
 
 
 @dataclass
@@ -170,7 +189,7 @@ class Spec:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     """Which latent representations are written to Parquet."""
     corrector: CorrectorConfig = field(default_factory=CorrectorConfig)
-    """The XGBoost corrector and its Optuna search."""
+    """The corrector (one or several kinds) and its Optuna search."""
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     """What Ray gives each trial."""
     search: dict[str, Any] = field(default_factory=dict)
@@ -180,6 +199,12 @@ class Spec:
     tracking: dict[str, str] = field(default_factory=dict)
     """Optional experiment tracking through Tune's callbacks: {mlflow: TRACKING_URI} and/or
     {wandb: PROJECT}, e.g. {mlflow: "sqlite:///outputs/mlflow.db"}. Needs the `tracking` install extra."""
+    baselines: list[str] = field(default_factory=list)
+    """Label-free detectors of the unseen class run beside the corrector in folds with an excluded class,
+    as baselines for the new_class policy: msp, energy (both from f's logits), mahalanobis and knn (both
+    on `baselines_tap`). Each flags the excluded class above a threshold chosen on `correct`."""
+    baselines_tap: str = "fc"
+    """The tap whose geometry mahalanobis and knn measure (one of features.taps)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -199,6 +224,11 @@ def digest(obj: Any) -> str:
 
 # Keys renamed for clarity: a spec with the old name gets a line naming the new one.
 RENAMED = {"data.size": "data.n_images", "base_net.smoothing": "base_net.val_window"}
+
+
+def sweep_key(spec: Spec) -> str:
+    """The sweep settings a result was made under, base-net settings aside (a `search` varies them)."""
+    return digest(spec.to_dict() | {"base_net": None})
 
 
 def _from_dict(cls: type, raw: Any, where: str) -> Any:
@@ -234,11 +264,20 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
         return value
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if hint in (int, float) and isinstance(value, str):  # YAML 1.1 reads 5e-4 (no dot) as a string
+        try:
+            return hint(value)
+        except ValueError:
+            pass
     if hint is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
     raise SpecError(f"'{path}' must be {hint.__name__}, got {value!r}")
+
+
+def _positive_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 1
 
 
 def _check(cond: bool, key: str, why: str) -> None:
@@ -248,7 +287,14 @@ def _check(cond: bool, key: str, why: str) -> None:
 
 def validate(spec: Spec) -> Spec:
     d, b, f, c, r = spec.data, spec.base_net, spec.features, spec.corrector, spec.resources
-    _check(bool(spec.name) and "/" not in spec.name, "name", "must be a non-empty name without '/'")
+    _check(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", spec.name) is not None, "name",
+           "must be a folder name of letters, digits, '.', '_' or '-' (not starting with '.'), e.g. ferplus-48px")
+    _check(d.split_seed >= 0, "data.split_seed", "must be >= 0")
+    if d.group_pattern:
+        try:
+            re.compile(d.group_pattern)
+        except re.error as e:
+            _check(False, "data.group_pattern", f"is not a valid regular expression ({e})")
     _check(d.source in SOURCES, "data.source", f"must be one of {', '.join(SOURCES)}")
     _check(d.source == "synthetic" or bool(d.path), "data.path", f"is required for source '{d.source}'")
     _check(16 <= d.image_size <= 512, "data.image_size", "must be between 16 and 512")
@@ -304,6 +350,22 @@ def validate(spec: Spec) -> Spec:
         _check(isinstance(space, dict) and len(space) == 1 and next(iter(space)) in SEARCH_SPACES
                and isinstance(next(iter(space.values())), list), f"search.{key}",
                f"must be one mapping such as {{loguniform: [1e-4, 1e-2]}}; kinds: {', '.join(SEARCH_SPACES)}")
+    # corrector kinds and baselines
+    _check(c.kind in KINDS, "corrector.kind", f"must be one of {', '.join(KINDS)}")
+    _check(set(c.kinds) <= set(KINDS) and len(set(c.kinds)) == len(c.kinds), "corrector.kinds",
+           f"must list distinct kinds among {', '.join(KINDS)}")
+    _check(not c.kinds or c.kind in c.kinds, "corrector.kinds", f"must include corrector.kind ({c.kind}), the kind "
+           "published as the fold's corrector; set corrector.kind to one of them")
+    whiten = c.whiten_dims if isinstance(c.whiten_dims, list) else [c.whiten_dims]
+    _check(c.whiten_dims is None or (bool(whiten) and all(_positive_int(d) for d in whiten)), "corrector.whiten_dims",
+           "must be null (searched), a positive integer or a list of them, e.g. [16, 64]")
+    _check(set(spec.baselines) <= set(BASELINES) and len(set(spec.baselines)) == len(spec.baselines), "baselines",
+           f"must list distinct detectors among {', '.join(BASELINES)}")
+    _check("logits" in f.taps or not {"msp", "energy"} & set(spec.baselines), "baselines",
+           "msp and energy read f's logits: add logits to features.taps")
+    _check(spec.baselines_tap in ALL_TAPS, "baselines_tap", f"must be one of {', '.join(ALL_TAPS)}")
+    _check(spec.baselines_tap in f.taps or not {"mahalanobis", "knn"} & set(spec.baselines), "baselines_tap",
+           f"must be one of features.taps ({', '.join(f.taps)}) for mahalanobis and knn")
     return spec
 
 
@@ -332,7 +394,12 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> Spec:
     if not path.is_file():
         raise SpecError(f"spec file '{path}' not found; pass a YAML file such as sweeps/default.yaml")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+    except UnicodeDecodeError:
+        raise SpecError(f"spec file '{path}' is not text; pass a YAML file such as sweeps/default.yaml") from None
     except yaml.YAMLError as e:
         raise SpecError(f"spec file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"spec file '{path}' must be a mapping of keys (name:, data:, ...), "
+                        f"not a {type(raw).__name__}")
     return spec_from_dict(raw, overrides)

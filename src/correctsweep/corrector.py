@@ -1,39 +1,31 @@
-"""The corrector g (XGBoost on the base net's latent features) and its Optuna search.
+"""The corrector g (a model of the classes on the base net's latent features) and its Optuna search.
 
 g is trained with the true labels of the `correct` split on the taps e(x); the policies and the
-threshold tau that turn g's probabilities into the corrected h are in `policy` (SPEC §1).
+threshold tau that turn g's probabilities into the corrected h are in `policy` (SPEC §1). g is of one
+kind (corrector.kind: xgboost, fisher or logistic; see `kinds`), and this module searches, refits,
+saves and reloads every kind the same way.
 
 Design choices
-* The search dominates a sweep's time, so each candidate (one Optuna trial: XGBoost parameters plus a
-  tap subset, scored by stratified k-fold CV inside `correct`) is made cheap. The CV splits are
-  quantised into QuantileDMatrix pairs (train, and valid with ref=train) once per tap subset and
-  reused by every candidate asking for that subset; boosting stops early on the held-out fold's
-  mlogloss; and a MedianPruner drops a candidate whose objective on the out-of-fold rows seen so far
-  falls below the median of earlier candidates after as many folds.
-* Tap selection builds matrices per subset (lazily, a small LRU cache) rather than masking columns
-  of one all-taps matrix: XGBoost cannot drop columns of a built matrix, `feature_weights` only bias
-  column sampling (a zero weight is clamped to 1e-6, and ignored when colsample is 1), and
-  `interaction_constraints` leave unlisted features usable (both checked on XGBoost 3.2). Building
-  one split's matrices took 0.5 s for 5k rows x 1000 features on 2 threads, against ~0.35 s per
-  boosting round, and a narrower matrix also trains faster. A candidate choosing no tap is pruned
-  at once (it costs a trial number, not time).
-* Bins: MAX_BIN = 64 rather than XGBoost's 256. With many features and small nodes, split search
-  over the bins dominates a round: on 2.7k rows x 400 features x 7 classes (1 thread) a round took
-  0.08 s against 0.24 s, for the same held-out log-loss (1.169 vs 1.168) and rounds (230 vs 228).
+* A candidate (one Optuna trial) is the kind's hyperparameters plus a tap subset, and the principal
+  components the kind sees, scored by stratified k-fold CV inside `correct`. A MedianPruner drops a
+  candidate whose objective on the out-of-fold rows seen so far falls below the median of earlier
+  candidates after as many folds; one choosing no tap is pruned at once (it costs a trial number, not
+  time). How a kind makes its candidates cheap is in its module (xgboost: quantised CV matrices per tap
+  subset, early stopping).
 * tau costs no trials: each candidate's out-of-fold probabilities are scored at every grid threshold
   for every allowed policy and the best (tau, policy) is kept as trial user attributes. Ties go to
   the largest tau: of equally good corrections, the one that changes f least.
 * Resume: the study lives in an Optuna journal file in the workdir. A rerun marks trials left
   RUNNING by a killed process as FAIL (re-enqueueing their parameters once) and runs only the
-  missing trials; the sampler's seed is offset by the number of trials so far so that it does not
-  replay the first run's random start-up candidates. The search's seconds are kept in the study, so
+  missing trials; the sampler is reseeded by the number of finished candidates before each one, so
+  a resumed search proposes what an uninterrupted one would. A journal whose last record a kill cut
+  short is cut back to its last whole record first. The search's seconds are kept in the study, so
   timeout_s bounds all runs together. Outputs are written atomically; a rerun of a finished search loads
   them instead of refitting.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import time
@@ -46,7 +38,6 @@ import optuna
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import xgboost as xgb
 from optuna.trial import TrialState
 
 from correctsweep.atomic import atomic_path, write_json
@@ -54,13 +45,11 @@ from correctsweep.config import CorrectorConfig
 from correctsweep.data import class_indices
 from correctsweep.errors import CorrectsweepError
 from correctsweep.features import FeatureSet
+from correctsweep.kinds import KINDS, Kind, Model
 from correctsweep.policy import apply_policy, best_choice, policies_for
 from correctsweep.projection import Projection
-from correctsweep.train import pick_device
 
 STUDY_NAME = "corrector"
-CACHED_SUBSETS = 4  # tap subsets whose CV matrices are kept; each holds k (train, valid) pairs
-MAX_BIN = 64  # histogram bins per feature, fixed because the matrices are quantised once (see above)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -70,10 +59,12 @@ class CorrectorResult:
     predictions.parquet hold."""
 
     params: dict
+    """The winner's hyperparameters (xgboost: the booster's, with this machine's device and threads)."""
     taps: list[str]
     policy: str
     tau: float
-    n_rounds: int
+    n_rounds: int | None
+    """xgboost: the refit's boosting rounds; None for the other kinds."""
     cv_score: float
     pred_h: np.ndarray
     proba: np.ndarray
@@ -82,6 +73,10 @@ class CorrectorResult:
     n_candidates: int
     pca_dims: int | None = None
     """Whitened principal components the winner saw (projection.npz beside it), or None: full width."""
+    kind: str = "xgboost"
+    """The corrector kind (a best.json from before kinds existed is xgboost's)."""
+    refit_seconds: float = math.nan
+    """Seconds to refit the winner on all of `correct` and predict `test` (NaN in older results)."""
 
 
 def _check_taps(correct: FeatureSet, test: FeatureSet, taps) -> list[str]:
@@ -117,25 +112,8 @@ def _stack(fs: FeatureSet, taps) -> tuple[np.ndarray, list[str]]:
     return np.hstack([fs.taps[t] for t in taps]).astype(np.float32, copy=False), names
 
 
-def _quantise(X, y, names, nthread, ref=None) -> xgb.QuantileDMatrix:
-    """Binned features; with `ref`, binned on the reference's cut points (a valid or test part)."""
-    return xgb.QuantileDMatrix(X, y, ref=ref, feature_names=names, max_bin=MAX_BIN, nthread=nthread)
-
-
-def _suggest(trial: optuna.Trial, taps: list[str], cfg: CorrectorConfig) -> tuple[dict, list[str], int | None]:
-    params = {
-        "eta": trial.suggest_float("eta", 0.03, 0.3, log=True),  # slower ones run out of max_rounds
-        "max_depth": trial.suggest_int("max_depth", 2, 8),
-        "min_child_weight": trial.suggest_float("min_child_weight", 0.5, 20.0, log=True),
-        "subsample": trial.suggest_float("subsample", 0.5, 1.0),
-        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.2, 1.0),
-        "lambda": trial.suggest_float("lambda", 1e-3, 10.0, log=True),
-        "alpha": trial.suggest_float("alpha", 1e-3, 10.0, log=True),
-    }
-    if cfg.tune_taps:
-        taps = [t for t in taps if trial.suggest_categorical(f"tap.{t}", [True, False])]
-    dims = trial.suggest_categorical("pca_dims", cfg.pca_dims) if isinstance(cfg.pca_dims, list) else cfg.pca_dims
-    return params, taps, dims
+def _suggest_taps(trial: optuna.Trial, taps: list[str], cfg: CorrectorConfig) -> list[str]:
+    return [t for t in taps if trial.suggest_categorical(f"tap.{t}", [True, False])] if cfg.tune_taps else taps
 
 
 def study_storage(workdir: Path) -> optuna.storages.JournalStorage:
@@ -144,7 +122,31 @@ def study_storage(workdir: Path) -> optuna.storages.JournalStorage:
         optuna.storages.journal.JournalFileBackend(str(Path(workdir) / "study.journal")))
 
 
+def repair_journal(path: Path) -> bool:
+    """Cut a journal back to its last complete record; returns whether it had to. Optuna appends one
+    JSON line per operation, and a kill can leave the last line half-written: appended to, the
+    journal would be unreadable from then on."""
+    if not path.is_file():
+        return False
+    data = path.read_bytes()
+    keep = data[:data.rfind(b"\n") + 1]
+    while keep:
+        last = keep[keep.rfind(b"\n", 0, len(keep) - 1) + 1:]
+        try:
+            json.loads(last)
+            break
+        except ValueError:
+            keep = keep[:len(keep) - len(last)]
+    if len(keep) == len(data):
+        return False
+    with open(path, "r+b") as fh:
+        fh.truncate(len(keep))
+    return True
+
+
 def _open_study(workdir: Path, seed: int) -> optuna.Study:
+    if repair_journal(Path(workdir) / "study.journal"):
+        print(f"{workdir}/study.journal ended in a record cut by a kill: dropped it", flush=True)
     study = optuna.create_study(study_name=STUDY_NAME, storage=study_storage(workdir), direction="maximize",
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=5),
                                 load_if_exists=True)
@@ -153,14 +155,24 @@ def _open_study(workdir: Path, seed: int) -> optuna.Study:
         study.tell(t.number, state=TrialState.FAIL)
         if "fixed_params" not in t.system_attrs:  # a re-enqueued trial that died again is dropped
             study.enqueue_trial(t.params)
-    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
+    if "sampler_seed" not in study.user_attrs:
+        study.set_user_attr("sampler_seed", seed)
+    study.sampler = _sampler(study)
     return study
+
+
+def _sampler(study: optuna.Study) -> optuna.samplers.TPESampler:
+    """A sampler seeded by the number of finished candidates, renewed after each: a search killed and
+    resumed then proposes exactly what an uninterrupted one would (a killed trial is FAIL and counts
+    for nothing), and a rerun never replays the first run's random start-up candidates."""
+    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    return optuna.samplers.TPESampler(seed=study.user_attrs["sampler_seed"] + finished)
 
 
 @dataclass
 class SearchSetup:
-    """What every candidate of one search shares: the `correct` split encoded for XGBoost, its CV
-    splits, the allowed policies and the fixed booster parameters."""
+    """What every candidate of one search shares: the `correct` split, its CV splits and the allowed
+    policies."""
 
     correct: FeatureSet
     y: np.ndarray
@@ -171,64 +183,51 @@ class SearchSetup:
     policies: list[str]
     taps: list[str]
     """the taps the search may choose among."""
-    fixed: dict
-    """booster parameters no candidate changes (objective, device, threads, seed)."""
     cfg: CorrectorConfig
+    threads: int
+    """the trial's CPUs."""
 
-    def __post_init__(self):
-        # per (tap subset, pca dims): k (train, valid) matrix pairs, quantised once and reused
-        self.cv_matrices = functools.lru_cache(maxsize=CACHED_SUBSETS)(self._cv_matrices)
+    def train_rows(self, valid: np.ndarray) -> np.ndarray:
+        return np.setdiff1d(np.arange(len(self.y)), valid)
 
-    def _cv_matrices(self, subset: tuple[str, ...], dims: int | None) -> list:
-        X, names = _stack(self.correct, subset)
-        if dims:
-            projection = Projection.fit(X, dims, self.cfg.seed)
-            X, names = projection.transform(X), projection.names()
-        out, nthread = [], self.fixed["nthread"]
-        for valid in self.cv_splits:
-            train = np.setdiff1d(np.arange(len(self.y)), valid)
-            dtrain = _quantise(X[train], self.y[train], names, nthread)
-            out.append((dtrain, _quantise(X[valid], self.y[valid], names, nthread, ref=dtrain), valid))
-        return out
+    def inputs(self, taps: tuple[str, ...], dims: int | None) -> tuple[np.ndarray, list[str]]:
+        """`correct` as a candidate sees it: the stacked taps, or their projection (fitted on all of
+        `correct`: the basis is unsupervised, so CV inside `correct` leaks no label)."""
+        return _inputs(self.correct, taps, _projection(self.correct, taps, dims, self.cfg.seed))
 
 
 def _setup(correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig, threads: int, taps) -> SearchSetup:
     classes = [int(c) for c in correct.meta["classes"]]
     excluded = correct.meta.get("excluded")
     y = class_indices(correct.labels, classes, "the correct split's features; re-extract them")
-    fixed = {"objective": "multi:softprob", "num_class": len(classes), "tree_method": "hist",
-             "max_bin": MAX_BIN, "eval_metric": "mlogloss", "device": pick_device(cfg.device, "corrector.device").type,
-             "nthread": cfg.threads or threads, "seed": cfg.seed}
     return SearchSetup(correct, y, _stratified_folds(y, cfg.cv_folds, cfg.seed, classes), classes, excluded,
-                       policies_for(cfg.policies, excluded), _check_taps(correct, test, taps), fixed, cfg)
+                       policies_for(cfg.policies, excluded), _check_taps(correct, test, taps), cfg, threads)
 
 
-def evaluate(trial: optuna.Trial, setup: SearchSetup) -> float:
+def evaluate(trial: optuna.Trial, setup: SearchSetup, kind: Kind) -> float:
     """One candidate: its cross-validated objective, with the best (tau, policy) on its out-of-fold
     probabilities kept as user attributes. Pruned when it trails the median of earlier candidates
     after as many CV splits, or when it chose no tap (costs a trial number, not time)."""
     cfg, correct = setup.cfg, setup.correct
-    params, chosen, dims = _suggest(trial, setup.taps, cfg)
+    params = kind.suggest(trial) | kind.fixed
+    chosen = _suggest_taps(trial, setup.taps, cfg)
+    dims = kind.suggest_dims(trial)
     if not chosen:
         raise optuna.TrialPruned("no tap chosen")
-    params |= setup.fixed
-    trial.set_user_attr("xgb_params", params)
+    trial.set_user_attr("params", params)
     trial.set_user_attr("taps", chosen)
     trial.set_user_attr("pca_dims", dims)
-    proba, seen, rounds = np.zeros((len(setup.y), len(setup.classes))), np.empty(0, dtype=np.int64), []
-    for step, (dtrain, dvalid, valid) in enumerate(setup.cv_matrices(tuple(chosen), dims)):
-        booster = xgb.train(params, dtrain, cfg.max_rounds, evals=[(dvalid, "valid")],
-                            early_stopping_rounds=cfg.early_stopping_rounds, verbose_eval=False)
-        rounds.append(booster.best_iteration + 1)
-        proba[valid] = booster.predict(dvalid, iteration_range=(0, rounds[-1]))
-        seen = np.concatenate([seen, valid])
+    proba, seen, infos = np.zeros((len(setup.y), len(setup.classes))), np.empty(0, dtype=np.int64), []
+    for step, (valid, valid_proba, info) in enumerate(kind.cv(params, tuple(chosen), dims)):
+        proba[valid], seen = valid_proba, np.concatenate([seen, valid])
+        infos.append(info)
         tau, score, policy = best_choice(proba[seen], correct.labels[seen], correct.pred_f[seen],
                                          setup.classes, setup.policies, setup.excluded, cfg)
         trial.report(score, step)
         if step < len(setup.cv_splits) - 1 and trial.should_prune():
             raise optuna.TrialPruned()
-    k = len(setup.cv_splits)  # the refit sees k/(k-1) times the rows, so it gets proportionally more rounds
-    trial.set_user_attr("n_rounds", min(cfg.max_rounds, max(1, int(round(np.mean(rounds) * k / (k - 1))))))
+    for key, value in kind.finish(infos).items():
+        trial.set_user_attr(key, value)
     trial.set_user_attr("tau", tau)
     trial.set_user_attr("policy", policy)
     return score
@@ -239,6 +238,7 @@ def _progress(spent: float, started: float, on_trial: Callable[[dict], None] | N
     together) and reports each finished candidate."""
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         study.set_user_attr("search_seconds", spent + time.perf_counter() - started)
+        study.sampler = _sampler(study)
         if on_trial is not None and trial.state in FINISHED:
             values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
             on_trial({"trial": trial.number, "state": trial.state.name.lower(),
@@ -247,7 +247,7 @@ def _progress(spent: float, started: float, on_trial: Callable[[dict], None] | N
     return callback
 
 
-def _run_candidates(study: optuna.Study, setup: SearchSetup, on_trial) -> float:
+def _run_candidates(study: optuna.Study, setup: SearchSetup, kind: Kind, on_trial) -> float:
     """Run the candidates the budget still allows; returns the search's seconds over all runs."""
     cfg = setup.cfg
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
@@ -256,7 +256,7 @@ def _run_candidates(study: optuna.Study, setup: SearchSetup, on_trial) -> float:
     if done >= cfg.n_trials or budget_left <= 0:
         return spent
     started = time.perf_counter()
-    study.optimize(lambda t: evaluate(t, setup), n_trials=cfg.n_trials - done,
+    study.optimize(lambda t: evaluate(t, setup, kind), n_trials=cfg.n_trials - done,
                    timeout=None if math.isinf(budget_left) else budget_left,
                    callbacks=[_progress(spent, started, on_trial)])
     spent += time.perf_counter() - started
@@ -272,33 +272,41 @@ def _finished(study: optuna.Study, cfg: CorrectorConfig) -> bool:
 
 def search(correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig, workdir: Path, threads: int,
            on_trial: Callable[[dict], None] | None = None, taps: list[str] | None = None) -> CorrectorResult:
-    """Tune, refit on all of `correct`, predict `test` once. `taps`: candidates (default: all in `correct`).
-    A rerun of a finished search loads its saved result instead of refitting."""
+    """Tune a corrector of kind cfg.kind, refit it on all of `correct`, predict `test` once. `taps`:
+    candidates (default: all in `correct`). A rerun of a finished search loads its saved result."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     setup = _setup(correct, test, cfg, threads, taps)
+    kind = KINDS[cfg.kind](setup)
     study = _open_study(workdir, cfg.seed)
     if _finished(study, cfg) and (workdir / "best.json").exists() and (workdir / "predictions.parquet").exists():
         return load_result(workdir)
-    spent = _run_candidates(study, setup, on_trial)
+    spent = _run_candidates(study, setup, kind, on_trial)
     done = study.get_trials(deepcopy=False, states=FINISHED)
     if not any(t.state == TrialState.COMPLETE for t in done):
         raise CorrectsweepError("the corrector search finished no candidate; raise corrector.timeout_s "
                                 "or corrector.n_trials")
     best = study.best_trial
-    attrs, params = best.user_attrs, best.user_attrs["xgb_params"] | setup.fixed  # this machine's device, threads
-    dims = attrs.get("pca_dims")
-    projection = Projection.fit(_stack(correct, attrs["taps"])[0], dims, cfg.seed) if dims else None
-    booster = _refit(correct, setup.y, params, attrs["taps"], attrs["n_rounds"], projection)
-    proba = _proba(booster, test, attrs["taps"], projection)
+    params = best.user_attrs.get("params", best.user_attrs.get("xgb_params"))  # journals from before kinds
+    attrs = best.user_attrs | {"params": params | kind.fixed}  # this machine's device, threads
+    started = time.perf_counter()
+    projection = _projection(correct, attrs["taps"], attrs.get("pca_dims"), cfg.seed)
+    model = kind.refit(*_inputs(correct, attrs["taps"], projection), attrs)
+    proba = model.predict_proba(_inputs(test, attrs["taps"], projection)[0])
     result = CorrectorResult(
-        params=params, taps=attrs["taps"], policy=attrs["policy"], tau=attrs["tau"],
-        n_rounds=attrs["n_rounds"], cv_score=best.value,
+        params=attrs["params"], taps=attrs["taps"], policy=attrs["policy"], tau=attrs["tau"],
+        n_rounds=attrs.get("n_rounds"), cv_score=best.value,
         pred_h=apply_policy(proba, test.pred_f, setup.classes, attrs["policy"], attrs["tau"], setup.excluded),
         proba=proba, search_seconds=spent, seconds_per_candidate=spent / len(done), n_candidates=len(done),
-        pca_dims=projection.dims if projection else None)
-    _save(workdir, result, booster, projection, test, setup.classes, cfg.objective)
+        pca_dims=projection.dims if projection else None, kind=cfg.kind,
+        refit_seconds=time.perf_counter() - started)
+    _save(workdir, result, model, projection, test, setup.classes, cfg.objective)
     return result
+
+
+def _projection(fs: FeatureSet, taps, dims: int | None, seed: int) -> Projection | None:
+    """The whitened basis of `dims` components fitted on `fs` (`correct`), or None: the plain taps."""
+    return Projection.fit(_stack(fs, taps)[0], dims, seed) if dims else None
 
 
 def _inputs(fs: FeatureSet, taps, projection: Projection | None) -> tuple[np.ndarray, list[str]]:
@@ -307,31 +315,19 @@ def _inputs(fs: FeatureSet, taps, projection: Projection | None) -> tuple[np.nda
     return (projection.transform(X), projection.names()) if projection else (X, names)
 
 
-def _refit(correct: FeatureSet, y, params: dict, taps, n_rounds: int, projection: Projection | None) -> xgb.Booster:
-    """The winner trained on all of `correct`."""
-    X, names = _inputs(correct, taps, projection)
-    return xgb.train(params, _quantise(X, y, names, params["nthread"]), n_rounds)
-
-
-def _proba(booster: xgb.Booster, fs: FeatureSet, taps, projection: Projection | None) -> np.ndarray:
-    X, names = _inputs(fs, taps, projection)
-    return booster.predict(xgb.DMatrix(X, feature_names=names))
-
-
 def predict_proba(workdir: Path, fs: FeatureSet) -> np.ndarray:
     """A saved corrector's class probabilities (columns in its classes' order) on any feature set
     with the taps it chose: the model and, when it saw compact embeddings, their basis, reloaded."""
     workdir = Path(workdir)
     best = json.loads((workdir / "best.json").read_text())
-    booster = xgb.Booster(model_file=str(workdir / "model.ubj"))
+    model = KINDS[best.get("kind", "xgboost")].load(workdir)  # a best.json from before kinds is xgboost's
     projection = Projection.load(workdir / "projection.npz") if best.get("pca_dims") else None
-    return _proba(booster, fs, _check_taps(fs, fs, best["taps"]), projection)
+    return model.predict_proba(_inputs(fs, _check_taps(fs, fs, best["taps"]), projection)[0])
 
 
-def _save(workdir: Path, result: CorrectorResult, booster: xgb.Booster, projection: Projection | None,
+def _save(workdir: Path, result: CorrectorResult, model: Model, projection: Projection | None,
           test: FeatureSet, classes, objective: str) -> None:
-    with atomic_path(workdir / "model.ubj") as tmp:
-        booster.save_model(tmp)
+    model.save(workdir)
     if projection:
         projection.save(workdir / "projection.npz")
     columns = {"sample_id": test.sample_ids.astype(str), "label": test.labels, "pred_f": test.pred_f,

@@ -11,11 +11,13 @@ from __future__ import annotations
 import csv
 import re
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as pads
 import torch
 import torch.nn.functional as F
@@ -80,11 +82,23 @@ def _read_parquet(path: Path):
     files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
     if not files:
         raise DataError(f"no .parquet file in '{path}'; set data.path to a .parquet file or a folder of them")
-    table = pads.dataset([str(f) for f in files], format="parquet").to_table()
+    folders = sorted({str(f.parent.relative_to(path)) for f in files}) if path.is_dir() else []
+    if len(folders) > 1:  # e.g. ../shared/data itself: merging FER+ and FER2013 would count faces twice
+        raise DataError(f"'{path}' holds parquet files in {len(folders)} folders ({', '.join(folders[:4])}); "
+                        "set data.path to one dataset's folder")
+    try:
+        table = pads.dataset([str(f) for f in files], format="parquet").to_table()
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataError(f"'{path}' is not readable as Parquet ({str(e).splitlines()[0][:100]}); "
+                        "check data.source and data.path") from None
     missing = {"image", "label"} - set(table.column_names)
     if missing:
         raise DataError(f"parquet data '{path}' lacks column(s) {', '.join(sorted(missing))}; "
                         "expected image (bytes), label (1..7), split, source_name")
+    label = table.column("label")
+    if not pa.types.is_integer(label.type) or label.null_count:
+        raise DataError(f"parquet data '{path}': column label must be integers 1..7 without nulls, "
+                        f"got {label.type} with {label.null_count} null(s)")
     n = table.num_rows
     ids = (table.column("source_name").to_pylist() if "source_name" in table.column_names
            else [f"row-{i:07d}" for i in range(n)])
@@ -118,23 +132,41 @@ def _read_fer2013(path: Path):
     if not path.is_file():
         raise DataError(f"fer2013 CSV '{path}' not found; set data.path to Kaggle's fer2013.csv")
     arrays, labels, ids, split = [], [], [], []
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not {"emotion", "pixels"} <= set(reader.fieldnames or ()):
-            raise DataError(f"'{path}' lacks the columns emotion,pixels(,Usage) of Kaggle's fer2013.csv")
-        for row_no, row in enumerate(reader, 2):
-            code = int(row["emotion"]) if row["emotion"].strip().isdigit() else -1
-            if code not in FER2013_TO_RAFDB:
-                raise DataError(f"{path}:{row_no}: emotion {row['emotion']!r} is not a FER2013 code 0..6")
-            pixels = np.asarray(row["pixels"].split(), dtype=np.float32)
-            side = int(round(len(pixels) ** 0.5))
-            if side * side != len(pixels) or pixels.min(initial=0) < 0 or pixels.max(initial=0) > 255:
-                raise DataError(f"{path}:{row_no}: pixels are not a square 8-bit image ({len(pixels)} values)")
-            arrays.append(pixels.astype(np.uint8).reshape(1, side, side))
-            labels.append(FER2013_TO_RAFDB[code])
-            ids.append(f"fer2013-{row_no - 2:05d}")
-            split.append(FER2013_USAGE.get(row.get("Usage", ""), ""))
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: a byte-order mark is not a column
+            for row_no, row in enumerate(_fer2013_rows(fh, path), 2):
+                arrays.append(_fer2013_pixels(row, path, row_no))
+                labels.append(FER2013_TO_RAFDB[_fer2013_code(row, path, row_no)])
+                ids.append(f"fer2013-{row_no - 2:05d}")
+                split.append(FER2013_USAGE.get(row.get("Usage", ""), ""))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"'{path}' is not a text CSV ({str(e)[:80]}); check data.source and data.path") from None
     return arrays, np.asarray(labels), ids, split
+
+
+def _fer2013_rows(fh, path: Path):
+    reader = csv.DictReader(fh)
+    if not {"emotion", "pixels"} <= set(reader.fieldnames or ()):
+        raise DataError(f"'{path}' lacks the columns emotion,pixels(,Usage) of Kaggle's fer2013.csv")
+    return reader
+
+
+def _fer2013_code(row: dict, path: Path, row_no: int) -> int:
+    code = int(row["emotion"]) if (row["emotion"] or "").strip().isdigit() else -1
+    if code not in FER2013_TO_RAFDB:
+        raise DataError(f"{path}:{row_no}: emotion {row['emotion']!r} is not a FER2013 code 0..6")
+    return code
+
+
+def _fer2013_pixels(row: dict, path: Path, row_no: int) -> np.ndarray:
+    try:
+        pixels = np.asarray((row["pixels"] or "").split(), dtype=np.float32)
+    except ValueError:
+        raise DataError(f"{path}:{row_no}: pixels must be space-separated numbers 0..255") from None
+    side = int(round(len(pixels) ** 0.5))
+    if not len(pixels) or side * side != len(pixels) or pixels.min() < 0 or pixels.max() > 255:
+        raise DataError(f"{path}:{row_no}: pixels are not a square 8-bit image ({len(pixels)} values)")
+    return pixels.astype(np.uint8).reshape(1, side, side)
 
 
 def _read_folder(path: Path):
@@ -211,18 +243,39 @@ def load_dataset(cfg: DataConfig, cache_dir: str | Path | None = None) -> Datase
                         "(e.g. --set data.path=/path/to/data)")
     cache = Path(cfg.cache_dir or cache_dir or Path(tempfile.gettempdir()) / "correctsweep-cache")
     cache_file = cache / f"data-{cfg.source}-{dataset_key(cfg)}.npz"
-    if cache_file.is_file():
-        with np.load(cache_file, allow_pickle=False) as z:
-            ds = Dataset(torch.from_numpy(z["images"]), z["labels"], z["ids"], z["split"], int(z["skipped"]))
-    else:
+    ds = _load_cache(cache_file)
+    if ds is None:
         ds = _load_uncached(cfg)
-        with atomic_path(cache_file) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, images=ds.images.numpy(), labels=ds.labels, ids=ds.ids, split=ds.split,
-                  skipped=np.int64(ds.skipped))
-    _check_labels(ds, cfg)
+        _check_labels(ds, cfg)  # before the cache is written: a rejected dataset leaves nothing behind
+        _write_cache(cache_file, ds)
+    else:
+        _check_labels(ds, cfg)
     if cfg.max_per_class:
         ds = _subsample(ds, cfg.max_per_class, cfg.split_seed)
     return ds
+
+
+def _load_cache(cache_file: Path) -> Dataset | None:
+    """The decoded dataset cached in `cache_file`, or None when there is none or it is unreadable
+    (a disk that filled up, a copy cut short): then it is decoded again and the cache rewritten."""
+    if not cache_file.is_file():
+        return None
+    try:
+        with np.load(cache_file, allow_pickle=False) as z:
+            return Dataset(torch.from_numpy(z["images"]), z["labels"], z["ids"], z["split"], int(z["skipped"]))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        print(f"decoded-data cache {cache_file} is unreadable ({str(e)[:60]}): decoding again", flush=True)
+        return None
+
+
+def _write_cache(cache_file: Path, ds: Dataset) -> None:
+    try:
+        with atomic_path(cache_file) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, images=ds.images.numpy(), labels=ds.labels, ids=ds.ids, split=ds.split,
+                     skipped=np.int64(ds.skipped))
+    except OSError as e:  # a read-only or full cache folder costs a decode next time, not the run
+        print(f"could not cache the decoded data in {cache_file.parent} ({e.strerror}); "
+              "set data.cache_dir to a writable folder to decode once", flush=True)
 
 
 def _load_uncached(cfg: DataConfig) -> Dataset:
@@ -242,11 +295,16 @@ def _check_labels(ds: Dataset, cfg: DataConfig) -> None:
         i = int(np.argmax(bad))
         raise DataError(f"label {ds.labels[i]} of sample '{ds.ids[i]}' is out of range; labels must be "
                         "1..7 in RAF-DB numbering (1 Surprise ... 7 Neutral)")
+    ids, counts_per_id = np.unique(ds.ids, return_counts=True)
+    if (counts_per_id > 1).any():
+        raise DataError(f"sample id '{ids[np.argmax(counts_per_id > 1)]}' occurs {counts_per_id.max()} times in "
+                        f"'{cfg.path or cfg.source}'; every image needs its own id (file name or source_name)")
     counts = pd.Series(ds.labels).value_counts()
     small = counts[counts < MIN_PER_CLASS]
     if len(small):
         c = int(small.index[0])
-        raise DataError(f"class {c} ({class_name(c)}) has only {int(small.iloc[0])} images in '{cfg.path or cfg.source}'; "
+        raise DataError(f"class {c} ({class_name(c)}) has only {int(small.iloc[0])} images in "
+                        f"'{cfg.path or cfg.source}'; "
                         f"each present class needs at least {MIN_PER_CLASS} to be split")
     if len(counts) < 3:
         raise DataError(f"'{cfg.path or cfg.source}' has {len(counts)} classes; correctsweep needs at least 3")

@@ -17,13 +17,19 @@ the URI, and copies what it read and wrote with pyarrow's filesystems (`pull`, `
 
 from __future__ import annotations
 
+import fcntl
+import os
+import socket
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
 from correctsweep.config import Spec, digest
+from correctsweep.errors import CorrectsweepError
 
 
 def is_uri(path: str) -> bool:
@@ -70,7 +76,8 @@ class RunLayout:
         """The layout of an existing RUN_DIR given on the command line (a path or a URI)."""
         run_dir = str(run_dir)
         if is_uri(run_dir):
-            return cls(mirror_of(run_dir.rsplit("/", 1)[0]) / run_dir.rstrip("/").rsplit("/", 1)[1], run_dir.rstrip("/"))
+            storage, name = run_dir.rstrip("/").rsplit("/", 1)
+            return cls(mirror_of(storage) / name, f"{storage}/{name}")
         return cls(Path(run_dir))
 
     @staticmethod
@@ -79,6 +86,17 @@ class RunLayout:
         if spec.data.cache_dir:
             return Path(spec.data.cache_dir)
         return (mirror_of(spec.storage) if is_uri(spec.storage) else Path(spec.storage)) / ".cache"
+
+    def check_writable(self) -> None:
+        """A one-line error, before anything is written, when the run directory cannot be created or
+        written (storage is a file, or a folder without write permission)."""
+        existing = self.root
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            what = "a file" if not existing.is_dir() else "not writable"
+            raise CorrectsweepError(f"cannot write the run to {self.root}: {existing} is {what}; "
+                                    "set storage to a folder you can write")
 
     @property
     def spec_file(self) -> Path:
@@ -106,11 +124,35 @@ class RunLayout:
     def corrector_dir(self, fold: str, seed: int, net_key: str, corrector_key: str) -> Path:
         return self.root / "correctors" / f"fold={fold}" / f"seed={seed}" / f"net-{net_key}-corr-{corrector_key}"
 
-    def result_file(self, fold: str, seed: int) -> Path:
+    def result_file(self, fold: str, seed: int, sample: str | None = None) -> Path:
+        """The fold x seed's result, or with `sample` (a `search` sample's net) that sample's."""
+        if sample:
+            return self.root / "results" / f"fold={fold}" / f"seed={seed}.samples" / f"{sample}.json"
         return self.root / "results" / f"fold={fold}" / f"seed={seed}.json"
 
     def result_files(self) -> list[Path]:
-        return sorted((self.root / "results").glob("fold=*/seed=*.json"))
+        """Every result: one per fold x seed, or one per `search` sample."""
+        return sorted((self.root / "results").glob("fold=*/seed=*.json")) + \
+            sorted((self.root / "results").glob("fold=*/seed=*.samples/*.json"))
+
+    @contextmanager
+    def lock(self, fold: str, seed: int, key: str) -> Iterator[None]:
+        """One writer per fold, seed and net: a second process stops with a line naming the holder
+        (two searches appending to one Optuna journal would mark each other's trials failed)."""
+        path = self.root / "locks" / f"fold={fold}-seed={seed}-net-{key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                raise CorrectsweepError(f"fold {fold} seed {seed} of {self.root} is being run by "
+                                        f"{fh.read().strip() or 'another process'}; wait for it or stop it") from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
+            fh.flush()
+            yield
 
     def relative(self, path: Path) -> str:
         return str(Path(path).relative_to(self.root))
@@ -118,7 +160,7 @@ class RunLayout:
     def fold_parts(self, fold: str, seed: int) -> list[str]:
         """What one fold x seed owns in the run directory, relative to it."""
         return [f"{d}/fold={fold}/seed={seed}" for d in ("models", "features", "correctors")] + \
-            [f"results/fold={fold}/seed={seed}.json"]
+            [f"results/fold={fold}/seed={seed}.json", f"results/fold={fold}/seed={seed}.samples"]
 
     def pull(self, parts: list[str]) -> None:
         """With URI storage, bring `parts` (relative paths) of the run into the local mirror."""

@@ -62,6 +62,12 @@ def best_threshold(proba, y_true, pred_f, classes, policy, excluded, objective, 
     """The threshold among `taus` with the best objective_score of h, and that score. Ties go to the
     largest tau: of equally good corrections, the one that changes f least."""
     target, conf = targets(proba, classes, policy, excluded)
+    return scan(target, conf, y_true, pred_f, classes, excluded, objective, harm_bound, taus)
+
+
+def scan(target, conf, y_true, pred_f, classes, excluded, objective, harm_bound, taus) -> tuple[float, float]:
+    """best_threshold for any per-row (target, conf), e.g. a detector's novelty score with target j:
+    h = where(conf >= tau, target, f)."""
     taus = np.asarray(taus, dtype=float)
     preds = np.where(conf[None, :] >= taus[:, None], target[None, :], pred_f[None, :])
     scores = np.array([objective_score(y_true, pred_f, p, classes, excluded, objective, harm_bound)

@@ -24,6 +24,8 @@ from sklearn.preprocessing import StandardScaler
 
 from correctsweep.atomic import atomic_path
 
+NULL_VARIANCE = 1e-9  # relative to the largest component's; see Projection.fit
+
 
 @dataclass
 class Projection:
@@ -40,13 +42,18 @@ class Projection:
 
     @classmethod
     def fit(cls, X: np.ndarray, dims: int, seed: int = 0) -> Projection:
-        """At most `dims` whitened components of the standardised, NaN-free columns of X."""
+        """At most `dims` whitened components of the standardised, NaN-free columns of X, leaving out
+        components without variance: whitening one (rank-deficient taps such as softmax, whose
+        columns sum to 1, or dims reaching the rows) divides by ~0 and yields non-finite inputs."""
         columns = np.flatnonzero(~np.isnan(X).any(0))
         kept = X[:, columns].astype(np.float64)
         scaler = StandardScaler().fit(kept)
         pca = PCA(min(dims, *kept.shape), whiten=True, random_state=seed).fit(scaler.transform(kept))
+        # float32 taps resolve ~1e-7 relative, so a variance ratio below 1e-9 is rounding
+        live = pca.explained_variance_ > NULL_VARIANCE * pca.explained_variance_.max()
+        components, variance = pca.components_[live], pca.explained_variance_[live]
         # (x - mu) / s - m, then @ V.T / sqrt(ev)  ==  (x - (mu + s m)) @ (V.T / s[:, None] / sqrt(ev))
-        basis = pca.components_.T / scaler.scale_[:, None] / np.sqrt(pca.explained_variance_)[None, :]
+        basis = components.T / scaler.scale_[:, None] / np.sqrt(variance)[None, :]
         return cls(columns, scaler.mean_ + scaler.scale_ * pca.mean_, basis)
 
     def transform(self, X: np.ndarray) -> np.ndarray:

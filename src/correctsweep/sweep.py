@@ -60,7 +60,8 @@ def run_fold(config: dict) -> None:
     out = run_trial(spec, fold, seed, log=lambda line: print(line, flush=True), report=report)
     gain = next((r["gain"] for r in out["per_class"] if r["class"] == out["excluded"]), float("nan"))
     seconds = {f"seconds_{stage}": v for stage, v in out["stage_seconds"].items()}
-    report({"stage": "done", "excluded_gain": gain, "cv_score": out["corrector"]["cv_score"]} | out["summary"] | seconds)
+    done = {"stage": "done", "excluded_gain": gain, "cv_score": out["corrector"]["cv_score"]}
+    report(done | out["summary"] | seconds)
 
 
 class ProgressLines(tune.Callback):
@@ -188,6 +189,7 @@ def run_sweep(spec: Spec, address: str | None = None, resume: bool = False) -> P
     from correctsweep.collect import collect
 
     spec = absolute(spec)
+    RunLayout.of(spec).check_writable()
     folds = check_folds(spec)
     layout = RunLayout.of(spec)
     write_text(layout.spec_file, spec.to_yaml())  # what collect expects: every fold x seed
@@ -216,7 +218,8 @@ def run_sweep(spec: Spec, address: str | None = None, resume: bool = False) -> P
                                 failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
                                 callbacks=[ProgressLines(), *tracking_callbacks(spec)])
     print(f"sweep '{spec.name}': folds {', '.join(folds)} x seeds {spec.seeds}"
-          f"{f' x {spec.num_samples} samples' if spec.search else ''}, {resources} per trial -> {spec.run_dir}", flush=True)
+          f"{f' x {spec.num_samples} samples' if spec.search else ''}, {resources} per trial -> {spec.run_dir}",
+          flush=True)
     started = time.perf_counter()
     if exists:
         tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True,
@@ -227,6 +230,9 @@ def run_sweep(spec: Spec, address: str | None = None, resume: bool = False) -> P
                                                        max_concurrent_trials=spec.resources.max_concurrent))
     grid = tuner.fit()
     errors = [r for r in grid if r.error]
+    if len(errors) == len(grid):
+        first = str(errors[0].error).strip().splitlines()[-1][:200]
+        raise SpecError(f"all {len(grid)} trials failed, e.g. {first}; their errors are under {experiment}")
     layout.pull(["results", "correctors", "models"])
     report = collect(layout.root)
     best = select_best(layout.root)

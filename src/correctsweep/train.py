@@ -10,6 +10,7 @@ or diverges early, and these keep every fold trainable without changing the mode
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import time
@@ -49,8 +50,9 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     rows = (dy[:, None] + torch.arange(h)).to(x.device)
     cols = (dx[:, None] + torch.arange(w)).to(x.device)
     cols = torch.where(flip.to(x.device)[:, None], cols.flip(1), cols)
-    return padded[torch.arange(b, device=x.device)[:, None, None, None], torch.arange(x.shape[1], device=x.device)[None, :, None, None],
-                  rows[:, None, :, None], cols[:, None, None, :]]
+    images = torch.arange(b, device=x.device)[:, None, None, None]
+    channels = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return padded[images, channels, rows[:, None, :, None], cols[:, None, None, :]]
 
 
 @dataclass
@@ -220,8 +222,16 @@ def save_model(model: BaseNet, folder: Path, meta: dict) -> dict:
 
 
 def load_model(folder: Path, device: torch.device | str = "cpu") -> tuple[BaseNet, dict]:
-    meta = json.loads((folder / "model.json").read_text())
-    model = BaseNet(meta["num_classes"], meta["heads"], excluded_index=meta["excluded_index"])
-    model.load_state_dict(torch.load(folder / "weights.pt", map_location=device, weights_only=True))
+    """A saved net and its metadata, checked against the weights' SHA-256 recorded when it was saved;
+    a broken or mismatched pair is a CorrectsweepError naming the folder."""
+    try:
+        meta = json.loads((folder / "model.json").read_text())
+        weights = (folder / "weights.pt").read_bytes()
+        if hashlib.sha256(weights).hexdigest() != meta["weights_sha256"]:
+            raise ValueError("the weights' checksum differs from model.json's")
+        model = BaseNet(meta["num_classes"], meta["heads"], excluded_index=meta["excluded_index"])
+        model.load_state_dict(torch.load(io.BytesIO(weights), map_location=device, weights_only=True))
+    except (OSError, ValueError, KeyError, RuntimeError, EOFError) as e:  # JSONDecodeError is a ValueError
+        raise CorrectsweepError(f"saved net {folder} is broken ({str(e).splitlines()[0][:80]})") from None
     return model.to(device).eval(), meta
 

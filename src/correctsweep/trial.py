@@ -7,7 +7,8 @@ corrector) reuses the trained model and the features instead of recomputing them
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
+import shutil
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -16,22 +17,41 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from correctsweep import corrector, metrics
-from correctsweep.atomic import write_json
-from correctsweep.config import Spec, digest
+from correctsweep import baselines, corrector, metrics
+from correctsweep.atomic import remove_partials, write_json
+from correctsweep.config import Spec, digest, sweep_key
 from correctsweep.data import class_indices, dataset_key, load_dataset, make_splits
-from correctsweep.errors import SpecError
+from correctsweep.errors import CorrectsweepError, SpecError
 from correctsweep.features import extract, file_meta, read_split, write_split
 from correctsweep.layout import RunLayout
 from correctsweep.policy import policies_for
 from correctsweep.train import load_model, pick_device, save_model, train_base_net
 
+# Spec fields that change no stage's output, so no stage key holds them (tests/test_keys.py walks every
+# field): where results go, which trials run, how fast, and the report's tracking.
+NOT_IN_KEYS = {"name", "storage", "folds", "seeds", "search", "num_samples", "tracking", "resources",
+               "data.cache_dir", "base_net.device", "base_net.threads", "features.batch_size", "corrector.threads",
+               "corrector.kinds", "baselines", "baselines_tap"}
+
 
 def net_key(spec: Spec, fold: str, seed: int) -> str:
-    # The dataset's key too: a regenerated synthetic set or changed files must not reuse a stale net.
+    """What the trained net depends on: the dataset's content (a regenerated synthetic set or changed
+    files must not reuse a stale net), its split, every training setting, the fold and the seed."""
     data = dataclasses.asdict(spec.data) | {"cache_dir": None, "dataset": dataset_key(spec.data)}
     net = dataclasses.asdict(spec.base_net) | {"device": None, "threads": None}
     return digest({"data": data, "net": net, "fold": fold, "seed": seed})
+
+
+def features_key(spec: Spec, net: str) -> str:
+    """What a features file depends on: the net and which taps it holds (not the batch size)."""
+    return digest({"net": net, "taps": spec.features.taps, "full": spec.features.full})
+
+
+def corrector_key(cfg, features: str) -> str:
+    """What a corrector search depends on: its features and every corrector setting but threads and
+    `kinds`, which says which searches run, not how (cfg.kind names this one's): adding a kind to a spec
+    keeps the other kinds' journals."""
+    return digest(dataclasses.asdict(cfg) | {"threads": None, "kinds": None, "features": features})
 
 
 def normalise_fold(text: str) -> str:
@@ -45,16 +65,13 @@ def normalise_fold(text: str) -> str:
     return str(int(text))
 
 
-def _publish(path: Path, out: dict, spec: Spec) -> None:
-    """Make `out` the fold's current result, the one collect reads. When the sweep searches base-net
-    settings, several trials share a fold and seed: the one with the best cross-validated corrector
-    objective (never a test figure) wins among those of the same sweep settings."""
-    out["sweep_key"] = digest(spec.to_dict() | {"base_net": None})
-    if spec.search and path.is_file():
-        old = json.loads(path.read_text())
-        if old.get("sweep_key") == out["sweep_key"] and old["corrector"]["cv_score"] >= out["corrector"]["cv_score"]:
-            return
-    write_json(path, out)
+def _publish(layout: RunLayout, out: dict, spec: Spec) -> None:
+    """Write the fold x seed's result. When the sweep searches base-net settings, several samples
+    share a fold and seed: each writes its own file and `collect` picks among them, so two samples
+    finishing at once cannot race on one file."""
+    out["sweep_key"] = sweep_key(spec)
+    sample = f"net-{out['net_key']}" if spec.search else None
+    write_json(layout.result_file(out["fold"], out["seed"], sample), out)
 
 
 class StageClock:
@@ -75,10 +92,13 @@ class StageClock:
 def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = print,
               report: Callable[[dict], None] | None = None) -> dict:
     """One excluded class (or 'none', the full model) and seed end to end; publishes and returns the
-    result. Each stage reuses its cached output when the key that determines it is unchanged:
-    the base net (net_key: data, split, base_net settings, fold, seed), the features (the net's key
-    and weights) and the corrector search (the net's key and the corrector settings)."""
+    result. Each stage reuses its cached output when the key that determines it is unchanged (see
+    net_key, features_key, corrector_key) and recomputes an output that does not read back whole.
+    Inputs are validated before anything is written, and one process at a time runs a fold, seed
+    and net: it first removes what a killed writer left half-written there."""
     layout, fold, clock = RunLayout.of(spec), normalise_fold(fold), StageClock()
+    layout.check_writable()
+    pick_device(spec.base_net.device), pick_device(spec.corrector.device, "corrector.device")  # before any write
     threads = spec.base_net.threads or max(1, int(spec.resources.cpus_per_trial))
     torch.set_num_threads(threads)
     with clock("data"):
@@ -90,32 +110,56 @@ def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = pri
         splits = make_splits(ds, spec.data)
     layout.pull(layout.fold_parts(fold, seed))
     key = net_key(spec, fold, seed)
+    with layout.lock(fold, seed, key):
+        for part in layout.fold_parts(fold, seed):
+            if (layout.root / part).is_dir() and remove_partials(layout.root / part):
+                log(f"fold {fold} seed {seed}: removed files a killed run left half-written in {part}")
+        return _stages(spec, layout, ds, splits, fold, excluded, seed, key, threads, clock, log, report)
+
+
+def _stages(spec: Spec, layout: RunLayout, ds, splits, fold: str, excluded, seed: int, key: str, threads: int,
+            clock: StageClock, log, report) -> dict:
+    """The trial's stages after the data: train (or reuse) the net, extract (or reuse) the features,
+    search (or reuse) the corrector, score it on test and publish the result."""
+    classes = ds.classes
     model_dir = layout.model_dir(fold, seed, key)
     with clock("train"):
         model, meta = _base_net(spec, ds, splits, excluded, seed, model_dir, log, report)
     device = pick_device(spec.base_net.device)
     with clock("extract"):
-        sets = _features(spec, layout, ds, splits, model, meta, excluded, key, seed, device, log)
+        fkey = features_key(spec, key)
+        sets = _features(spec, layout, ds, splits, model, meta, excluded, key, fkey, seed, device, log)
     if report:
-        report({"stage": "features", "rows_correct": len(sets["correct"].labels), "rows_test": len(sets["test"].labels)})
+        report({"stage": "features", "rows_correct": len(sets["correct"].labels),
+                "rows_test": len(sets["test"].labels)})
     if excluded is not None:
         assert not (sets["test"].pred_f == excluded).any(), "f predicted its excluded class"
     del model
     if device.type == "cuda":  # the corrector's GPU matrices should not queue behind the net's cache
         torch.cuda.empty_cache()
     with clock("corrector"):
-        result, workdir = _correct(spec, layout, sets, excluded, key, fold, seed, threads, log, report)
+        found = _correct(spec, layout, sets, excluded, key, fkey, fold, seed, threads, log, report)
+    result, workdir = found[spec.corrector.kind]
+    detections = []
+    if spec.baselines and excluded is not None:  # they flag the excluded class, which fold none lacks
+        with clock("baselines"):
+            detections = baselines.detect(spec.baselines, spec.baselines_tap, sets["correct"], sets["test"],
+                                          spec.corrector)
     with clock("write"):
         test = sets["test"]
         table = metrics.per_class(test.labels, test.pred_f, result.pred_h, classes)
         out = {"fold": fold, "seed": seed, "excluded": excluded, "classes": classes, "net_key": key,
+               "features_key": fkey,
                "train": meta.get("train"), "summary": metrics.summary(test.labels, test.pred_f, result.pred_h, classes),
-               "device": {"base_net": device.type, "corrector": result.params["device"], "threads": threads},
+               # the scikit-learn kinds name no device: they run on the CPU
+               "device": {"base_net": device.type, "corrector": result.params.get("device", "cpu"), "threads": threads},
                "corrector": _corrector_record(result),
                "per_class": table.reset_index().to_dict(orient="records"),
-               "paths": {"model": layout.relative(model_dir), "corrector": layout.relative(workdir)}}
+               "methods": _methods(found, detections, test, classes, excluded),
+               "paths": {"model": layout.relative(model_dir), "corrector": layout.relative(workdir),
+                         "correctors": {kind: layout.relative(w) for kind, (_, w) in found.items()}}}
     out["stage_seconds"] = clock.seconds  # this run's stages; a reused stage shows its (short) reuse
-    _publish(layout.result_file(fold, seed), out, spec)
+    _publish(layout, out, spec)
     layout.push(layout.fold_parts(fold, seed))
     log(table.to_string(float_format=lambda x: metrics.format_value(x)))
     log("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in clock.seconds.items()))
@@ -125,32 +169,60 @@ def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = pri
     return out
 
 
-def _correct(spec: Spec, layout: RunLayout, sets: dict, excluded, key: str, fold: str, seed: int, threads: int,
-             log, report) -> tuple[corrector.CorrectorResult, Path]:
-    """The corrector search on the fold's features, resumed or reused from its journal (keyed by the
-    net's key and every corrector setting, the policies the fold may use included)."""
-    cfg = dataclasses.replace(spec.corrector, policies=policies_for(spec.corrector.policies, excluded))
-    workdir = layout.corrector_dir(fold, seed, key, digest(dataclasses.asdict(cfg)))
-    log(f"fold {fold} seed {seed}: corrector search ({cfg.n_trials} trials) in {workdir}")
-    result = corrector.search(sets["correct"], sets["test"], cfg, workdir, threads,
-                              on_trial=lambda t: report and report({"stage": "corrector"} | t))
-    return result, workdir
+def _correct(spec: Spec, layout: RunLayout, sets: dict, excluded, key: str, fkey: str, fold: str, seed: int,
+             threads: int, log, report) -> dict[str, tuple[corrector.CorrectorResult, Path]]:
+    """One corrector search per kind (corrector.all_kinds) on the fold's features, each resumed or reused
+    from its own journal (keyed by the features and every setting of its search, the policies the fold
+    may use included); kind -> (result, workdir)."""
+    # The kinds run here, one after another on the same features, rather than as a Tune grid over
+    # corrector.kind: a grid would make one result per kind for each fold x seed, where a result file,
+    # collect and best hold one. So every kind's test summary joins that one result (`methods`), and
+    # corrector.kind's result stays the fold's `corrector`, so reports of a single kind are unchanged.
+    found = {}
+    for kind in spec.corrector.all_kinds:
+        cfg = dataclasses.replace(spec.corrector, kind=kind, policies=policies_for(spec.corrector.policies, excluded))
+        workdir = layout.corrector_dir(fold, seed, key, corrector_key(cfg, fkey))
+        log(f"fold {fold} seed {seed}: {kind} corrector search ({cfg.n_trials} trials) in {workdir}")
+        on_trial = lambda t, kind=kind: report and report({"stage": "corrector", "kind": kind} | t)
+        found[kind] = corrector.search(sets["correct"], sets["test"], cfg, workdir, threads, on_trial=on_trial), workdir
+    return found
 
 
 def _corrector_record(result: corrector.CorrectorResult) -> dict:
     """What a result JSON says of the chosen corrector (its probabilities and predictions stay in
     the corrector's own folder)."""
-    return {"policy": result.policy, "tau": result.tau, "taps": result.taps, "pca_dims": result.pca_dims,
-            "params": result.params, "n_rounds": result.n_rounds, "cv_score": result.cv_score,
-            "search_seconds": result.search_seconds, "seconds_per_candidate": result.seconds_per_candidate,
+    return {"kind": result.kind, "policy": result.policy, "tau": result.tau, "taps": result.taps,
+            "pca_dims": result.pca_dims, "params": result.params, "n_rounds": result.n_rounds,
+            "cv_score": result.cv_score, "search_seconds": result.search_seconds,
+            "refit_seconds": result.refit_seconds, "seconds_per_candidate": result.seconds_per_candidate,
             "n_candidates": result.n_candidates}
+
+
+def _methods(found: dict, detections: list[baselines.Detection], test, classes, excluded) -> dict:
+    """Every kind's and detector's h on `test`, scored alike: what collect's methods table compares."""
+    scored = {kind: (r.pred_h, {"family": "corrector", "policy": r.policy, "tau": r.tau, "cv_score": r.cv_score,
+                                "search_seconds": r.search_seconds, "refit_seconds": r.refit_seconds,
+                                "seconds": r.search_seconds + r.refit_seconds}) for kind, (r, _) in found.items()}
+    scored |= {d.name: (d.pred_h, {"family": "baseline", "policy": "new_class", "tau": d.threshold,
+                                   "correct_score": d.correct_score, "seconds": d.seconds}) for d in detections}
+    out = {}
+    for name, (pred_h, record) in scored.items():
+        gain = metrics.per_class(test.labels, test.pred_f, pred_h, classes)["gain"]
+        out[name] = record | {"gain_excluded": float(gain[excluded]) if excluded is not None else math.nan,
+                              "summary": metrics.summary(test.labels, test.pred_f, pred_h, classes)}
+    return out
 
 
 def _base_net(spec: Spec, ds, splits, excluded, seed, model_dir: Path, log, report):
     """The fold's trained net: reused from `model_dir` (keyed by net_key) or trained and saved there."""
     if (model_dir / "model.json").is_file():
-        log(f"fold {excluded or 'none'} seed {seed}: reusing trained base net {model_dir}")
-        return load_model(model_dir)
+        try:
+            loaded = load_model(model_dir)
+            log(f"fold {excluded or 'none'} seed {seed}: reusing trained base net {model_dir}")
+            return loaded
+        except CorrectsweepError as e:
+            log(f"fold {excluded or 'none'} seed {seed}: {e}: training it again")
+            shutil.rmtree(model_dir)
     classes = ds.classes
     targets = class_indices(ds.labels, classes, "the dataset")
     excluded_index = None if excluded is None else classes.index(excluded)
@@ -164,14 +236,17 @@ def _base_net(spec: Spec, ds, splits, excluded, seed, model_dir: Path, log, repo
     return model, meta
 
 
-def _features(spec: Spec, layout: RunLayout, ds, splits, model, meta, excluded, key: str, seed: int, device,
-              log) -> dict:
-    """`correct` and `test` features of the fold's net, extracted once per net (keyed by its net_key)."""
+def _features(spec: Spec, layout: RunLayout, ds, splits, model, meta, excluded, key: str, fkey: str, seed: int,
+              device, log) -> dict:
+    """`correct` and `test` features of the fold's net, extracted once per net and taps (features_key);
+    a file that does not read back whole, or not from this net, is extracted again."""
     fold = "none" if excluded is None else str(excluded)
-    fmeta = file_meta(ds.classes, excluded, spec.to_dict(), meta["weights_sha256"], key)
+    fmeta = file_meta(ds.classes, excluded, spec.to_dict(), meta["weights_sha256"], key) | {"features_key": fkey}
     sets = {}
     for split in ("correct", "test"):
-        path = layout.features_file(fold, seed, split, key)
+        path = layout.features_file(fold, seed, split, fkey)
+        if path.is_file() and not _readable_features(path, len(splits[split]), meta["weights_sha256"], log):
+            path.unlink()
         if not path.is_file():
             idx = splits[split]
             pred, taps = extract(model, ds.images[torch.from_numpy(idx)], spec.features.taps, spec.features.full,
@@ -180,3 +255,16 @@ def _features(spec: Spec, layout: RunLayout, ds, splits, model, meta, excluded, 
             log(f"fold {fold} seed {seed}: wrote {path}")
         sets[split] = read_split(path)
     return sets
+
+
+def _readable_features(path: Path, rows: int, weights_sha256: str, log) -> bool:
+    """Whether a stored features file reads back whole and comes from the net that is loaded."""
+    try:
+        fs = read_split(path)
+    except (OSError, ValueError, KeyError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        log(f"features file {path} is unreadable ({str(e)[:80]}): extracting again")
+        return False
+    if len(fs.labels) != rows or fs.meta.get("weights_sha256") != weights_sha256:
+        log(f"features file {path} does not match the split or the net: extracting again")
+        return False
+    return True
