@@ -26,7 +26,8 @@ from correctsweep.layout import RunLayout
 
 
 def one(run: Path, result: dict, cfg, threads: int) -> dict:
-    sets = {s: read_split(RunLayout(run).features_file(result["fold"], result["seed"], s, result["net_key"]))
+    key = result.get("features_key", result["net_key"])  # runs before features_key named files by the net
+    sets = {s: read_split(RunLayout(run).features_file(result["fold"], result["seed"], s, key))
             for s in ("correct", "test")}
     with tempfile.TemporaryDirectory() as work:
         found = corrector.search(sets["correct"], sets["test"], cfg, Path(work), threads)

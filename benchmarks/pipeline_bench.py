@@ -118,7 +118,7 @@ def main():
     study = optuna.load_study(study_name=corrector.STUDY_NAME, storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(run / out["paths"]["corrector"] / "study.journal"))))
     tried = [t for t in study.trials if "params" in t.user_attrs]
-    correct = read_split(RunLayout(run).features_file(args.fold, 0, "correct", out["net_key"]))
+    correct = read_split(RunLayout(run).features_file(args.fold, 0, "correct", out["features_key"]))
     cfg = spec.corrector
     y = np.searchsorted(classes, correct.labels)
     folds = corrector._stratified_folds(y, cfg.cv_folds, cfg.seed, classes)
