@@ -50,7 +50,7 @@ def main():
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    spec = load_spec(args.run_dir / "spec.yaml", args.set)
+    spec = load_spec(args.run_dir / "spec.yaml", args.set, stored=True)
     threads = spec.corrector.threads or max(1, int(spec.resources.cpus_per_trial))
     paths = sorted((args.run_dir / "results").glob(f"fold=*/seed={args.seed}.json"))
     results = [json.loads(p.read_text()) for p in paths]

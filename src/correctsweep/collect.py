@@ -64,7 +64,7 @@ def load_run(run_dir: Path) -> tuple[Spec, list[dict]]:
                                 f"or `correctsweep sweep SPEC` with this run directory as <storage>/<name> first")
     if not layout.spec_file.is_file():
         raise CorrectsweepError(f"{layout.root} has results but no spec.yaml; rerun one trial of its spec to write it")
-    spec = load_spec(layout.spec_file)
+    spec = load_spec(layout.spec_file, stored=True)
     return spec, _one_per_fold_seed([_read_result(p) for p in paths], sweep_key(spec))
 
 

@@ -389,7 +389,9 @@ def spec_from_dict(raw: dict[str, Any], overrides: list[str] = ()) -> Spec:
     return validate(_from_dict(Spec, raw, ""))
 
 
-def load_spec(path: str | Path, overrides: list[str] = ()) -> Spec:
+def load_spec(path: str | Path, overrides: list[str] = (), stored: bool = False) -> Spec:
+    """The spec in a YAML file. `stored`: a run directory's spec.yaml, which this tool wrote itself,
+    so keys renamed since are carried over rather than refused (a user's spec gets the error)."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"spec file '{path}' not found; pass a YAML file such as sweeps/default.yaml")
@@ -402,4 +404,9 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> Spec:
     if not isinstance(raw, dict):
         raise SpecError(f"spec file '{path}' must be a mapping of keys (name:, data:, ...), "
                         f"not a {type(raw).__name__}")
+    if stored:
+        for old, new in RENAMED.items():
+            (section, old_key), new_key = old.split("."), new.split(".")[1]
+            if old_key in raw.get(section, {}):
+                raw[section][new_key] = raw[section].pop(old_key)
     return spec_from_dict(raw, overrides)

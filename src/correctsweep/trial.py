@@ -245,26 +245,30 @@ def _features(spec: Spec, layout: RunLayout, ds, splits, model, meta, excluded, 
     sets = {}
     for split in ("correct", "test"):
         path = layout.features_file(fold, seed, split, fkey)
-        if path.is_file() and not _readable_features(path, len(splits[split]), meta["weights_sha256"], log):
-            path.unlink()
-        if not path.is_file():
+        sets[split] = _stored_features(path, len(splits[split]), meta["weights_sha256"], log)
+        if sets[split] is None:
             idx = splits[split]
             pred, taps = extract(model, ds.images[torch.from_numpy(idx)], spec.features.taps, spec.features.full,
                                  spec.features.batch_size, device)
             write_split(path, ds.ids[idx], ds.labels[idx], np.asarray(ds.classes)[pred], taps, fmeta)
             log(f"fold {fold} seed {seed}: wrote {path}")
-        sets[split] = read_split(path)
+            sets[split] = read_split(path)
     return sets
 
 
-def _readable_features(path: Path, rows: int, weights_sha256: str, log) -> bool:
-    """Whether a stored features file reads back whole and comes from the net that is loaded."""
+def _stored_features(path: Path, rows: int, weights_sha256: str, log):
+    """The stored features file, read once, if it reads back whole and comes from the loaded net;
+    else None (and a broken file is removed, to be extracted again)."""
+    if not path.is_file():
+        return None
     try:
         fs = read_split(path)
     except (OSError, ValueError, KeyError) as e:  # pyarrow's ArrowInvalid is a ValueError
         log(f"features file {path} is unreadable ({str(e)[:80]}): extracting again")
-        return False
-    if len(fs.labels) != rows or fs.meta.get("weights_sha256") != weights_sha256:
+        fs = None
+    if fs is not None and (len(fs.labels) != rows or fs.meta.get("weights_sha256") != weights_sha256):
         log(f"features file {path} does not match the split or the net: extracting again")
-        return False
-    return True
+        fs = None
+    if fs is None:
+        path.unlink()
+    return fs
