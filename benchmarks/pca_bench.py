@@ -36,7 +36,7 @@ def one(run: Path, result: dict, cfg, threads: int) -> dict:
     excluded = result["excluded"]
     return {"s per candidate": found.seconds_per_candidate, "candidates": found.n_candidates,
             "gain excluded": table.at[excluded, "gain"] if excluded is not None else np.nan,
-            "mean harm": metrics._nanmean(table["harm"]),
+            "mean harm": metrics.nanmean(table["harm"]),
             "bal acc h": metrics.balanced_accuracy(test.labels, found.pred_h, result["classes"]),
             "dims used": found.pca_dims}
 

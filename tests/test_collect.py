@@ -67,6 +67,10 @@ def test_fold_table_has_every_fold_and_seed(run):
     assert folds.accuracy_f[0] == pytest.approx(8 / 12) and folds.accuracy_h[0] == pytest.approx(10 / 12)
     assert folds.balanced_accuracy_h[0] == pytest.approx((0.5 + 1 + 1) / 3)
     assert (folds.policy == "override").all() and (folds.search_seconds == 1.5).all()
+    # f on its trained classes beside the same seed's full model on them: in fold 2, f is right on every
+    # image of classes 1 and 3, the full model of seed 0 misses 1 of class 1's 4
+    assert folds.balanced_accuracy_f_trained.tolist() == pytest.approx([1, 1, 1, 2.75 / 3, 1])
+    assert folds.full_f_same_classes.tolist() == pytest.approx([1, 1, 0.875, 2.75 / 3, 1])
 
 
 def test_report_names_missing_results_and_links_heatmaps(run):

@@ -6,7 +6,8 @@ replaces RUN_DIR/report/ with:
                                  metric, plus each summary metric (accuracy_f, macro_gain, ...) with
                                  class null, as it belongs to no class.
   folds.csv                      one row per fold x seed: the excluded class's Gain, mean dfpr and
-                                 harm over classes, accuracies of f and h, the base net's epochs_run
+                                 harm over classes, accuracies of f and h, f's balanced accuracy on its
+                                 trained classes beside the full model's on them, the base net's epochs_run
                                  and best_epoch (empty where the result has no training record), the
                                  corrector's choice.
   matrix_<m>.csv                 rows = class, columns = excluded class, NaN-aware mean over seeds;
@@ -45,14 +46,15 @@ from correctsweep.config import Spec, load_spec, sweep_key
 from correctsweep.data import class_name
 from correctsweep.errors import CorrectsweepError
 from correctsweep.layout import RunLayout
-from correctsweep.metrics import format_value
+from correctsweep.metrics import format_value, nanmean
 
 MATRICES = {"retention": "Retention", "harm": "Harm", "gain": "Gain", "dfpr": "ΔFPR", "tpr_h": "TPR_h"}
 ACCURACIES = ["accuracy_f", "balanced_accuracy_f", "accuracy_h", "balanced_accuracy_h"]
 METHOD_NUMBERS = ["gain_excluded", "mean_harm", "mean_dfpr", "balanced_accuracy_h", "seconds"]
 COST_NUMBERS = ["train_seconds", "search_seconds", "refit_seconds", "correct_over_train", "tpr_h_excluded",
                 "full_tpr_excluded"]
-FOLD_NUMBERS = ["gain_excluded", "mean_dfpr", "mean_harm", *ACCURACIES, "tau", "search_seconds"]
+FOLD_NUMBERS = ["gain_excluded", "mean_dfpr", "mean_harm", *ACCURACIES, "balanced_accuracy_f_trained",
+                "full_f_same_classes", "tau", "search_seconds"]
 
 
 def load_run(run_dir: Path) -> tuple[Spec, list[dict]]:
@@ -125,14 +127,28 @@ def long_table(results: list[dict], run: str) -> pd.DataFrame:
     return table[["run", "fold", "seed", "class", "metric", "value"]]
 
 
+def _trained_balanced_accuracy(result: dict, excluded) -> float:
+    """Mean TPR of f over the classes other than `excluded`: the balanced accuracy on a fold's trained
+    classes (a class's TPR counts only its own images, so restricting the images changes nothing)."""
+    return nanmean([c["tpr_f"] for c in result["per_class"] if c["class"] != excluded])
+
+
 def fold_table(results: list[dict]) -> pd.DataFrame:
+    """One row per fold x seed. `balanced_accuracy_f_trained` is f's balanced accuracy on the classes it
+    was trained on and `full_f_same_classes` the full model's (same seed) on those classes: a fold far
+    below the full model there had a collapsed or under-trained f, whose Gain is not the corrector's."""
+    full = {r["seed"]: r for r in results if r["excluded"] is None}
     rows = []
     for r in sorted(results, key=result_order):
         gain = {c["class"]: c["gain"] for c in r["per_class"]}
         s, c, t = r["summary"], r["corrector"], r.get("train") or {}
         rows.append({"fold": r["fold"], "seed": r["seed"], "gain_excluded": gain.get(r["excluded"], np.nan),
                      "mean_dfpr": s["macro_dfpr"], "mean_harm": s["macro_harm"],
-                     **{k: s[k] for k in ACCURACIES}, "epochs_run": t.get("epochs_run"),
+                     **{k: s[k] for k in ACCURACIES},
+                     "balanced_accuracy_f_trained": _trained_balanced_accuracy(r, r["excluded"]),
+                     "full_f_same_classes": (_trained_balanced_accuracy(full[r["seed"]], r["excluded"])
+                                             if r["seed"] in full else np.nan),
+                     "epochs_run": t.get("epochs_run"),
                      "best_epoch": t.get("best_epoch"),
                      "policy": c["policy"], "tau": c["tau"], "search_seconds": c["search_seconds"]})
     return pd.DataFrame(rows).astype({"epochs_run": "Int64", "best_epoch": "Int64"})
@@ -352,8 +368,10 @@ def report_markdown(spec: Spec, run_dir: Path, folds: pd.DataFrame, tables: dict
         out += ["## Per fold (mean over seeds)", markdown_table(named(by_fold.mean()), named(by_fold.std()))]
     out += ["## Per fold and seed",
             "The excluded class's Gain, the mean ΔFPR and Harm over classes, accuracy and balanced "
-            "accuracy of the base net f and of the corrected h, the base net's epochs run and kept epoch, "
-            "and the corrector's choice.", markdown_table(named(folds.set_index("fold")))]
+            "accuracy of the base net f and of the corrected h, f's balanced accuracy on the classes it was "
+            "trained on beside the full model's on the same classes (a fold far below it had a collapsed or "
+            "under-trained f), the base net's epochs run and kept epoch, and the corrector's choice.",
+            markdown_table(named(folds.set_index("fold")))]
     out += _curves_section(folds)
     if "matrix_gain" in tables:
         out += _table_sections(tables, several)

@@ -55,7 +55,8 @@ def _ratio(num, den):
         return np.where(den > 0, num / den, np.nan)
 
 
-def _nanmean(values, weights=None):
+def nanmean(values, weights=None) -> float:
+    """Mean over the defined (non-NaN) values, optionally weighted; NaN when none is defined."""
     values = np.asarray(values, dtype=float)
     weights = np.ones_like(values) if weights is None else np.asarray(weights, dtype=float)
     defined = ~np.isnan(values)
@@ -105,7 +106,7 @@ def balanced_accuracy(y_true, y_pred, classes) -> float:
     """Mean recall over the classes that occur in y_true."""
     classes, (t, p) = _prepare(classes, y_true, y_pred)
     k = classes.size
-    return _nanmean(_ratio(_count(t, k, t == p), _count(t, k)))
+    return nanmean(_ratio(_count(t, k, t == p), _count(t, k)))
 
 
 def macro_f1(y_true, y_pred, classes) -> float:
@@ -113,7 +114,7 @@ def macro_f1(y_true, y_pred, classes) -> float:
     classes, (t, p) = _prepare(classes, y_true, y_pred)
     k = classes.size
     # F1 = 2TP / (2TP + FP + FN) = 2TP / (true count + predicted count).
-    return _nanmean(_ratio(2 * _count(t, k, t == p), _count(t, k) + _count(p, k)))
+    return nanmean(_ratio(2 * _count(t, k, t == p), _count(t, k) + _count(p, k)))
 
 
 def summary(y_true, y_f, y_h, classes) -> dict[str, float]:
@@ -126,8 +127,8 @@ def summary(y_true, y_f, y_h, classes) -> dict[str, float]:
         out[f"macro_f1_{name}"] = macro_f1(y_true, pred, classes)
     weights = table["n"].to_numpy(dtype=float)
     for m in METRIC_COLUMNS[1:]:
-        out[f"macro_{m}"] = _nanmean(table[m])
-        out[f"micro_{m}"] = _nanmean(table[m], weights)
+        out[f"macro_{m}"] = nanmean(table[m])
+        out[f"micro_{m}"] = nanmean(table[m], weights)
     return out
 
 
