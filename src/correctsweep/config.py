@@ -285,10 +285,8 @@ def _check(cond: bool, key: str, why: str) -> None:
         raise SpecError(f"'{key}' {why}")
 
 
-def validate(spec: Spec) -> Spec:
-    d, b, f, c, r = spec.data, spec.base_net, spec.features, spec.corrector, spec.resources
-    _check(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", spec.name) is not None, "name",
-           "must be a folder name of letters, digits, '.', '_' or '-' (not starting with '.'), e.g. ferplus-48px")
+def _validate_data(d: DataConfig) -> None:
+    """The data section: source, sizes and split fractions."""
     _check(d.split_seed >= 0, "data.split_seed", "must be >= 0")
     if d.group_pattern:
         try:
@@ -304,10 +302,10 @@ def validate(spec: Spec) -> Spec:
     _check(d.train_fraction + d.correct_fraction < 1, "data.correct_fraction",
            "plus data.train_fraction must leave a test share (sum < 1)")
     _check(d.max_per_class is None or d.max_per_class >= 4, "data.max_per_class", "must be >= 4")
-    _check(all(x == "none" or x == "all" or (isinstance(x, int) and x >= 0) for x in spec.folds),
-           "folds", "must list class labels, 'all' and/or 'none'")
-    _check(bool(spec.folds), "folds", "must not be empty")
-    _check(bool(spec.seeds), "seeds", "must not be empty")
+
+
+def _validate_base_net(b: BaseNetConfig) -> None:
+    """The base net's training settings."""
     _check(b.epochs >= 1, "base_net.epochs", "must be >= 1")
     _check(b.patience >= 1, "base_net.patience", "must be >= 1")
     _check(0 <= b.min_epochs <= b.epochs, "base_net.min_epochs", "must be between 0 and base_net.epochs")
@@ -321,9 +319,10 @@ def validate(spec: Spec) -> Spec:
     _check(0 <= b.label_smoothing < 1, "base_net.label_smoothing", "must be in [0, 1)")
     _check(b.val_window >= 1, "base_net.val_window", "must be >= 1")
     _check(b.device in ("auto", "cpu", "cuda"), "base_net.device", "must be auto, cpu or cuda")
-    _check(bool(f.taps) and set(f.taps) <= set(ALL_TAPS), "features.taps",
-           f"must be a non-empty subset of {', '.join(ALL_TAPS)}")
-    _check(f.batch_size >= 1, "features.batch_size", "must be >= 1")
+
+
+def _validate_corrector(c: CorrectorConfig) -> None:
+    """The corrector's search: budget, objective, policies, projection and kinds."""
     _check(c.n_trials >= 1, "corrector.n_trials", "must be >= 1")
     _check(c.cv_folds >= 2, "corrector.cv_folds", "must be >= 2")
     _check(c.objective in OBJECTIVES, "corrector.objective", f"must be one of {', '.join(OBJECTIVES)}")
@@ -337,6 +336,23 @@ def validate(spec: Spec) -> Spec:
     _check(c.max_rounds >= 1, "corrector.max_rounds", "must be >= 1")
     _check(c.early_stopping_rounds >= 1, "corrector.early_stopping_rounds", "must be >= 1")
     _check(c.device in ("auto", "cpu", "cuda"), "corrector.device", "must be auto, cpu or cuda")
+    _check(c.kind in KINDS, "corrector.kind", f"must be one of {', '.join(KINDS)}")
+    _check(set(c.kinds) <= set(KINDS) and len(set(c.kinds)) == len(c.kinds), "corrector.kinds",
+           f"must list distinct kinds among {', '.join(KINDS)}")
+    _check(not c.kinds or c.kind in c.kinds, "corrector.kinds", f"must include corrector.kind ({c.kind}), the kind "
+           "published as the fold's corrector; set corrector.kind to one of them")
+    whiten = c.whiten_dims if isinstance(c.whiten_dims, list) else [c.whiten_dims]
+    _check(c.whiten_dims is None or (bool(whiten) and all(_positive_int(d) for d in whiten)), "corrector.whiten_dims",
+           "must be null (searched), a positive integer or a list of them, e.g. [16, 64]")
+
+
+def _validate_run(spec: Spec) -> None:
+    """What the sweep runs and where: folds, seeds, resources, Tune search, tracking."""
+    r = spec.resources
+    _check(all(x == "none" or x == "all" or (isinstance(x, int) and x >= 0) for x in spec.folds),
+           "folds", "must list class labels, 'all' and/or 'none'")
+    _check(bool(spec.folds), "folds", "must not be empty")
+    _check(bool(spec.seeds), "seeds", "must not be empty")
     _check(r.cpus_per_trial > 0, "resources.cpus_per_trial", "must be > 0")
     _check(r.gpus_per_trial >= 0, "resources.gpus_per_trial", "must be >= 0")
     _check(r.max_concurrent is None or r.max_concurrent >= 1, "resources.max_concurrent", "must be >= 1")
@@ -350,15 +366,14 @@ def validate(spec: Spec) -> Spec:
         _check(isinstance(space, dict) and len(space) == 1 and next(iter(space)) in SEARCH_SPACES
                and isinstance(next(iter(space.values())), list), f"search.{key}",
                f"must be one mapping such as {{loguniform: [1e-4, 1e-2]}}; kinds: {', '.join(SEARCH_SPACES)}")
-    # corrector kinds and baselines
-    _check(c.kind in KINDS, "corrector.kind", f"must be one of {', '.join(KINDS)}")
-    _check(set(c.kinds) <= set(KINDS) and len(set(c.kinds)) == len(c.kinds), "corrector.kinds",
-           f"must list distinct kinds among {', '.join(KINDS)}")
-    _check(not c.kinds or c.kind in c.kinds, "corrector.kinds", f"must include corrector.kind ({c.kind}), the kind "
-           "published as the fold's corrector; set corrector.kind to one of them")
-    whiten = c.whiten_dims if isinstance(c.whiten_dims, list) else [c.whiten_dims]
-    _check(c.whiten_dims is None or (bool(whiten) and all(_positive_int(d) for d in whiten)), "corrector.whiten_dims",
-           "must be null (searched), a positive integer or a list of them, e.g. [16, 64]")
+
+
+def _validate_features(spec: Spec) -> None:
+    """The taps saved, and the baselines that read them."""
+    f = spec.features
+    _check(bool(f.taps) and set(f.taps) <= set(ALL_TAPS), "features.taps",
+           f"must be a non-empty subset of {', '.join(ALL_TAPS)}")
+    _check(f.batch_size >= 1, "features.batch_size", "must be >= 1")
     _check(set(spec.baselines) <= set(BASELINES) and len(set(spec.baselines)) == len(spec.baselines), "baselines",
            f"must list distinct detectors among {', '.join(BASELINES)}")
     _check("logits" in f.taps or not {"msp", "energy"} & set(spec.baselines), "baselines",
@@ -366,6 +381,17 @@ def validate(spec: Spec) -> Spec:
     _check(spec.baselines_tap in ALL_TAPS, "baselines_tap", f"must be one of {', '.join(ALL_TAPS)}")
     _check(spec.baselines_tap in f.taps or not {"mahalanobis", "knn"} & set(spec.baselines), "baselines_tap",
            f"must be one of features.taps ({', '.join(f.taps)}) for mahalanobis and knn")
+
+
+def validate(spec: Spec) -> Spec:
+    """`spec` itself when every field holds a possible value; else a SpecError naming the first bad key."""
+    _check(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", spec.name) is not None, "name",
+           "must be a folder name of letters, digits, '.', '_' or '-' (not starting with '.'), e.g. ferplus-48px")
+    _validate_data(spec.data)
+    _validate_base_net(spec.base_net)
+    _validate_corrector(spec.corrector)
+    _validate_run(spec)
+    _validate_features(spec)
     return spec
 
 
