@@ -20,8 +20,9 @@ import optuna
 import xgboost as xgb
 
 from correctsweep.config import CorrectorConfig
-from correctsweep.corrector import STUDY_NAME, _stack, _stratified_folds, search
+from correctsweep.corrector import STUDY_NAME, search, stratified_cv_splits
 from correctsweep.features import FeatureSet
+from correctsweep.kinds import stack_taps
 
 TAPS = ("conv", "lstm", "fc", "softmax")
 
@@ -38,11 +39,11 @@ def make_split(rows, features, classes, seed, signal_seed=123):
     return FeatureSet(np.arange(rows).astype(str), labels, pred_f, taps, meta)
 
 
-def naive_candidate(correct, params, taps, folds, max_rounds):
+def naive_candidate(correct, params, taps, cv_splits, max_rounds):
     """One candidate the plain way: a fresh DMatrix per split, every round, no pruning."""
-    X, _ = _stack(correct, taps)
+    X, _ = stack_taps(correct, taps)
     y = np.searchsorted(correct.meta["classes"], correct.labels)
-    for valid in folds:
+    for valid in cv_splits:
         train = np.setdiff1d(np.arange(len(y)), valid)
         booster = xgb.train(params, xgb.DMatrix(X[train], y[train], nthread=params["nthread"]), max_rounds)
         booster.predict(xgb.DMatrix(X[valid], nthread=params["nthread"]))
@@ -63,7 +64,7 @@ def main():
 
     correct = make_split(args.rows, args.features, args.classes, seed=0)
     test = make_split(args.rows // 4, args.features, args.classes, seed=1)
-    cfg = CorrectorConfig(n_trials=args.candidates, max_rounds=args.max_rounds, early_stopping_rounds=20)
+    cfg = CorrectorConfig(n_candidates=args.candidates, max_rounds=args.max_rounds, early_stopping_rounds=20)
     with tempfile.TemporaryDirectory() as tmp:
         result = search(correct, test, cfg, Path(tmp), threads=args.threads)
         storage = optuna.storages.JournalStorage(
@@ -74,16 +75,16 @@ def main():
     ours = sum(t.duration.total_seconds() for t in tried) / len(tried)
 
     y = np.searchsorted(correct.meta["classes"], correct.labels)
-    folds = _stratified_folds(y, cfg.cv_folds, cfg.seed, correct.meta["classes"])
+    cv_splits = stratified_cv_splits(y, cfg.cv_splits, cfg.seed, correct.meta["classes"])
     start = time.perf_counter()
     for t in tried:
         params = t.user_attrs["params"]
         if args.default_bins:
             params = {k: v for k, v in params.items() if k != "max_bin"}
-        naive_candidate(correct, params, t.user_attrs["taps"], folds, args.max_rounds)
+        naive_candidate(correct, params, t.user_attrs["taps"], cv_splits, args.max_rounds)
     naive = (time.perf_counter() - start) / len(tried)
 
-    print(f"data: {args.rows} rows x {args.features} features, {args.classes} classes, {cfg.cv_folds}-fold CV, "
+    print(f"data: {args.rows} rows x {args.features} features, {args.classes} classes, {cfg.cv_splits}-fold CV, "
           f"max_rounds {args.max_rounds}, {args.threads} threads, xgboost {xgb.__version__}")
     print(f"search: {result.n_candidates} candidates ({pruned} pruned), {result.seconds_per_candidate:.2f} "
           f"s/candidate; winner: {result.n_rounds} rounds, taps {result.taps}, cv {result.cv_score:.3f}")

@@ -63,8 +63,8 @@ def main():
             rows.append(row | one(args.run_dir, r, cfg, threads))
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
-    print(f"\n{args.run_dir}: corrector.n_trials={spec.corrector.n_trials}, cv_folds={spec.corrector.cv_folds}, "
-          f"{threads} thread(s)")
+    print(f"\n{args.run_dir}: corrector.n_candidates={spec.corrector.n_candidates}, "
+          f"cv_splits={spec.corrector.cv_splits}, {threads} thread(s)")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     print("\nmeans over folds:")
     means = table.drop(columns="fold").groupby("pca_dims", sort=False).mean()

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from corrector_bench import naive_candidate  # noqa: E402
 
 # XGBoost alone, like the naive loop it is measured against (a spec's other kinds and baselines are left out)
-BUDGET = ["base_net.epochs=2", "base_net.min_epochs=0", "base_net.patience=2", "corrector.n_trials=5",
+BUDGET = ["base_net.epochs=2", "base_net.min_epochs=0", "base_net.patience=2", "corrector.n_candidates=5",
           "corrector.kinds=[]", "baselines=[]"]
 
 
@@ -123,8 +123,8 @@ def main():
     correct = read_split(RunLayout(run).features_file(args.fold, 0, "correct", out["features_key"]))
     cfg = spec.corrector
     y = np.searchsorted(classes, correct.labels)
-    folds = corrector._stratified_folds(y, cfg.cv_folds, cfg.seed, classes)
-    _, naive_corr_s = timed(lambda: [naive_candidate(correct, t.user_attrs["params"], t.user_attrs["taps"], folds,
+    cv_splits = corrector.stratified_cv_splits(y, cfg.cv_splits, cfg.seed, classes)
+    _, naive_corr_s = timed(lambda: [naive_candidate(correct, t.user_attrs["params"], t.user_attrs["taps"], cv_splits,
                                                      cfg.max_rounds) for t in tried])
     naive_per_candidate = naive_corr_s / len(tried)
 

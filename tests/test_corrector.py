@@ -36,7 +36,7 @@ def feature_set(n, seed, excluded=EXCLUDED, counts=None):
 
 
 def small_cfg(**kw):
-    return CorrectorConfig(**({"n_trials": 3, "cv_folds": 3, "max_rounds": 30, "early_stopping_rounds": 5,
+    return CorrectorConfig(**({"n_candidates": 3, "cv_splits": 3, "max_rounds": 30, "early_stopping_rounds": 5,
                                "tau_grid": 11, "seed": 0} | kw))
 
 
@@ -105,7 +105,7 @@ def test_objective_score():
 def test_search_recovers_the_excluded_class(tmp_path):
     correct, test = feature_set(240, 0), feature_set(200, 1)
     calls = []
-    result = search(correct, test, small_cfg(n_trials=4), tmp_path, threads=1, on_trial=calls.append)
+    result = search(correct, test, small_cfg(n_candidates=4), tmp_path, threads=1, on_candidate=calls.append)
     assert result.n_candidates == 4 and len(calls) == 4
     assert per_class(test.labels, test.pred_f, result.pred_h, CLASSES).loc[EXCLUDED, "gain"] > 0
     assert result.proba.shape == (200, 4) and result.seconds_per_candidate > 0
@@ -121,14 +121,14 @@ def test_search_recovers_the_excluded_class(tmp_path):
 
     # a finished search is loaded, not refitted
     mtime = (tmp_path / "model.ubj").stat().st_mtime_ns
-    again = search(correct, test, small_cfg(n_trials=4), tmp_path, threads=1, on_trial=calls.append)
+    again = search(correct, test, small_cfg(n_candidates=4), tmp_path, threads=1, on_candidate=calls.append)
     assert len(calls) == 4 and (tmp_path / "model.ubj").stat().st_mtime_ns == mtime
     assert again.tau == result.tau and np.allclose(again.proba, result.proba)
     assert (load_result(tmp_path).pred_h == result.pred_h).all()
 
     # killed after the search but before best.json: the rerun refits without new trials
     (tmp_path / "best.json").unlink()
-    refit = search(correct, test, small_cfg(n_trials=4), tmp_path, threads=1, on_trial=calls.append)
+    refit = search(correct, test, small_cfg(n_candidates=4), tmp_path, threads=1, on_candidate=calls.append)
     assert len(calls) == 4 and (tmp_path / "best.json").exists()
     assert (refit.pred_h == result.pred_h).all() and refit.n_candidates == 4
 
@@ -136,9 +136,9 @@ def test_search_recovers_the_excluded_class(tmp_path):
 def test_resume_runs_only_missing_trials(tmp_path):
     correct, test = feature_set(150, 0), feature_set(60, 1)
     first, second = [], []
-    search(correct, test, small_cfg(n_trials=2), tmp_path, threads=1, on_trial=first.append)
-    result = search(correct, test, small_cfg(n_trials=4), tmp_path, threads=1, on_trial=second.append)
-    assert [c["trial"] for c in first] == [0, 1] and [c["trial"] for c in second] == [2, 3]
+    search(correct, test, small_cfg(n_candidates=2), tmp_path, threads=1, on_candidate=first.append)
+    result = search(correct, test, small_cfg(n_candidates=4), tmp_path, threads=1, on_candidate=second.append)
+    assert [c["candidate"] for c in first] == [0, 1] and [c["candidate"] for c in second] == [2, 3]
     assert result.n_candidates == 4
     study = optuna.load_study(study_name=STUDY_NAME, storage=_storage(tmp_path))
     params = [t.params for t in study.trials]
@@ -157,15 +157,15 @@ def test_resume_after_a_kill(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        search(correct, test, small_cfg(), tmp_path, threads=1, on_trial=die)
+        search(correct, test, small_cfg(), tmp_path, threads=1, on_candidate=die)
     # a SIGKILL mid-trial leaves it RUNNING in the journal
     study = optuna.load_study(study_name=STUDY_NAME, storage=_storage(tmp_path))
     stale = study.ask()
     eta = stale.suggest_float("eta", 0.02, 0.3, log=True)
 
     calls = []
-    result = search(correct, test, small_cfg(), tmp_path, threads=1, on_trial=calls.append)
-    assert [c["trial"] for c in calls] == [2, 3]  # trial 0 is kept, the stale trial 1 is not counted
+    result = search(correct, test, small_cfg(), tmp_path, threads=1, on_candidate=calls.append)
+    assert [c["candidate"] for c in calls] == [2, 3]  # trial 0 is kept, the stale trial 1 is not counted
     assert result.n_candidates == 3
     trials = optuna.load_study(study_name=STUDY_NAME, storage=_storage(tmp_path)).trials
     assert trials[1].state == optuna.trial.TrialState.FAIL
@@ -187,14 +187,14 @@ def test_full_model_uses_override_where_the_spec_asks_only_new_class(tmp_path):
     assert policies_for(["override", "new_class"], None) == ["override"]
     assert policies_for(["new_class"], 3) == ["new_class"]
     full, test = feature_set(120, 0, excluded=None), feature_set(40, 1, excluded=None)
-    result = search(full, test, small_cfg(policies=["new_class"], n_trials=2), tmp_path, threads=1)
+    result = search(full, test, small_cfg(policies=["new_class"], n_candidates=2), tmp_path, threads=1)
     assert result.policy == "override"
 
 
 @pytest.mark.parametrize("dims, used", [(2, 2), ([None, 3], None)])
 def test_compact_embeddings_are_recorded_and_reapplied(tmp_path, dims, used):
     correct, test = feature_set(240, 0), feature_set(120, 1)
-    result = search(correct, test, small_cfg(n_trials=4, pca_dims=dims, tune_taps=False), tmp_path, threads=1)
+    result = search(correct, test, small_cfg(n_candidates=4, pca_dims=dims, tune_taps=False), tmp_path, threads=1)
     if isinstance(dims, int):
         assert result.pca_dims == used and (tmp_path / "projection.npz").is_file()
     else:  # the search chose; whatever it chose is what best.json and the saved files say
@@ -219,9 +219,9 @@ def test_projection_is_fitted_on_correct_only():
 
 def test_timeout_spans_reruns(tmp_path):
     correct, test = feature_set(150, 0), feature_set(60, 1)
-    cfg = small_cfg(n_trials=1000, timeout_s=0.5, tune_taps=False)
+    cfg = small_cfg(n_candidates=1000, timeout_s=0.5, tune_taps=False)
     first = search(correct, test, cfg, tmp_path, threads=1)
     assert 1 <= first.n_candidates < 1000 and first.taps == ["fc", "softmax", "noise"]
     calls = []
-    again = search(correct, test, cfg, tmp_path, threads=1, on_trial=calls.append)
+    again = search(correct, test, cfg, tmp_path, threads=1, on_candidate=calls.append)
     assert calls == [] and again.n_candidates == first.n_candidates  # the budget is spent: loaded

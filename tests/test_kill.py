@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-ARGS = ["sweeps/smoke.yaml", "--fold", "3", "--set", "corrector.n_trials=4"]
+ARGS = ["sweeps/smoke.yaml", "--fold", "3", "--set", "corrector.n_candidates=4"]
 
 
 def trial(storage, kill_after: str | None = None) -> str:

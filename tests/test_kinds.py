@@ -32,7 +32,7 @@ def separable_set(n, seed, excluded=EXCLUDED):
 
 
 def cfg_for(kind, **kw):
-    return CorrectorConfig(**({"kind": kind, "n_trials": 6, "cv_folds": 3, "max_rounds": 30,
+    return CorrectorConfig(**({"kind": kind, "n_candidates": 6, "cv_splits": 3, "max_rounds": 30,
                                "early_stopping_rounds": 5, "tau_grid": 21, "seed": 0} | kw))
 
 
@@ -53,7 +53,7 @@ def test_linear_kinds_recover_a_linearly_separable_excluded_class(tmp_path, kind
 @pytest.mark.parametrize("kind", ["xgboost", "fisher", "logistic"])
 def test_a_saved_kind_reloads_to_its_test_probabilities(tmp_path, kind):
     correct, test = separable_set(240, 0), separable_set(120, 1)
-    result = search(correct, test, cfg_for(kind, n_trials=3), tmp_path, threads=1)
+    result = search(correct, test, cfg_for(kind, n_candidates=3), tmp_path, threads=1)
     best = json.loads((tmp_path / "best.json").read_text())
     assert best["kind"] == kind and (tmp_path / KINDS[kind].model_file).is_file()
     assert np.allclose(predict_proba(tmp_path, test), result.proba, atol=1e-6)
@@ -94,5 +94,5 @@ def test_linear_model_takes_each_class_best_discriminant():
 
 def test_fold_none_searches_no_clusters(tmp_path):
     full, test = separable_set(200, 0, excluded=None), separable_set(80, 1, excluded=None)
-    result = search(full, test, cfg_for("fisher", n_trials=2), tmp_path, threads=1)
+    result = search(full, test, cfg_for("fisher", n_candidates=2), tmp_path, threads=1)
     assert set(result.params) == {"shrinkage"} and result.policy == "override"

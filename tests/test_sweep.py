@@ -61,7 +61,7 @@ def test_changed_corrector_reuses_trained_nets(local_sweep, tmp_path, capsys):
     assert len(weights) == 3
     capsys.readouterr()
     try:
-        assert main(sweep_args(run.parent, "corrector.n_trials=4")) == 0
+        assert main(sweep_args(run.parent, "corrector.n_candidates=4")) == 0
     finally:
         ray.shutdown()
     out = capsys.readouterr().out

@@ -9,7 +9,7 @@ next-best complete trial. The fold's choice is its result with the best CV score
 also varies seeds or base nets picks among them with the same rule.
 
 Overall: a setting is a (policy, tap subset). Its score in one result is its best CV score among
-that study's complete trials (the kind's parameters and tau are tuned per fold anyway), and settings
+that study's complete candidates (the kind's parameters and tau are tuned per fold anyway), and settings
 are ranked by the share of results that tried them, then by their mean score over those. Tap
 subsets are searched at random, so a setting tried in every result is rare in a short search:
 ranking by coverage first prefers the evidence of more folds to one lucky fold. new_class is never
@@ -59,40 +59,41 @@ def _source(run_dir: Path, entry: dict, kind: str, file: str) -> Path:
     return path
 
 
-def study_trials(workdir: Path) -> pd.DataFrame:
-    """The complete trials of one corrector search, best CV score first."""
+def study_candidates(workdir: Path) -> pd.DataFrame:
+    """The complete candidates of one corrector search, best CV score first."""
     study = optuna.load_study(study_name=STUDY_NAME, storage=study_storage(workdir))
-    rows = [{"trial": t.number, "cv_score": t.value, "policy": t.user_attrs["policy"],
+    rows = [{"candidate": t.number, "cv_score": t.value, "policy": t.user_attrs["policy"],
              "taps": ", ".join(t.user_attrs["taps"]), "tau": t.user_attrs["tau"]}
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    return pd.DataFrame(rows, columns=["trial", "cv_score", "policy", "taps", "tau"]).sort_values(
+    return pd.DataFrame(rows, columns=["candidate", "cv_score", "policy", "taps", "tau"]).sort_values(
         "cv_score", ascending=False, kind="stable", ignore_index=True)
 
 
 def assess(run_dir: Path, result: dict, cfg: CorrectorConfig) -> tuple[dict, pd.DataFrame]:
-    """One result's winner with its runner-up and test-set objective, and its study's complete trials."""
+    """One result's winner with its runner-up and test-set objective, and its study's complete candidates."""
     c = result["corrector"]
     entry = {"fold": result["fold"], "seed": result["seed"], "net_key": result.get("net_key"),
              "policy": c["policy"], "tau": c["tau"], "taps": c["taps"], "pca_dims": c.get("pca_dims"),
              "kind": c.get("kind", "xgboost"), "params": c["params"],
              "n_rounds": c["n_rounds"], "cv_score": c["cv_score"], "test_score": None, "runner_up": None,
              "source": result["paths"]}
-    trials = study_trials(_source(run_dir, entry, "corrector", "study.journal").parent)
+    candidates = study_candidates(_source(run_dir, entry, "corrector", "study.journal").parent)
     pred = pd.read_parquet(_source(run_dir, entry, "corrector", "predictions.parquet"),
                            columns=["label", "pred_f", "pred_h"])
     entry["test_score"] = objective_score(pred.label.to_numpy(), pred.pred_f.to_numpy(), pred.pred_h.to_numpy(),
                                           result["classes"], result["excluded"], cfg.objective, cfg.harm_bound)
-    if len(trials) > 1:  # row 0 is the winner: search refits the study's best trial
-        second = trials.iloc[1]
-        entry["runner_up"] = {"trial": int(second.trial), "policy": second.policy, "taps": second.taps.split(", "),
-                              "tau": float(second.tau), "cv_score": float(second.cv_score),
+    if len(candidates) > 1:  # row 0 is the winner: search refits the study's best candidate
+        second = candidates.iloc[1]
+        entry["runner_up"] = {"candidate": int(second.candidate), "policy": second.policy,
+                              "taps": second.taps.split(", "), "tau": float(second.tau),
+                              "cv_score": float(second.cv_score),
                               "margin": float(c["cv_score"] - second.cv_score)}
-    return entry, trials.assign(fold=result["fold"], seed=result["seed"])
+    return entry, candidates.assign(fold=result["fold"], seed=result["seed"])
 
 
-def rank_settings(trials: pd.DataFrame, results: list[dict]) -> pd.DataFrame:
+def rank_settings(candidates: pd.DataFrame, results: list[dict]) -> pd.DataFrame:
     """(policy, taps) settings, best first, by the share of results that tried them, then mean CV score."""
-    per_result = trials.groupby(["policy", "taps", "fold", "seed"]).cv_score.max()
+    per_result = candidates.groupby(["policy", "taps", "fold", "seed"]).cv_score.max()
     ranked = per_result.groupby(["policy", "taps"]).agg(mean_cv_score="mean", tried="size").reset_index()
     available = {"override": len(results), "new_class": sum(r["excluded"] is not None for r in results)}
     ranked["of"] = ranked.policy.map(available)
@@ -107,8 +108,8 @@ def _setting(row: pd.Series) -> dict:
 
 def _runner_up(e: dict) -> str:
     r = e["runner_up"]
-    return "none (one complete trial)" if r is None else \
-        f"trial {r['trial']}: {r['policy']}, {', '.join(r['taps'])}, tau {format_value(r['tau'])}"
+    return "none (one complete candidate)" if r is None else \
+        f"candidate {r['candidate']}: {r['policy']}, {', '.join(r['taps'])}, tau {format_value(r['tau'])}"
 
 
 def rationale(name: str, cfg: CorrectorConfig, entries: list[dict], chosen: list[dict], ranked: pd.DataFrame) -> str:
@@ -129,7 +130,7 @@ def rationale(name: str, cfg: CorrectorConfig, entries: list[dict], chosen: list
              "its CV score is.", markdown_table(rows.set_index("fold")),
              "## Overall",
              f"Settings are (policy, taps). A setting scores, in each fold × seed result, its best CV among that "
-             f"search's complete trials; the ranking is by the share of results that tried it (new_class is "
+             f"search's complete candidates; the ranking is by the share of results that tried it (new_class is "
              f"never available in fold none), then by its mean score. Chosen: **{first.policy}** with taps "
              f"**{first.taps}**, mean CV {format_value(first.mean_cv_score)} over {first.tried} of {first.of} results."]
     if len(ranked) > 1:

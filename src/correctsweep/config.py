@@ -119,12 +119,12 @@ class CorrectorConfig:
     kinds: list[str] = field(default_factory=list)
     """Families run side by side on the same features, each with its own search, and compared in the
     report's methods table, e.g. [xgboost, fisher, logistic]; must include `kind`. Empty: `kind` alone."""
-    n_trials: int = 40
-    """Optuna trials per fold and kind (each is one cross-validated candidate)."""
+    n_candidates: int = 40
+    """Candidates (Optuna trials) per fold and kind, each one cross-validated configuration."""
     timeout_s: float | None = None
     """Stop the search after this many seconds (finished trials are kept)."""
-    cv_folds: int = 3
-    """Stratified k-fold inside `correct` used to score each candidate."""
+    cv_splits: int = 3
+    """Stratified CV splits inside `correct` that score each candidate."""
     objective: str = "balanced_accuracy"
     """What the search maximises for h: balanced_accuracy, macro_f1 or gain_at_harm."""
     harm_bound: float = 0.05
@@ -223,7 +223,8 @@ def digest(obj: Any) -> str:
 
 
 # Keys renamed for clarity: a spec with the old name gets a line naming the new one.
-RENAMED = {"data.size": "data.n_images", "base_net.smoothing": "base_net.val_window"}
+RENAMED = {"data.size": "data.n_images", "base_net.smoothing": "base_net.val_window",
+           "corrector.n_trials": "corrector.n_candidates", "corrector.cv_folds": "corrector.cv_splits"}
 
 
 def sweep_key(spec: Spec) -> str:
@@ -323,8 +324,8 @@ def _validate_base_net(b: BaseNetConfig) -> None:
 
 def _validate_corrector(c: CorrectorConfig) -> None:
     """The corrector's search: budget, objective, policies, projection and kinds."""
-    _check(c.n_trials >= 1, "corrector.n_trials", "must be >= 1")
-    _check(c.cv_folds >= 2, "corrector.cv_folds", "must be >= 2")
+    _check(c.n_candidates >= 1, "corrector.n_candidates", "must be >= 1")
+    _check(c.cv_splits >= 2, "corrector.cv_splits", "must be >= 2")
     _check(c.objective in OBJECTIVES, "corrector.objective", f"must be one of {', '.join(OBJECTIVES)}")
     _check(0 <= c.harm_bound <= 1, "corrector.harm_bound", "must be in [0, 1]")
     _check(bool(c.policies) and set(c.policies) <= set(POLICIES), "corrector.policies",

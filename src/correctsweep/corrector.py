@@ -45,7 +45,7 @@ from correctsweep.config import CorrectorConfig
 from correctsweep.data import class_indices
 from correctsweep.errors import CorrectsweepError
 from correctsweep.features import FeatureSet
-from correctsweep.kinds import KINDS, Kind, Model
+from correctsweep.kinds import KINDS, Kind, Model, SearchSetup, corrector_inputs, fit_projection
 from correctsweep.policy import apply_policy, best_choice, policies_for
 from correctsweep.projection import Projection
 
@@ -91,25 +91,21 @@ def _check_taps(correct: FeatureSet, test: FeatureSet, taps) -> list[str]:
     return taps
 
 
-def _stratified_folds(y, k, seed, classes) -> list[np.ndarray]:
+def stratified_cv_splits(y, k, seed, classes) -> list[np.ndarray]:
+    """The rows each of k stratified CV splits inside `correct` holds out."""
     counts = np.bincount(y, minlength=len(classes))
     for c, n in zip(classes, counts):
         if n < k:
             raise CorrectsweepError(f"class {c} has {n} sample(s) in the correct split, fewer than "
-                                    f"corrector.cv_folds={k}; lower cv_folds or enlarge data.correct_fraction")
+                                    f"corrector.cv_splits={k}; lower cv_splits or enlarge data.correct_fraction")
     rng = np.random.default_rng(seed)
-    fold = np.empty(len(y), dtype=np.int64)
+    split = np.empty(len(y), dtype=np.int64)
     start = 0
     for c in range(len(classes)):
         rows = rng.permutation(np.flatnonzero(y == c))
-        fold[rows] = (start + np.arange(len(rows))) % k  # rotate so small classes don't pile on fold 0
+        split[rows] = (start + np.arange(len(rows))) % k  # rotate so small classes don't pile on split 0
         start += len(rows)
-    return [np.flatnonzero(fold == i) for i in range(k)]
-
-
-def _stack(fs: FeatureSet, taps) -> tuple[np.ndarray, list[str]]:
-    names = [f"{t}.{i}" for t in taps for i in range(fs.taps[t].shape[1])]
-    return np.hstack([fs.taps[t] for t in taps]).astype(np.float32, copy=False), names
+    return [np.flatnonzero(split == i) for i in range(k)]
 
 
 def _suggest_taps(trial: optuna.Trial, taps: list[str], cfg: CorrectorConfig) -> list[str]:
@@ -169,38 +165,11 @@ def _sampler(study: optuna.Study) -> optuna.samplers.TPESampler:
     return optuna.samplers.TPESampler(seed=study.user_attrs["sampler_seed"] + finished)
 
 
-@dataclass
-class SearchSetup:
-    """What every candidate of one search shares: the `correct` split, its CV splits and the allowed
-    policies."""
-
-    correct: FeatureSet
-    y: np.ndarray
-    """class indices 0..K-1 of correct.labels."""
-    cv_splits: list[np.ndarray]
-    classes: list[int]
-    excluded: int | None
-    policies: list[str]
-    taps: list[str]
-    """the taps the search may choose among."""
-    cfg: CorrectorConfig
-    threads: int
-    """the trial's CPUs."""
-
-    def train_rows(self, valid: np.ndarray) -> np.ndarray:
-        return np.setdiff1d(np.arange(len(self.y)), valid)
-
-    def inputs(self, taps: tuple[str, ...], dims: int | None) -> tuple[np.ndarray, list[str]]:
-        """`correct` as a candidate sees it: the stacked taps, or their projection (fitted on all of
-        `correct`: the basis is unsupervised, so CV inside `correct` leaks no label)."""
-        return _inputs(self.correct, taps, _projection(self.correct, taps, dims, self.cfg.seed))
-
-
 def _setup(correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig, threads: int, taps) -> SearchSetup:
     classes = [int(c) for c in correct.meta["classes"]]
     excluded = correct.meta.get("excluded")
     y = class_indices(correct.labels, classes, "the correct split's features; re-extract them")
-    return SearchSetup(correct, y, _stratified_folds(y, cfg.cv_folds, cfg.seed, classes), classes, excluded,
+    return SearchSetup(correct, y, stratified_cv_splits(y, cfg.cv_splits, cfg.seed, classes), classes, excluded,
                        policies_for(cfg.policies, excluded), _check_taps(correct, test, taps), cfg, threads)
 
 
@@ -233,32 +202,32 @@ def evaluate(trial: optuna.Trial, setup: SearchSetup, kind: Kind) -> float:
     return score
 
 
-def _progress(spent: float, started: float, on_trial: Callable[[dict], None] | None):
+def _progress(spent: float, started: float, on_candidate: Callable[[dict], None] | None):
     """An Optuna callback: keeps the search's seconds in the study (so timeout_s bounds all runs
     together) and reports each finished candidate."""
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         study.set_user_attr("search_seconds", spent + time.perf_counter() - started)
         study.sampler = _sampler(study)
-        if on_trial is not None and trial.state in FINISHED:
+        if on_candidate is not None and trial.state in FINISHED:
             values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-            on_trial({"trial": trial.number, "state": trial.state.name.lower(),
+            on_candidate({"candidate": trial.number, "state": trial.state.name.lower(),
                       "score": trial.value if trial.value is not None else math.nan,
                       "best": max(values, default=math.nan), "seconds": trial.duration.total_seconds()})
     return callback
 
 
-def _run_candidates(study: optuna.Study, setup: SearchSetup, kind: Kind, on_trial) -> float:
+def _run_candidates(study: optuna.Study, setup: SearchSetup, kind: Kind, on_candidate) -> float:
     """Run the candidates the budget still allows; returns the search's seconds over all runs."""
     cfg = setup.cfg
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     spent = study.user_attrs.get("search_seconds", 0.0)
     budget_left = math.inf if cfg.timeout_s is None else cfg.timeout_s - spent
-    if done >= cfg.n_trials or budget_left <= 0:
+    if done >= cfg.n_candidates or budget_left <= 0:
         return spent
     started = time.perf_counter()
-    study.optimize(lambda t: evaluate(t, setup, kind), n_trials=cfg.n_trials - done,
+    study.optimize(lambda t: evaluate(t, setup, kind), n_trials=cfg.n_candidates - done,
                    timeout=None if math.isinf(budget_left) else budget_left,
-                   callbacks=[_progress(spent, started, on_trial)])
+                   callbacks=[_progress(spent, started, on_candidate)])
     spent += time.perf_counter() - started
     study.set_user_attr("search_seconds", spent)
     return spent
@@ -266,12 +235,12 @@ def _run_candidates(study: optuna.Study, setup: SearchSetup, kind: Kind, on_tria
 
 def _finished(study: optuna.Study, cfg: CorrectorConfig) -> bool:
     spent = study.user_attrs.get("search_seconds", 0.0)
-    return (len(study.get_trials(deepcopy=False, states=FINISHED)) >= cfg.n_trials
+    return (len(study.get_trials(deepcopy=False, states=FINISHED)) >= cfg.n_candidates
             or (cfg.timeout_s is not None and spent >= cfg.timeout_s))
 
 
 def search(correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig, workdir: Path, threads: int,
-           on_trial: Callable[[dict], None] | None = None, taps: list[str] | None = None) -> CorrectorResult:
+           on_candidate: Callable[[dict], None] | None = None, taps: list[str] | None = None) -> CorrectorResult:
     """Tune a corrector of kind cfg.kind, refit it on all of `correct`, predict `test` once. `taps`:
     candidates (default: all in `correct`). A rerun of a finished search loads its saved result."""
     workdir = Path(workdir)
@@ -281,18 +250,18 @@ def search(correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig, workdir:
     study = _open_study(workdir, cfg.seed)
     if _finished(study, cfg) and (workdir / "best.json").exists() and (workdir / "predictions.parquet").exists():
         return load_result(workdir)
-    spent = _run_candidates(study, setup, kind, on_trial)
+    spent = _run_candidates(study, setup, kind, on_candidate)
     done = study.get_trials(deepcopy=False, states=FINISHED)
     if not any(t.state == TrialState.COMPLETE for t in done):
         raise CorrectsweepError("the corrector search finished no candidate; raise corrector.timeout_s "
-                                "or corrector.n_trials")
+                                "or corrector.n_candidates")
     best = study.best_trial
     params = best.user_attrs.get("params", best.user_attrs.get("xgb_params"))  # journals from before kinds
     attrs = best.user_attrs | {"params": params | kind.fixed}  # this machine's device, threads
     started = time.perf_counter()
-    projection = _projection(correct, attrs["taps"], attrs.get("pca_dims"), cfg.seed)
-    model = kind.refit(*_inputs(correct, attrs["taps"], projection), attrs)
-    proba = model.predict_proba(_inputs(test, attrs["taps"], projection)[0])
+    projection = fit_projection(correct, attrs["taps"], attrs.get("pca_dims"), cfg.seed)
+    model = kind.refit(*corrector_inputs(correct, attrs["taps"], projection), attrs)
+    proba = model.predict_proba(corrector_inputs(test, attrs["taps"], projection)[0])
     result = CorrectorResult(
         params=attrs["params"], taps=attrs["taps"], policy=attrs["policy"], tau=attrs["tau"],
         n_rounds=attrs.get("n_rounds"), cv_score=best.value,
@@ -304,17 +273,6 @@ def search(correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig, workdir:
     return result
 
 
-def _projection(fs: FeatureSet, taps, dims: int | None, seed: int) -> Projection | None:
-    """The whitened basis of `dims` components fitted on `fs` (`correct`), or None: the plain taps."""
-    return Projection.fit(_stack(fs, taps)[0], dims, seed) if dims else None
-
-
-def _inputs(fs: FeatureSet, taps, projection: Projection | None) -> tuple[np.ndarray, list[str]]:
-    """What the corrector sees of `fs`: the stacked taps, or their projection."""
-    X, names = _stack(fs, taps)
-    return (projection.transform(X), projection.names()) if projection else (X, names)
-
-
 def predict_proba(workdir: Path, fs: FeatureSet) -> np.ndarray:
     """A saved corrector's class probabilities (columns in its classes' order) on any feature set
     with the taps it chose: the model and, when it saw compact embeddings, their basis, reloaded."""
@@ -322,7 +280,7 @@ def predict_proba(workdir: Path, fs: FeatureSet) -> np.ndarray:
     best = json.loads((workdir / "best.json").read_text())
     model = KINDS[best.get("kind", "xgboost")].load(workdir)  # a best.json from before kinds is xgboost's
     projection = Projection.load(workdir / "projection.npz") if best.get("pca_dims") else None
-    return model.predict_proba(_inputs(fs, _check_taps(fs, fs, best["taps"]), projection)[0])
+    return model.predict_proba(corrector_inputs(fs, _check_taps(fs, fs, best["taps"]), projection)[0])
 
 
 def _save(workdir: Path, result: CorrectorResult, model: Model, projection: Projection | None,

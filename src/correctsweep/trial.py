@@ -182,9 +182,10 @@ def _correct(spec: Spec, layout: RunLayout, sets: dict, excluded, key: str, fkey
     for kind in spec.corrector.all_kinds:
         cfg = dataclasses.replace(spec.corrector, kind=kind, policies=policies_for(spec.corrector.policies, excluded))
         workdir = layout.corrector_dir(fold, seed, key, corrector_key(cfg, fkey))
-        log(f"fold {fold} seed {seed}: {kind} corrector search ({cfg.n_trials} trials) in {workdir}")
-        on_trial = lambda t, kind=kind: report and report({"stage": "corrector", "kind": kind} | t)
-        found[kind] = corrector.search(sets["correct"], sets["test"], cfg, workdir, threads, on_trial=on_trial), workdir
+        log(f"fold {fold} seed {seed}: {kind} corrector search ({cfg.n_candidates} candidates) in {workdir}")
+        on_candidate = lambda c, kind=kind: report and report({"stage": "corrector", "kind": kind} | c)
+        result = corrector.search(sets["correct"], sets["test"], cfg, workdir, threads, on_candidate=on_candidate)
+        found[kind] = result, workdir
     return found
 
 

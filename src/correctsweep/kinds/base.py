@@ -1,10 +1,10 @@
 """The interface every corrector kind implements.
 
-A kind is bound to one search's `corrector.SearchSetup` (the `correct` split, its CV splits, the
-config). The search in `corrector` does the rest the same way for every kind: it picks the taps,
-scores each candidate's out-of-fold probabilities with the tau scan (policy.best_choice), prunes,
-refits the winner on all of `correct`, applies the policy on `test`, saves and reloads. What a kind
-provides:
+A kind is bound to one search's `SearchSetup` (the `correct` split, its CV splits, the config),
+which lives here with the input helpers it uses, so the kinds need nothing of `corrector`. The search
+in `corrector` does the rest the same way for every kind: it picks the taps, scores each candidate's
+out-of-fold probabilities with the tau scan (policy.best_choice), prunes, refits the winner on all of
+`correct`, applies the policy on `test`, saves and reloads. What a kind provides:
 
     suggest(trial)          its own hyperparameters for one candidate (JSON-able)
     suggest_dims(trial)     the whitened principal components it sees, or None: the stacked taps
@@ -21,17 +21,64 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 import optuna
 
-if TYPE_CHECKING:
-    from correctsweep.corrector import SearchSetup
+from correctsweep.config import CorrectorConfig
+from correctsweep.features import FeatureSet
+from correctsweep.projection import Projection
 
 CVSplits = Iterator[tuple[np.ndarray, np.ndarray, dict]]
 """Per CV split: its valid rows, their probabilities (columns in the classes' order), what the fit reports."""
+
+
+def stack_taps(fs: FeatureSet, taps) -> tuple[np.ndarray, list[str]]:
+    """The chosen taps side by side, and a name per column ("fc.3")."""
+    names = [f"{t}.{i}" for t in taps for i in range(fs.taps[t].shape[1])]
+    return np.hstack([fs.taps[t] for t in taps]).astype(np.float32, copy=False), names
+
+
+def fit_projection(fs: FeatureSet, taps, dims: int | None, seed: int) -> Projection | None:
+    """The whitened basis of `dims` components fitted on `fs` (`correct`), or None: the plain taps."""
+    return Projection.fit(stack_taps(fs, taps)[0], dims, seed) if dims else None
+
+
+def corrector_inputs(fs: FeatureSet, taps, projection: Projection | None) -> tuple[np.ndarray, list[str]]:
+    """What the corrector sees of `fs`: the stacked taps, or their projection."""
+    X, names = stack_taps(fs, taps)
+    return (projection.transform(X), projection.names()) if projection else (X, names)
+
+
+@dataclass
+class SearchSetup:
+    """What every candidate of one search shares: the `correct` split, its CV splits and the allowed
+    policies."""
+
+    correct: FeatureSet
+    y: np.ndarray
+    """class indices 0..K-1 of correct.labels."""
+    cv_splits: list[np.ndarray]
+    """the rows held out by each CV split inside `correct`."""
+    classes: list[int]
+    excluded: int | None
+    policies: list[str]
+    taps: list[str]
+    """the taps the search may choose among."""
+    cfg: CorrectorConfig
+    threads: int
+    """the trial's CPUs."""
+
+    def train_rows(self, valid: np.ndarray) -> np.ndarray:
+        return np.setdiff1d(np.arange(len(self.y)), valid)
+
+    def inputs(self, taps: tuple[str, ...], dims: int | None) -> tuple[np.ndarray, list[str]]:
+        """`correct` as a candidate sees it: the stacked taps, or their projection (fitted on all of
+        `correct`: the basis is unsupervised, so CV inside `correct` leaks no label)."""
+        return corrector_inputs(self.correct, taps, fit_projection(self.correct, taps, dims, self.cfg.seed))
 
 
 class Model(Protocol):
