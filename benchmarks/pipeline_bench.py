@@ -31,7 +31,7 @@ from correctsweep.config import load_spec
 from correctsweep.data import load_dataset, make_splits
 from correctsweep.features import extract, file_meta, pool_taps, read_split, write_split
 from correctsweep.layout import RunLayout
-from correctsweep.model import BaseNet
+from correctsweep.nets import BaseNet
 from correctsweep.train import class_weights, load_model, pick_device
 from correctsweep.trial import run_trial
 

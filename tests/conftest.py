@@ -8,8 +8,10 @@ from correctsweep import metrics
 from correctsweep.atomic import write_json, write_text
 from correctsweep.config import spec_from_dict
 from correctsweep.corrector import STUDY_NAME, study_storage
+from correctsweep.results import CorrectorRecord, ResultPaths, TrialResult
 
 CLASSES = [1, 2, 3]
+NAMES = ["Surprise", "Fear", "Disgust"]
 Y = np.repeat(CLASSES, 4)  # 4 test images per class
 
 
@@ -62,14 +64,18 @@ class RunBuilder:
                            ("corrector", "best.json")):
             write_text(self.dir / paths[kind] / name, f"{fold} {seed} {name}")
         table = metrics.per_class(Y, pred_f, pred_h, CLASSES)
-        write_json(self.dir / "results" / f"fold={fold}" / f"seed={seed}.json", {
-            "fold": fold, "seed": seed, "excluded": None if fold == "none" else int(fold), "classes": CLASSES,
-            "net_key": "k", "train": train_record(epochs, seed) if epochs else None,
-            "summary": metrics.summary(Y, pred_f, pred_h, CLASSES),
-            "corrector": {"policy": best.user_attrs["policy"], "tau": best.user_attrs["tau"],
-                          "taps": best.user_attrs["taps"], "params": {"eta": 0.1}, "n_rounds": 5,
-                          "cv_score": best.value, "search_seconds": 1.5, "seconds_per_candidate": 0.5},
-            "per_class": table.reset_index().to_dict(orient="records"), "paths": paths})
+        record = CorrectorRecord(kind="xgboost", policy=best.user_attrs["policy"], tau=best.user_attrs["tau"],
+                                 taps=best.user_attrs["taps"], pca_dims=None, params={"eta": 0.1}, n_rounds=5,
+                                 cv_score=best.value, search_seconds=1.5, refit_seconds=0.1,
+                                 seconds_per_candidate=0.5, n_candidates=len(trials))
+        result = TrialResult(
+            fold=fold, seed=seed, excluded=None if fold == "none" else int(fold), classes=CLASSES,
+            class_names=NAMES, net="paper", net_key="k", features_key="f", sweep_key="s",
+            summary=metrics.summary(Y, pred_f, pred_h, CLASSES),
+            per_class=table.reset_index().to_dict(orient="records"), corrector=record, methods={},
+            paths=ResultPaths(paths["model"], paths["corrector"], {"xgboost": paths["corrector"]}),
+            train=train_record(epochs, seed) if epochs else None, device={}, stage_seconds={})
+        write_json(self.dir / "results" / f"fold={fold}" / f"seed={seed}.json", result.to_dict())
         return self
 
 

@@ -7,11 +7,12 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CLASSES, Y, predictions
+from conftest import CLASSES, NAMES, Y, predictions
 
 from correctsweep import metrics
 from correctsweep.cli import main
 from correctsweep.collect import collect, heatmap, training_curves
+from correctsweep.results import TrialResult
 
 MATRICES = ("retention", "harm", "gain", "dfpr", "tpr_h")
 
@@ -153,14 +154,14 @@ def test_report_has_table_4_layout(run):
 
 def test_heatmap_names_classes_and_outlines_the_excluded_cell(run, tmp_path):
     gain = read(collect(run.dir), "matrix_gain")
-    ax = heatmap(tmp_path / "gain.png", gain, "Gain").axes[0]
+    ax = heatmap(tmp_path / "gain.png", gain, "Gain", dict(zip(CLASSES, NAMES))).axes[0]
     names = ["1 Surprise", "2 Fear", "3 Disgust"]
     assert [t.get_text() for t in ax.get_xticklabels()] == names
     assert [t.get_text() for t in ax.get_yticklabels()] == names
     outlined = [(round(p.get_x() + p.get_width() / 2), round(p.get_y() + p.get_height() / 2)) for p in ax.patches]
     assert outlined == [(0, 0), (1, 1), (2, 2)]  # (column, row) of cells (class j, fold j)
     # a matrix with only some folds outlines the cells of those folds' classes
-    ax = heatmap(tmp_path / "part.png", gain[["3"]], "Gain").axes[0]
+    ax = heatmap(tmp_path / "part.png", gain[["3"]], "Gain", dict(zip(CLASSES, NAMES))).axes[0]
     assert [(p.get_x() + 0.45, p.get_y() + 0.45) for p in ax.patches] == [(0, 2)]
 
 
@@ -175,12 +176,12 @@ def test_folds_csv_has_epochs_and_report_shows_training_curves(run):
 
 
 def test_training_curves_star_the_kept_epoch(run, tmp_path):
-    results = [json.loads(p.read_text()) for p in sorted(run.dir.glob("results/fold=*/seed=*.json"))]
-    loss, acc = training_curves(tmp_path / "curves.png", results).axes
+    results = [TrialResult.read(p) for p in sorted(run.dir.glob("results/fold=*/seed=*.json"))]
+    loss, acc = training_curves(tmp_path / "curves.png", results, dict(zip(CLASSES, NAMES))).axes
     assert [t.get_text() for t in acc.get_legend().get_texts()] == [
         "fold 1 Surprise seed 0", "fold 1 Surprise seed 1", "fold none seed 0", "fold none seed 1"]
     stars = [line for line in acc.get_lines() if line.get_marker() == "*"]
-    kept = {(r["fold"], r["seed"]): r["train"]["history"][r["train"]["best_epoch"] - 1] for r in results if r["train"]}
+    kept = {(r.fold, r.seed): r.train["history"][r.train["best_epoch"] - 1] for r in results if r.train}
     assert [(s.get_xdata()[0], s.get_ydata()[0]) for s in stars] == [
         (h["epoch"], h["val_accuracy"]) for h in kept.values()]
     assert len(loss.get_lines()) == len(acc.get_lines()) == 2 * len(kept)
@@ -195,10 +196,10 @@ def with_methods(run):
         if r["excluded"] is not None:
             f, whole = predictions(r["fold"], corrected=4)
             gain = next(c["gain"] for c in r["per_class"] if c["class"] == r["excluded"])
-            r["methods"] = {"xgboost": {"family": "corrector", "gain_excluded": gain, "summary": r["summary"],
-                                        "seconds": 2.0},
-                            "msp": {"family": "baseline", "gain_excluded": 1.0, "seconds": 0.25,
-                                    "summary": metrics.summary(Y, f, whole, CLASSES)}}
+            r["methods"] = {"xgboost": {"family": "corrector", "policy": "override", "tau": 0.5, "gain_excluded": gain,
+                                        "summary": r["summary"], "seconds": 2.0},
+                            "msp": {"family": "baseline", "policy": "new_class", "tau": 0.5, "gain_excluded": 1.0,
+                                    "seconds": 0.25, "summary": metrics.summary(Y, f, whole, CLASSES)}}
         path.write_text(json.dumps(r))
     return run
 

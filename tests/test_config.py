@@ -68,9 +68,6 @@ def test_pca_dims_values(value, ok):
     (["corrector.whiten_dims=0"], "corrector.whiten_dims"),
     (["corrector.whiten_dims=[16, null]"], "corrector.whiten_dims"),
     (["baselines=[msp, odin]"], "baselines"),
-    (["baselines=[msp]", "features.taps=[fc, softmax]"], "baselines"),
-    (["baselines_tap=fc7"], "baselines_tap"),
-    (["baselines=[knn]", "baselines_tap=conv", "features.taps=[fc, logits]"], "baselines_tap"),
 ])
 def test_kinds_and_baselines_name_the_key(overrides, key):
     with pytest.raises(SpecError, match="'" + re.escape(key) + "'"):

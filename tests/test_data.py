@@ -55,8 +55,9 @@ def test_corrupt_image_is_an_error_or_a_counted_skip(tmp_path):
 
 def test_label_out_of_range_and_small_class(tmp_path):
     write_parquet(tmp_path / "d.parquet", labels_list() + [9] * 10)
-    with pytest.raises(DataError, match="label 9"):
-        load_dataset(cfg(tmp_path, source="parquet", path=str(tmp_path / "d.parquet")))
+    with pytest.raises(DataError, match=r"labels \[9\] outside RAF-DB"):
+        load_dataset(cfg(tmp_path, source="parquet", path=str(tmp_path / "d.parquet"), classes="rafdb"))
+    assert load_dataset(cfg(tmp_path, source="parquet", path=str(tmp_path / "d.parquet"))).classes == [1, 2, 3, 9]
     write_parquet(tmp_path / "e.parquet", labels_list() + [4] * 3)
     with pytest.raises(DataError, match="class 4"):
         load_dataset(cfg(tmp_path, source="parquet", path=str(tmp_path / "e.parquet")))
@@ -103,7 +104,7 @@ def test_folder_source_and_empty_class(tmp_path):
         for i in range(8):
             Image.fromarray(np.full((20, 20), i, np.uint8)).save(tmp_path / "f" / name / f"{i}.png")
     ds = load_dataset(cfg(tmp_path, source="folder", path=str(tmp_path / "f")))
-    assert ds.classes == [1, 4, 5]
+    assert ds.classes == [1, 4, 5] and ds.class_names == {1: "Surprise", 4: "Happiness", 5: "Sadness"}
     (tmp_path / "f" / "anger").mkdir()
     with pytest.raises(DataError, match="holds no images"):
         load_dataset(cfg(tmp_path, source="folder", path=str(tmp_path / "f")))

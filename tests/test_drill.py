@@ -98,7 +98,7 @@ CASES = [
     ("--set under a value", setting("name.x=1"), "'name' is not a section"),
     ("invalid group pattern", setting("data.group_pattern=(S"), "data.group_pattern"),
     ("unknown source", setting("data.source=hdf5"), "data.source"),
-    ("bad fold list", setting("folds=[x]"), "folds"),
+    ("bad fold list", setting("folds=[-1]"), "folds"),
     # the data
     ("data path missing", lambda t: data_cmd(t, t / "missing"), "does not exist"),
     ("folder without parquet", lambda t: data_cmd(t, (t / "empty").mkdir() or t / "empty"), "no .parquet file"),

@@ -3,18 +3,18 @@ import numpy as np
 import pytest
 import torch
 
+from correctsweep import nets
 from correctsweep.cli import main
 from correctsweep.config import BaseNetConfig, load_spec
 from correctsweep.errors import CorrectsweepError, SpecError
-from correctsweep.model import BaseNet
 from correctsweep.sweep import trial_devices
 from correctsweep.train import train_base_net
 
 
 def test_lstm_runs_in_fp32_under_bf16_autocast():
-    net = BaseNet(7)
+    net = nets.build(BaseNetConfig(), 7)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        _, taps = net(torch.zeros(2, 1, 48, 48, dtype=torch.uint8), with_taps=True)
+        _, taps = net.forward_taps(torch.zeros(2, 1, 48, 48, dtype=torch.uint8), ["conv", "lstm"])
     assert taps["conv"].dtype == torch.bfloat16  # autocast is really on
     assert taps["lstm"].dtype == torch.float32
 

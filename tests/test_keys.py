@@ -36,7 +36,7 @@ def changed(value):
 
 def keys(spec: Spec) -> dict:
     net = net_key(spec, "3", 0)
-    feat = features_key(spec, net)
+    feat = features_key(spec, net, spec.features.taps or ["the net's defaults"])
     cfg = dataclasses.replace(spec.corrector, policies=policies_for(spec.corrector.policies, 3))
     return {"net": net, "features": feat, "corrector": corrector_key(cfg, feat)}
 

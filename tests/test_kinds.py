@@ -8,6 +8,7 @@ import pytest
 from correctsweep import config
 from correctsweep.config import CorrectorConfig
 from correctsweep.corrector import _setup, load_result, predict_proba, search
+from correctsweep.errors import SpecError
 from correctsweep.features import FeatureSet
 from correctsweep.kinds import KINDS
 from correctsweep.kinds.linear import Fisher, LinearModel
@@ -36,8 +37,13 @@ def cfg_for(kind, **kw):
                                "early_stopping_rounds": 5, "tau_grid": 21, "seed": 0} | kw))
 
 
-def test_every_configured_kind_has_an_implementation():
-    assert set(KINDS) == set(config.KINDS)
+def test_the_spec_takes_every_registered_kind_and_each_kind_checks_its_own_settings():
+    spec = config.spec_from_dict({"corrector": {"kinds": list(KINDS), "kind": "fisher"}})
+    assert spec.corrector.all_kinds == list(KINDS)
+    for overrides, key in ((["corrector.pca_dims=0"], "pca_dims"), (["corrector.whiten_dims=[4, null]"], "whiten_dims"),
+                           (["corrector.max_rounds=0"], "max_rounds")):
+        with pytest.raises(SpecError, match=key):
+            config.spec_from_dict({}, overrides)
 
 
 @pytest.mark.parametrize("kind", ["fisher", "logistic"])

@@ -3,13 +3,14 @@ import duckdb
 import pyarrow.dataset as pads
 import torch
 
+from correctsweep import nets
 from correctsweep.cli import main
-from correctsweep.model import BaseNet
+from correctsweep.config import BaseNetConfig
 
 
 def test_base_net_shapes():
-    net = BaseNet(7, heads=4, excluded_index=2)
-    logits, taps = net(torch.zeros(2, 1, 100, 100, dtype=torch.uint8), with_taps=True)
+    net = nets.build(BaseNetConfig(heads=4), 7, excluded_index=2)
+    logits, taps = net.forward_taps(torch.zeros(2, 1, 100, 100, dtype=torch.uint8), list(net.body.TAPS))
     assert logits.shape == (2, 7) and torch.isinf(logits[:, 2]).all()
     assert taps["conv"].shape == (2, 128, 12, 12) and taps["lstm"].shape == (2, 144, 128)
     assert taps["attn_weights"].shape == (2, 144, 144) and taps["fc"].shape == (2, 128)

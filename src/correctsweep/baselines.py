@@ -30,6 +30,7 @@ from sklearn.covariance import LedoitWolf
 from sklearn.neighbors import NearestNeighbors
 
 from correctsweep.config import CorrectorConfig
+from correctsweep.errors import SpecError
 from correctsweep.features import FeatureSet
 from correctsweep.policy import scan
 
@@ -88,6 +89,16 @@ DETECTORS = {
     "mahalanobis": (None, mahalanobis),
     "knn": (None, knn),
 }
+
+
+def check_inputs(names: list[str], tap: str, taps: list[str]) -> None:
+    """A SpecError in one line when a named detector's input is not among the saved taps."""
+    for name in names:
+        reads = DETECTORS[name][0] or tap
+        if reads not in taps:
+            key = "baselines_tap" if DETECTORS[name][0] is None else "features.taps"
+            raise SpecError(f"baselines: {name} reads the tap '{reads}', which features.taps ({', '.join(taps)}) "
+                            f"lacks; add it to features.taps or change {key}")
 
 
 def threshold(score: np.ndarray, fs: FeatureSet, excluded: int, cfg: CorrectorConfig) -> tuple[float, float]:

@@ -4,8 +4,8 @@ Every choice is by the spec's objective as the corrector search measured it, cro
 `correct` (the CV score); the test-set objective is reported beside it and never used to choose.
 
 Per fold: each fold x seed result under results/ (whatever base net produced it) holds the winner
-of its Optuna search, the refit of the study's best complete trial; its runner-up is the study's
-next-best complete trial. The fold's choice is its result with the best CV score, so a sweep that
+of its Optuna search, the refit of the study's best complete candidate; its runner-up is the study's
+next-best complete candidate. The fold's choice is its result with the best CV score, so a sweep that
 also varies seeds or base nets picks among them with the same rule.
 
 Overall: a setting is a (policy, tap subset). Its score in one result is its best CV score among
@@ -42,6 +42,7 @@ from correctsweep.errors import CorrectsweepError
 from correctsweep.kinds import KINDS
 from correctsweep.metrics import format_value
 from correctsweep.policy import objective_score
+from correctsweep.results import TrialResult
 
 # artifact name -> (key in the result's paths, file, sub-folder under best/fold=J/seed=S/)
 # (None: the corrector kind's model_file)
@@ -69,33 +70,33 @@ def study_candidates(workdir: Path) -> pd.DataFrame:
         "cv_score", ascending=False, kind="stable", ignore_index=True)
 
 
-def assess(run_dir: Path, result: dict, cfg: CorrectorConfig) -> tuple[dict, pd.DataFrame]:
+def assess(run_dir: Path, result: TrialResult, cfg: CorrectorConfig) -> tuple[dict, pd.DataFrame]:
     """One result's winner with its runner-up and test-set objective, and its study's complete candidates."""
-    c = result["corrector"]
-    entry = {"fold": result["fold"], "seed": result["seed"], "net_key": result.get("net_key"),
-             "policy": c["policy"], "tau": c["tau"], "taps": c["taps"], "pca_dims": c.get("pca_dims"),
-             "kind": c.get("kind", "xgboost"), "params": c["params"],
-             "n_rounds": c["n_rounds"], "cv_score": c["cv_score"], "test_score": None, "runner_up": None,
-             "source": result["paths"]}
+    c = result.corrector
+    entry = {"fold": result.fold, "seed": result.seed, "excluded": result.excluded, "classes": result.classes,
+             "class_names": result.class_names, "net": result.net, "net_key": result.net_key,
+             "policy": c.policy, "tau": c.tau, "taps": c.taps, "pca_dims": c.pca_dims, "kind": c.kind,
+             "params": c.params, "n_rounds": c.n_rounds, "cv_score": c.cv_score, "test_score": None,
+             "runner_up": None, "source": {"model": result.paths.model, "corrector": result.paths.corrector}}
     candidates = study_candidates(_source(run_dir, entry, "corrector", "study.journal").parent)
     pred = pd.read_parquet(_source(run_dir, entry, "corrector", "predictions.parquet"),
                            columns=["label", "pred_f", "pred_h"])
     entry["test_score"] = objective_score(pred.label.to_numpy(), pred.pred_f.to_numpy(), pred.pred_h.to_numpy(),
-                                          result["classes"], result["excluded"], cfg.objective, cfg.harm_bound)
+                                          result.classes, result.excluded, cfg.objective, cfg.harm_bound)
     if len(candidates) > 1:  # row 0 is the winner: search refits the study's best candidate
         second = candidates.iloc[1]
         entry["runner_up"] = {"candidate": int(second.candidate), "policy": second.policy,
                               "taps": second.taps.split(", "), "tau": float(second.tau),
                               "cv_score": float(second.cv_score),
-                              "margin": float(c["cv_score"] - second.cv_score)}
-    return entry, candidates.assign(fold=result["fold"], seed=result["seed"])
+                              "margin": float(c.cv_score - second.cv_score)}
+    return entry, candidates.assign(fold=result.fold, seed=result.seed)
 
 
-def rank_settings(candidates: pd.DataFrame, results: list[dict]) -> pd.DataFrame:
+def rank_settings(candidates: pd.DataFrame, results: list[TrialResult]) -> pd.DataFrame:
     """(policy, taps) settings, best first, by the share of results that tried them, then mean CV score."""
     per_result = candidates.groupby(["policy", "taps", "fold", "seed"]).cv_score.max()
     ranked = per_result.groupby(["policy", "taps"]).agg(mean_cv_score="mean", tried="size").reset_index()
-    available = {"override": len(results), "new_class": sum(r["excluded"] is not None for r in results)}
+    available = {"override": len(results), "new_class": sum(r.excluded is not None for r in results)}
     ranked["of"] = ranked.policy.map(available)
     ranked["coverage"] = ranked.tried / ranked["of"]
     return ranked.sort_values(["coverage", "mean_cv_score"], ascending=False, kind="stable", ignore_index=True)
@@ -125,8 +126,8 @@ def rationale(name: str, cfg: CorrectorConfig, entries: list[dict], chosen: list
              + ", maximised. `CV` is the corrector search's cross-validated score inside `correct`, which "
              "every choice uses; `test` is the chosen corrector's one evaluation on `test`, reported only.",
              "## Per fold",
-             "Each fold takes its result with the best CV score; within it the search's winning trial. The "
-             "runner-up is the next-best complete trial of the same search, and the margin is how much lower "
+             "Each fold takes its result with the best CV score; within it the search's winning candidate. The "
+             "runner-up is the next-best complete candidate of the same search, and the margin is how much lower "
              "its CV score is.", markdown_table(rows.set_index("fold")),
              "## Overall",
              f"Settings are (policy, taps). A setting scores, in each fold × seed result, its best CV among that "

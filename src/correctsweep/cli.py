@@ -1,4 +1,4 @@
-"""The `correctsweep` command: data, trial, sweep, collect, best."""
+"""The `correctsweep` command: data, taps, trial, sweep, collect, best."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from correctsweep.errors import CorrectsweepError
 
 
 def cmd_data(args) -> None:
-    from correctsweep.data import class_name, count_table, load_dataset, make_splits
+    from correctsweep.data import count_table, load_dataset, make_splits
     from correctsweep.layout import RunLayout
 
     spec = load_spec(args.spec, args.set)
@@ -21,17 +21,23 @@ def cmd_data(args) -> None:
     if (ds.split != "").any():
         import pandas as pd
 
-        own = pd.crosstab([f"{c} {class_name(c)}" for c in ds.labels], ds.split, margins=True, margins_name="all")
+        own = pd.crosstab([ds.named(c) for c in ds.labels], ds.split, margins=True, margins_name="all")
         print("\nthe dataset's own split column:\n" + own.to_string())
     print("\nthe spec's split:\n" + count_table(ds, make_splits(ds, spec.data)).to_string())
 
 
+def cmd_taps(args) -> None:
+    from correctsweep.taps import tap_table
+
+    print(tap_table(load_spec(args.spec, args.set)))
+
+
 def cmd_trial(args) -> None:
     from correctsweep.layout import RunLayout
-    from correctsweep.trial import normalise_fold, run_trial
+    from correctsweep.trial import run_trial
 
     spec = load_spec(args.spec, args.set)
-    run_trial(spec, normalise_fold(args.fold), args.seed)
+    run_trial(spec, args.fold, args.seed)
     # What collect expects of the run (its folds and seeds), written once the trial has succeeded, so
     # a rejected command changes nothing; a sweep writes it once for all its trials.
     layout = RunLayout.of(spec)
@@ -71,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="correctsweep", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn, help_ in (("data", cmd_data, "print the spec's dataset: images per class and split"),
+                            ("taps", cmd_taps, "print the spec's net's tappable nodes with their shapes"),
                             ("trial", cmd_trial, "run one fold end to end without Ray"),
                             ("sweep", cmd_sweep, "run every fold x seed as Ray Tune trials, then collect and best")):
         p = sub.add_parser(name, help=help_)
@@ -78,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a spec key, e.g. --set data.path=/x (repeatable)")
         p.set_defaults(fn=fn)
-    sub.choices["trial"].add_argument("--fold", required=True, help="excluded class label, or 'none'")
+    sub.choices["trial"].add_argument("--fold", required=True, help="excluded class: its label or name, or 'none'")
     sub.choices["trial"].add_argument("--seed", type=int, default=0, help="training seed")
     sub.choices["sweep"].add_argument("--address", help="Ray cluster to join, e.g. auto (default: start a local Ray)")
     sub.choices["sweep"].add_argument("--resume", action="store_true",

@@ -23,15 +23,14 @@ replaces RUN_DIR/report/ with:
   cost.csv                       per fold x seed: the corrector's search and refit seconds beside the base
                                  net's training seconds, their ratio, and the excluded class's TPR under h
                                  and under the full model (the retraining reference).
-  report.md                      all of it, classes named ("1 Surprise"); the CSV and Parquet files keep
-                                 the class numbers other tools join on.
+  report.md                      all of it, classes named by the dataset's names ("1 Surprise", "0 airplane");
+                                 the CSV and Parquet files keep the class labels other tools join on.
 P_i is a ratio of seed means, TPR_h,i in fold i / TPR_f,i in fold none: per-seed ratios would pair
 unrelated nets and blow up wherever one seed's full model has a TPR near 0.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +42,11 @@ from matplotlib.ticker import MaxNLocator
 
 from correctsweep.atomic import atomic_dir
 from correctsweep.config import Spec, load_spec, sweep_key
-from correctsweep.data import class_name
+from correctsweep.data import class_title
 from correctsweep.errors import CorrectsweepError
 from correctsweep.layout import RunLayout
 from correctsweep.metrics import format_value, nanmean
+from correctsweep.results import TrialResult
 
 MATRICES = {"retention": "Retention", "harm": "Harm", "gain": "Gain", "dfpr": "ΔFPR", "tpr_h": "TPR_h"}
 ACCURACIES = ["accuracy_f", "balanced_accuracy_f", "accuracy_h", "balanced_accuracy_h"]
@@ -57,7 +57,7 @@ FOLD_NUMBERS = ["gain_excluded", "mean_dfpr", "mean_harm", *ACCURACIES, "balance
                 "full_f_same_classes", "tau", "search_seconds"]
 
 
-def load_run(run_dir: Path) -> tuple[Spec, list[dict]]:
+def load_run(run_dir: Path) -> tuple[Spec, list[TrialResult]]:
     """The run's spec and every result under results/; a one-line error when there is none."""
     layout = RunLayout(Path(run_dir))
     paths = layout.result_files()
@@ -67,41 +67,31 @@ def load_run(run_dir: Path) -> tuple[Spec, list[dict]]:
     if not layout.spec_file.is_file():
         raise CorrectsweepError(f"{layout.root} has results but no spec.yaml; rerun one trial of its spec to write it")
     spec = load_spec(layout.spec_file, stored=True)
-    return spec, _one_per_fold_seed([_read_result(p) for p in paths], sweep_key(spec))
+    return spec, _one_per_fold_seed([TrialResult.read(p) for p in paths], sweep_key(spec))
 
 
-def _read_result(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise CorrectsweepError(f"result {path} is unreadable ({str(e)[:60]}); delete it and rerun "
-                                "`correctsweep trial SPEC --fold J --seed S` for it (its cached stages make that quick)"
-                                ) from None
-
-
-def _one_per_fold_seed(results: list[dict], key: str) -> list[dict]:
+def _one_per_fold_seed(results: list[TrialResult], key: str) -> list[TrialResult]:
     """The result of each fold x seed: when a `search` left several samples of one, the sample of this
     sweep's settings with the best cross-validated corrector objective (never a test figure)."""
-    rank = lambda r: (r.get("sweep_key") == key, r["corrector"]["cv_score"])  # this sweep's first
+    rank = lambda r: (r.sweep_key == key, r.corrector.cv_score)  # this sweep's first
     best = {}
     for r in results:
-        at = (r["fold"], r["seed"])
+        at = (r.fold, r.seed)
         if at not in best or rank(r) > rank(best[at]):
             best[at] = r
     return list(best.values())
 
 
-def class_label(label) -> str:
+def class_label(label, names: dict[int, str]) -> str:
     """'1 Surprise' for a class or a fold named by its excluded class; other labels ('none', 'full',
     'P') and classes without a name unchanged."""
-    if not str(label).isdigit():
-        return str(label)
-    name = class_name(int(label))
-    return name if name == str(label) else f"{label} {name}"
+    text = str(label)
+    return class_title(int(text), names) if text.isascii() and text.isdigit() else text
 
 
-def named(table: pd.DataFrame) -> pd.DataFrame:
-    return table.rename(index=class_label, columns=class_label)
+def named(table: pd.DataFrame, names: dict[int, str]) -> pd.DataFrame:
+    label = lambda x: class_label(x, names)
+    return table.rename(index=label, columns=label)
 
 
 def own_cells(table: pd.DataFrame) -> np.ndarray:
@@ -114,43 +104,42 @@ def fold_order(fold: str) -> tuple[bool, int]:
     return fold == "none", 0 if fold == "none" else int(fold)
 
 
-def result_order(result: dict) -> tuple:
-    return fold_order(result["fold"]), result["seed"]
+def result_order(result: TrialResult) -> tuple:
+    return fold_order(result.fold), result.seed
 
 
-def long_table(results: list[dict], run: str) -> pd.DataFrame:
-    per_class = pd.json_normalize(results, "per_class", ["fold", "seed"])
+def long_table(results: list[TrialResult], run: str) -> pd.DataFrame:
+    per_class = pd.DataFrame([row | {"fold": r.fold, "seed": r.seed} for r in results for row in r.per_class])
     per_class = per_class.melt(["fold", "seed", "class"], var_name="metric")
-    summary = pd.DataFrame([r["summary"] | {"fold": r["fold"], "seed": r["seed"]} for r in results])
+    summary = pd.DataFrame([r.summary | {"fold": r.fold, "seed": r.seed} for r in results])
     table = pd.concat([per_class, summary.melt(["fold", "seed"], var_name="metric")], ignore_index=True)
     table = table.assign(run=run).astype({"class": "Int64", "seed": "int64", "value": "float64"})
     return table[["run", "fold", "seed", "class", "metric", "value"]]
 
 
-def _trained_balanced_accuracy(result: dict, excluded) -> float:
+def _trained_balanced_accuracy(result: TrialResult, excluded) -> float:
     """Mean TPR of f over the classes other than `excluded`: the balanced accuracy on a fold's trained
     classes (a class's TPR counts only its own images, so restricting the images changes nothing)."""
-    return nanmean([c["tpr_f"] for c in result["per_class"] if c["class"] != excluded])
+    return nanmean([c["tpr_f"] for c in result.per_class if c["class"] != excluded])
 
 
-def fold_table(results: list[dict]) -> pd.DataFrame:
+def fold_table(results: list[TrialResult]) -> pd.DataFrame:
     """One row per fold x seed. `balanced_accuracy_f_trained` is f's balanced accuracy on the classes it
     was trained on and `full_f_same_classes` the full model's (same seed) on those classes: a fold far
     below the full model there had a collapsed or under-trained f, whose Gain is not the corrector's."""
-    full = {r["seed"]: r for r in results if r["excluded"] is None}
+    full = {r.seed: r for r in results if r.excluded is None}
     rows = []
     for r in sorted(results, key=result_order):
-        gain = {c["class"]: c["gain"] for c in r["per_class"]}
-        s, c, t = r["summary"], r["corrector"], r.get("train") or {}
-        rows.append({"fold": r["fold"], "seed": r["seed"], "gain_excluded": gain.get(r["excluded"], np.nan),
+        s, c, t = r.summary, r.corrector, r.train or {}
+        rows.append({"fold": r.fold, "seed": r.seed, "gain_excluded": r.per_class_value("gain", r.excluded),
                      "mean_dfpr": s["macro_dfpr"], "mean_harm": s["macro_harm"],
                      **{k: s[k] for k in ACCURACIES},
-                     "balanced_accuracy_f_trained": _trained_balanced_accuracy(r, r["excluded"]),
-                     "full_f_same_classes": (_trained_balanced_accuracy(full[r["seed"]], r["excluded"])
-                                             if r["seed"] in full else np.nan),
+                     "balanced_accuracy_f_trained": _trained_balanced_accuracy(r, r.excluded),
+                     "full_f_same_classes": (_trained_balanced_accuracy(full[r.seed], r.excluded)
+                                             if r.seed in full else np.nan),
                      "epochs_run": t.get("epochs_run"),
                      "best_epoch": t.get("best_epoch"),
-                     "policy": c["policy"], "tau": c["tau"], "search_seconds": c["search_seconds"]})
+                     "policy": c.policy, "tau": c.tau, "search_seconds": c.search_seconds})
     return pd.DataFrame(rows).astype({"epochs_run": "Int64", "best_epoch": "Int64"})
 
 
@@ -179,7 +168,7 @@ def power_table(tpr_h: tuple[pd.DataFrame, pd.DataFrame], long: pd.DataFrame, cl
             std.assign(full=full["std"].to_numpy(), P=np.nan))
 
 
-def heatmap(path: Path, matrix: pd.DataFrame, title: str, diverging: bool = False) -> Figure:
+def heatmap(path: Path, matrix: pd.DataFrame, title: str, names: dict[int, str], diverging: bool = False) -> Figure:
     # Figure without pyplot renders with Agg and leaves the process's backend alone.
     values = matrix.to_numpy(dtype=float)
     lim = 1.0
@@ -198,8 +187,9 @@ def heatmap(path: Path, matrix: pd.DataFrame, title: str, diverging: bool = Fals
         # black on a white halo stands out on every colour of both colour maps
         ax.add_patch(Rectangle((j - 0.45, i - 0.45), 0.9, 0.9, fill=False, edgecolor="black", linewidth=2.5,
                                path_effects=[patheffects.withStroke(linewidth=5, foreground="white")]))
-    ax.set_xticks(range(values.shape[1]), labels=[class_label(c) for c in matrix.columns], rotation=30, ha="right")
-    ax.set_yticks(range(values.shape[0]), labels=[class_label(c) for c in matrix.index])
+    ax.set_xticks(range(values.shape[1]), labels=[class_label(c, names) for c in matrix.columns], rotation=30,
+                  ha="right")
+    ax.set_yticks(range(values.shape[0]), labels=[class_label(c, names) for c in matrix.index])
     ax.set(xlabel="excluded class (fold)", ylabel="class", title=title)
     fig.colorbar(image, ax=ax)
     fig.savefig(path, dpi=120, bbox_inches="tight")
@@ -222,23 +212,23 @@ def markdown_table(mean: pd.DataFrame, std: pd.DataFrame | None = None, mark_own
     return "\n".join(lines)
 
 
-def training_curves(path: Path, results: list[dict]) -> Figure:
+def training_curves(path: Path, results: list[TrialResult], names: dict[int, str]) -> Figure:
     """Train loss and validation accuracy per epoch, colour by fold and line style by seed, the kept
     epoch starred. Results without a training record (a net reused from an older run) are skipped."""
     fig = Figure(figsize=(12, 4.5))
     loss_ax, acc_ax = fig.subplots(1, 2)
-    folds = sorted({r["fold"] for r in results}, key=fold_order)
-    seeds = sorted({r["seed"] for r in results})
+    folds = sorted({r.fold for r in results}, key=fold_order)
+    seeds = sorted({r.seed for r in results})
     for r in sorted(results, key=result_order):
-        train = r.get("train") or {}
+        train = r.train or {}
         history = pd.DataFrame(train.get("history") or [])
         if history.empty:
             continue
-        style = {"color": f"C{folds.index(r['fold']) % 10}",
-                 "linestyle": ["-", "--", ":", "-."][seeds.index(r["seed"]) % 4]}
+        style = {"color": f"C{folds.index(r.fold) % 10}",
+                 "linestyle": ["-", "--", ":", "-."][seeds.index(r.seed) % 4]}
         kept = history[history.epoch == train.get("best_epoch")]
         for ax, column in ((loss_ax, "train_loss"), (acc_ax, "val_accuracy")):
-            ax.plot(history.epoch, history[column], label=f"fold {class_label(r['fold'])} seed {r['seed']}", **style)
+            ax.plot(history.epoch, history[column], label=f"fold {class_label(r.fold, names)} seed {r.seed}", **style)
             ax.plot(kept.epoch, kept[column], marker="*", markersize=13, markeredgecolor="black", color=style["color"])
     loss_ax.set(xlabel="epoch", ylabel="train loss", title="Base net: train loss")
     acc_ax.set(xlabel="epoch", ylabel="validation accuracy", title="Base net: validation accuracy (★ kept epoch)")
@@ -249,8 +239,8 @@ def training_curves(path: Path, results: list[dict]) -> Figure:
     return fig
 
 
-def _table_sections(tables: dict, several: bool) -> list[str]:
-    pick = lambda name: (named(tables[name][0]), named(tables[name][1]) if several else None)
+def _table_sections(tables: dict, several: bool, names: dict[int, str]) -> list[str]:
+    pick = lambda name: (named(tables[name][0], names), named(tables[name][1], names) if several else None)
     out = ["## Matrices", "Rows: class; columns: the fold's excluded class. The bold cell (outlined in the "
            "heatmap) is the excluded class in its own fold."]
     for m, title in MATRICES.items():
@@ -274,35 +264,34 @@ def _curves_section(folds: pd.DataFrame) -> list[str]:
     return ["## Training curves", text, "![Training curves](training_curves.png)"]
 
 
-def methods_table(results: list[dict]) -> pd.DataFrame:
+def methods_table(results: list[TrialResult]) -> pd.DataFrame:
     """One row per fold x seed x method (every corrector kind and baseline of a result's `methods`), in
     the folds with an excluded class: the only ones where baselines run and a Gain of it exists."""
-    rows = [{"fold": r["fold"], "seed": r["seed"], "method": name, "family": m["family"],
-             "gain_excluded": m["gain_excluded"], "mean_harm": m["summary"]["macro_harm"],
-             "mean_dfpr": m["summary"]["macro_dfpr"], "balanced_accuracy_h": m["summary"]["balanced_accuracy_h"],
-             "seconds": m["seconds"]}
-            for r in sorted(results, key=result_order) if r["excluded"] is not None
-            for name, m in (r.get("methods") or {}).items()]
+    rows = [{"fold": r.fold, "seed": r.seed, "method": name, "family": m.family,
+             "gain_excluded": m.gain_excluded, "mean_harm": m.summary["macro_harm"],
+             "mean_dfpr": m.summary["macro_dfpr"], "balanced_accuracy_h": m.summary["balanced_accuracy_h"],
+             "seconds": m.seconds}
+            for r in sorted(results, key=result_order) if r.excluded is not None
+            for name, m in r.methods.items()]
     return pd.DataFrame(rows, columns=["fold", "seed", "method", "family", *METHOD_NUMBERS])
 
 
-def cost_table(results: list[dict], long: pd.DataFrame, classes: list[int]) -> pd.DataFrame:
+def cost_table(results: list[TrialResult], long: pd.DataFrame, classes: list[int]) -> pd.DataFrame:
     """Per fold x seed: the published corrector's search and refit seconds beside the seconds f took to
     train, their ratio, and the excluded class's TPR under h and under the full model (fold none)."""
     full = full_model_tpr(long, classes)["mean"]
     rows = []
     for r in sorted(results, key=result_order):
-        c, tpr_h = r["corrector"], {row["class"]: row["tpr_h"] for row in r["per_class"]}
-        train, refit = (r.get("train") or {}).get("seconds", np.nan), c.get("refit_seconds", np.nan)
-        rows.append({"fold": r["fold"], "seed": r["seed"], "kind": c.get("kind", "xgboost"), "train_seconds": train,
-                     "search_seconds": c["search_seconds"], "refit_seconds": refit,
-                     "correct_over_train": (c["search_seconds"] + refit) / train,
-                     "tpr_h_excluded": tpr_h.get(r["excluded"], np.nan),
-                     "full_tpr_excluded": full.get(r["excluded"], np.nan)})
+        c, train = r.corrector, (r.train or {}).get("seconds", np.nan)
+        rows.append({"fold": r.fold, "seed": r.seed, "kind": c.kind, "train_seconds": train,
+                     "search_seconds": c.search_seconds, "refit_seconds": c.refit_seconds,
+                     "correct_over_train": (c.search_seconds + c.refit_seconds) / train,
+                     "tpr_h_excluded": r.per_class_value("tpr_h", r.excluded),
+                     "full_tpr_excluded": full.get(r.excluded, np.nan)})
     return pd.DataFrame(rows).astype({name: float for name in COST_NUMBERS})
 
 
-def gain_harm_plot(path: Path, methods: pd.DataFrame) -> Figure:
+def gain_harm_plot(path: Path, methods: pd.DataFrame, names: dict[int, str]) -> Figure:
     """Excluded-class Gain against mean Harm, one point per method and fold (mean over seeds): up and to
     the left is better. Colour: method; circle: a corrector kind, square: a baseline."""
     points = methods.groupby(["method", "fold"], sort=False)[["gain_excluded", "mean_harm"]].mean().reset_index()
@@ -313,7 +302,7 @@ def gain_harm_plot(path: Path, methods: pd.DataFrame) -> Figure:
         ax.scatter(group.mean_harm, group.gain_excluded, s=60, color=f"C{i % 10}", label=method,
                    marker="o" if families[method] == "corrector" else "s", edgecolor="black")
         for _, row in group.iterrows():
-            ax.annotate(class_label(row.fold), (row.mean_harm, row.gain_excluded), textcoords="offset points",
+            ax.annotate(class_label(row.fold, names), (row.mean_harm, row.gain_excluded), textcoords="offset points",
                         xytext=(5, 4), fontsize=7)
     ax.set(xlabel="mean Harm over classes", ylabel="Gain of the excluded class",
            title="Correctors and baselines: Gain against Harm (one point per fold)")
@@ -322,7 +311,7 @@ def gain_harm_plot(path: Path, methods: pd.DataFrame) -> Figure:
     return fig
 
 
-def _methods_section(methods: pd.DataFrame, folds: pd.DataFrame, several: bool) -> list[str]:
+def _methods_section(methods: pd.DataFrame, folds: pd.DataFrame, several: bool, names: dict[int, str]) -> list[str]:
     out = ["## Correctors and baselines",
            "Every corrector kind and label-free detector of the run, on the same test images of each fold with an "
            "excluded class: the excluded class's Gain, the mean Harm and ΔFPR over classes, the balanced accuracy "
@@ -333,7 +322,7 @@ def _methods_section(methods: pd.DataFrame, folds: pd.DataFrame, several: bool) 
     balanced_f = folds.groupby("fold", sort=False).balanced_accuracy_f.mean()
     for fold, rows in methods.groupby("fold", sort=False):
         by_method = rows.groupby("method", sort=False)[METHOD_NUMBERS]
-        out += [f"### Fold {class_label(fold)} (f: balanced accuracy {format_value(balanced_f[fold])})",
+        out += [f"### Fold {class_label(fold, names)} (f: balanced accuracy {format_value(balanced_f[fold])})",
                 markdown_table(by_method.mean(), by_method.std() if several else None)]
     overall = methods.groupby("method", sort=False)[METHOD_NUMBERS]
     out += ["### Every fold: mean ± std over folds and seeds", markdown_table(overall.mean(), overall.std()),
@@ -341,22 +330,23 @@ def _methods_section(methods: pd.DataFrame, folds: pd.DataFrame, several: bool) 
     return out
 
 
-def _cost_section(cost: pd.DataFrame) -> list[str]:
+def _cost_section(cost: pd.DataFrame, names: dict[int, str]) -> list[str]:
     text = ("Per fold and seed, the published corrector's search and refit seconds beside the seconds the fold's "
             "base net f took to train (n/a for a net reused from a run that predates the training record), and "
             "`correct_over_train` = (search + refit) / train. Retraining f with the excluded class costs about the "
             "full model's training (fold none's `train_seconds`). `tpr_h_excluded` is the excluded class's TPR "
             "under h in its fold, `full_tpr_excluded` its TPR under the full model (fold none, mean over seeds): "
             "the retraining reference P uses.")
-    return ["## Cost of correcting against retraining", text, markdown_table(named(cost.set_index("fold")))]
+    return ["## Cost of correcting against retraining", text, markdown_table(named(cost.set_index("fold"), names))]
 
 
 def report_markdown(spec: Spec, run_dir: Path, folds: pd.DataFrame, tables: dict, missing: list, several: bool,
-                    methods: pd.DataFrame, cost: pd.DataFrame) -> str:
+                    methods: pd.DataFrame, cost: pd.DataFrame, names: dict[int, str], nets: list[str]) -> str:
     seeds = folds.groupby("fold", sort=False).seed.agg(lambda s: ", ".join(map(str, s)))
     out = [f"# correctsweep report: {spec.name}",
            f"Run directory `{run_dir}`: {len(folds)} fold × seed results ("
-           + "; ".join(f"fold {class_label(f)} seed {s}" for f, s in seeds.items()) + "); corrector objective "
+           + "; ".join(f"fold {class_label(f, names)} seed {s}" for f, s in seeds.items()) + f"); {len(names)} "
+           f"classes; base net {', '.join(nets)}; corrector objective "
            f"`{spec.corrector.objective}`. Folds are named by their excluded class. Figures are on `test`; n/a "
            "marks a ratio with a zero denominator or a fold without results"
            + (", and a ± b is the mean ± sample std over seeds." if several else ".")]
@@ -365,33 +355,50 @@ def report_markdown(spec: Spec, run_dir: Path, folds: pd.DataFrame, tables: dict
             f"fold {f} seed {s} (`results/fold={f}/seed={s}.json`)" for f, s in missing) + "."]
     if several:
         by_fold = folds.groupby("fold", sort=False)[FOLD_NUMBERS]
-        out += ["## Per fold (mean over seeds)", markdown_table(named(by_fold.mean()), named(by_fold.std()))]
+        out += ["## Per fold (mean over seeds)", markdown_table(named(by_fold.mean(), names),
+                                                                named(by_fold.std(), names))]
     out += ["## Per fold and seed",
             "The excluded class's Gain, the mean ΔFPR and Harm over classes, accuracy and balanced "
             "accuracy of the base net f and of the corrected h, f's balanced accuracy on the classes it was "
             "trained on beside the full model's on the same classes (a fold far below it had a collapsed or "
             "under-trained f), the base net's epochs run and kept epoch, and the corrector's choice.",
-            markdown_table(named(folds.set_index("fold")))]
+            markdown_table(named(folds.set_index("fold"), names))]
     out += _curves_section(folds)
     if "matrix_gain" in tables:
-        out += _table_sections(tables, several)
+        out += _table_sections(tables, several, names)
     if methods.method.nunique() > 1:
-        out += _methods_section(methods, folds, several)
-    out += _cost_section(cost)
+        out += _methods_section(methods, folds, several, names)
+    out += _cost_section(cost, names)
     out += ["## Files", "`metrics.parquet` / `metrics.csv`: long format (run, fold, seed, class, metric, value); "
             "summary metrics have an empty class. `folds.csv`, `matrix_<metric>.csv`, `tpr_h_power.csv`"
             + (" and their `_std.csv`" if several else "") + ", `methods.csv` (one row per fold, seed and method), "
-            "`cost.csv`: the tables above, with class numbers."]
+            "`cost.csv`: the tables above, with class labels."]
     return "\n\n".join(out) + "\n"
+
+
+def expected_folds(folds: list, names: dict[int, str]) -> list[str]:
+    """The spec's folds as the run directory spells them: 'all' as every class, names as their labels."""
+    by_name = {n.casefold(): c for c, n in names.items()}
+    out = []
+    for f in folds:
+        text = str(f)
+        if text == "all":
+            out += [str(c) for c in names]
+        elif text.isascii() and text.isdigit():
+            out.append(str(int(text)))
+        else:
+            out.append(str(by_name.get(text.casefold(), text)))
+    return out
 
 
 def collect(run_dir: str | Path) -> Path:
     """Write RUN_DIR/report/ (see the module docstring) and return its path."""
     run_dir = Path(run_dir)
     spec, results = load_run(run_dir)
-    classes = sorted(set().union(*(r["classes"] for r in results)))
-    expected = {(str(c), s) for f in spec.folds for c in (classes if f == "all" else [f]) for s in spec.seeds}
-    found = {(r["fold"], r["seed"]) for r in results}
+    names = {c: n for r in results for c, n in r.names.items()}
+    classes = sorted(names)
+    expected = {(f, s) for f in expected_folds(spec.folds, names) for s in spec.seeds}
+    found = {(r.fold, r.seed) for r in results}
     missing = sorted(expected - found, key=lambda fs: (fold_order(fs[0]), fs[1]))
     excluded = sorted({int(f) for f, _ in expected | found if f != "none"})
 
@@ -412,14 +419,16 @@ def collect(run_dir: str | Path) -> Path:
         methods.to_csv(tmp / "methods.csv", index=False)
         cost.to_csv(tmp / "cost.csv", index=False)
         if methods.method.nunique() > 1:
-            gain_harm_plot(tmp / "methods_gain_harm.png", methods)
+            gain_harm_plot(tmp / "methods_gain_harm.png", methods, names)
         for name, (mean, std) in tables.items():
             mean.to_csv(tmp / f"{name}.csv")
             if several:
                 std.to_csv(tmp / f"{name}_std.csv")
         for m, title in MATRICES.items() if excluded else ():
-            heatmap(tmp / f"heatmap_{m}.png", tables[f"matrix_{m}"][0], title, diverging=m == "dfpr")
+            heatmap(tmp / f"heatmap_{m}.png", tables[f"matrix_{m}"][0], title, names, diverging=m == "dfpr")
         if folds.epochs_run.notna().any():
-            training_curves(tmp / "training_curves.png", results)
-        (tmp / "report.md").write_text(report_markdown(spec, run_dir, folds, tables, missing, several, methods, cost))
+            training_curves(tmp / "training_curves.png", results, names)
+        nets = sorted({r.net for r in results})
+        (tmp / "report.md").write_text(report_markdown(spec, run_dir, folds, tables, missing, several, methods, cost,
+                                                       names, nets))
     return out

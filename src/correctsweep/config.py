@@ -21,23 +21,25 @@ import yaml
 
 from correctsweep.errors import SpecError
 
-ALL_TAPS = ("conv", "lstm", "attn", "attn_weights", "fc", "logits", "softmax")
-SOURCES = ("synthetic", "parquet", "rafdb", "fer2013", "folder")
 OBJECTIVES = ("balanced_accuracy", "macro_f1", "gain_at_harm")
 POLICIES = ("override", "new_class")
-KINDS = ("xgboost", "fisher", "logistic")  # corrector families, see kinds/
-BASELINES = ("msp", "energy", "mahalanobis", "knn")  # label-free detectors, see baselines.py
 SEARCH_SPACES = ("grid", "choice", "uniform", "loguniform", "randint")  # Tune's names, see sweep.search_space
 
 
 @dataclass
 class DataConfig:
     source: str = "synthetic"
-    """Where images come from: synthetic (generated, no download), parquet, rafdb, fer2013, folder."""
+    """Where images come from (see `sources`): synthetic (generated, no download), parquet, rafdb, fer2013,
+    folder, cifar10, cifar100."""
     path: str | None = None
     """File or folder of the dataset (unused for synthetic). Relative paths resolve from the cwd."""
     image_size: int = 100
-    """Images are resized to image_size x image_size before they reach the net."""
+    """Images are resized to image_size x image_size before they reach the net (match the data's native
+    size: 48 for FER2013/FER+/CK+48, 100 for RAF-DB, 32 for CIFAR)."""
+    classes: Any = None
+    """The classes' names: null (the source's own: folder names, CIFAR's meta file, a label_name column, or
+    the labels themselves), 'rafdb' (the emotion sets' 1 Surprise ... 7 Neutral), a list naming the sorted
+    labels in order, or a mapping label -> name."""
     n_images: int = 4000
     """synthetic only: number of images generated (class frequencies follow RAF-DB basic)."""
     split_seed: int = 0
@@ -49,8 +51,8 @@ class DataConfig:
     val_fraction: float = 0.1
     """Share of `train` held out (stratified) for the base net's early stopping."""
     use_split_column: bool = False
-    """Use the dataset's own split column (train/valid/test) instead of a random split:
-    train -> train, valid -> correct, test -> test."""
+    """Use the dataset's own split column (train/valid/test) instead of a random split: train -> train,
+    valid -> correct, test -> test; a set without valid (CIFAR) has correct carved out of train."""
     group_pattern: str | None = None
     """Regex applied to each sample id; its first group is a group key (e.g. a subject) that
     never straddles two splits. Example for CK+: '(S\\d+)_'."""
@@ -64,6 +66,14 @@ class DataConfig:
 
 @dataclass
 class BaseNetConfig:
+    arch: str = "paper"
+    """The net f: paper (the published CNN -> LSTM -> attention) or any torchvision classification model,
+    e.g. resnet18, mobilenet_v3_small, efficientnet_b0 (built with weights=None: nothing is downloaded)."""
+    module: str | None = None
+    """A user's own nn.Module instead of `arch`: "package.module:Class", built as Class(num_classes=K,
+    **init_args); it maps images [B, 3, H, W] scaled to [-1, 1] to logits [B, K]."""
+    init_args: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for a torchvision model's or `module`'s constructor."""
     epochs: int = 40
     """Maximum training epochs."""
     patience: int = 8
@@ -82,9 +92,9 @@ class BaseNetConfig:
     grad_clip: float = 1.0
     """Clip the gradient norm to this value (0 disables); guards the LSTM against blow-ups."""
     heads: int = 4
-    """Attention heads (must divide 128)."""
+    """paper only: attention heads (must divide 128)."""
     dropout: float = 0.5
-    """Dropout before the last linear layer."""
+    """paper only: dropout before the last linear layer."""
     augment: bool = False
     """Departs from the paper: per-image random shifts of up to 1/12 of the side (zero padded) and
     horizontal flips during training, against the overfitting seen on real faces."""
@@ -102,8 +112,10 @@ class BaseNetConfig:
 
 @dataclass
 class FeaturesConfig:
-    taps: list[str] = field(default_factory=lambda: list(ALL_TAPS))
-    """Representations saved per image: conv, lstm, attn, attn_weights, fc, logits, softmax."""
+    taps: list[str] | None = None
+    """Representations saved per image. null: the net's defaults, for the paper net all of conv, lstm, attn,
+    attn_weights, fc, logits, softmax; for other nets the layer before the classifier and the logits. Other
+    nets' taps are graph nodes (`correctsweep taps SPEC` lists them), plus logits and softmax."""
     full: bool = False
     """Also store the full maps of the sequence taps (large) next to the pooled summaries."""
     batch_size: int = 256
@@ -181,11 +193,11 @@ class Spec:
     data: DataConfig = field(default_factory=DataConfig)
     """The dataset and its split."""
     folds: list[Any] = field(default_factory=lambda: ["all", "none"])
-    """Excluded classes to run: class labels, 'all' (every class) and/or 'none' (the full model)."""
+    """Excluded classes to run: class labels or names, 'all' (every class) and/or 'none' (the full model)."""
     seeds: list[int] = field(default_factory=lambda: [0])
     """Training seeds; every fold runs once per seed."""
     base_net: BaseNetConfig = field(default_factory=BaseNetConfig)
-    """The CNN -> LSTM -> attention base net and its training."""
+    """The base net f and its training."""
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     """Which latent representations are written to Parquet."""
     corrector: CorrectorConfig = field(default_factory=CorrectorConfig)
@@ -201,10 +213,11 @@ class Spec:
     {wandb: PROJECT}, e.g. {mlflow: "sqlite:///outputs/mlflow.db"}. Needs the `tracking` install extra."""
     baselines: list[str] = field(default_factory=list)
     """Label-free detectors of the unseen class run beside the corrector in folds with an excluded class,
-    as baselines for the new_class policy: msp, energy (both from f's logits), mahalanobis and knn (both
-    on `baselines_tap`). Each flags the excluded class above a threshold chosen on `correct`."""
-    baselines_tap: str = "fc"
-    """The tap whose geometry mahalanobis and knn measure (one of features.taps)."""
+    as baselines for the new_class policy (see `baselines`): msp, energy (both from f's logits), mahalanobis
+    and knn (both on `baselines_tap`). Each flags the excluded class above a threshold chosen on `correct`."""
+    baselines_tap: str | None = None
+    """The tap whose geometry mahalanobis and knn measure (one of features.taps); null: the layer before
+    the net's classifier (fc for the paper net)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -232,7 +245,9 @@ def sweep_key(spec: Spec) -> str:
     return digest(spec.to_dict() | {"base_net": None})
 
 
-def _from_dict(cls: type, raw: Any, where: str) -> Any:
+def from_mapping(cls: type, raw: Any, where: str) -> Any:
+    """`raw` as the dataclass `cls`, nested dataclasses and types checked; a SpecError names the first
+    unknown key or wrong type by its dotted path."""
     if not isinstance(raw, dict):
         raise SpecError(f"'{where or 'spec'}' must be a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
@@ -250,7 +265,7 @@ def _from_dict(cls: type, raw: Any, where: str) -> Any:
 
 def _coerce(hint: Any, value: Any, path: str) -> Any:
     if dataclasses.is_dataclass(hint):
-        return _from_dict(hint, value, path)
+        return from_mapping(hint, value, path)
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -261,7 +276,13 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
         if not isinstance(value, list):
             value = [value]
         return [_coerce(args[0], v, path) for v in value]
-    if hint is Any or origin is dict:
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SpecError(f"'{path}' must be a mapping, got {value!r}")
+        if dataclasses.is_dataclass(args[1]):
+            return {k: _coerce(args[1], v, f"{path}.{k}") for k, v in value.items()}
+        return value
+    if hint is Any:
         return value
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -277,10 +298,6 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
     raise SpecError(f"'{path}' must be {hint.__name__}, got {value!r}")
 
 
-def _positive_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 1
-
-
 def _check(cond: bool, key: str, why: str) -> None:
     if not cond:
         raise SpecError(f"'{key}' {why}")
@@ -294,8 +311,17 @@ def _validate_data(d: DataConfig) -> None:
             re.compile(d.group_pattern)
         except re.error as e:
             _check(False, "data.group_pattern", f"is not a valid regular expression ({e})")
+    from correctsweep.sources import SOURCES
+
     _check(d.source in SOURCES, "data.source", f"must be one of {', '.join(SOURCES)}")
-    _check(d.source == "synthetic" or bool(d.path), "data.path", f"is required for source '{d.source}'")
+    _check(not SOURCES[d.source].needs_path or bool(d.path), "data.path", f"is required for source '{d.source}'")
+    _check(d.classes is None or d.classes == "rafdb" or (isinstance(d.classes, list) and len(d.classes) >= 3)
+           or (isinstance(d.classes, dict) and len(d.classes) >= 3), "data.classes",
+           "must be null, rafdb, a list of at least 3 names or a mapping label -> name")
+    named = d.classes if isinstance(d.classes, list) else list((d.classes or {}).values()) \
+        if isinstance(d.classes, dict) else []
+    _check(all(isinstance(n, (str, int)) and not isinstance(n, bool) and str(n).strip() for n in named),
+           "data.classes", "names must be non-empty strings")
     _check(16 <= d.image_size <= 512, "data.image_size", "must be between 16 and 512")
     _check(d.n_images >= 50, "data.n_images", "must be at least 50")
     for key in ("train_fraction", "correct_fraction", "val_fraction"):
@@ -306,7 +332,11 @@ def _validate_data(d: DataConfig) -> None:
 
 
 def _validate_base_net(b: BaseNetConfig) -> None:
-    """The base net's training settings."""
+    """The base net's training settings; the net's own are its family's (see `nets`)."""
+    from correctsweep import nets
+
+    _check(b.module is None or b.arch == "paper", "base_net.module", "replaces base_net.arch; set one of them")
+    nets.check(b)
     _check(b.epochs >= 1, "base_net.epochs", "must be >= 1")
     _check(b.patience >= 1, "base_net.patience", "must be >= 1")
     _check(0 <= b.min_epochs <= b.epochs, "base_net.min_epochs", "must be between 0 and base_net.epochs")
@@ -315,7 +345,6 @@ def _validate_base_net(b: BaseNetConfig) -> None:
     _check(b.weight_decay >= 0, "base_net.weight_decay", "must be >= 0")
     _check(b.warmup_epochs >= 0, "base_net.warmup_epochs", "must be >= 0")
     _check(b.grad_clip >= 0, "base_net.grad_clip", "must be >= 0")
-    _check(b.heads >= 1 and 128 % b.heads == 0, "base_net.heads", "must divide 128 (1, 2, 4, 8, ...)")
     _check(0 <= b.dropout < 1, "base_net.dropout", "must be in [0, 1)")
     _check(0 <= b.label_smoothing < 1, "base_net.label_smoothing", "must be in [0, 1)")
     _check(b.val_window >= 1, "base_net.val_window", "must be >= 1")
@@ -330,28 +359,23 @@ def _validate_corrector(c: CorrectorConfig) -> None:
     _check(0 <= c.harm_bound <= 1, "corrector.harm_bound", "must be in [0, 1]")
     _check(bool(c.policies) and set(c.policies) <= set(POLICIES), "corrector.policies",
            f"must be a non-empty subset of {', '.join(POLICIES)}")
-    dims = c.pca_dims if isinstance(c.pca_dims, list) else [c.pca_dims]
-    _check(bool(dims) and all(d is None or (isinstance(d, int) and not isinstance(d, bool) and d >= 1) for d in dims),
-           "corrector.pca_dims", "must be null, a positive integer or a list of them (null allowed), e.g. [null, 64]")
     _check(c.tau_grid >= 2, "corrector.tau_grid", "must be >= 2")
-    _check(c.max_rounds >= 1, "corrector.max_rounds", "must be >= 1")
-    _check(c.early_stopping_rounds >= 1, "corrector.early_stopping_rounds", "must be >= 1")
-    _check(c.device in ("auto", "cpu", "cuda"), "corrector.device", "must be auto, cpu or cuda")
+    from correctsweep.kinds import KINDS
+
     _check(c.kind in KINDS, "corrector.kind", f"must be one of {', '.join(KINDS)}")
     _check(set(c.kinds) <= set(KINDS) and len(set(c.kinds)) == len(c.kinds), "corrector.kinds",
            f"must list distinct kinds among {', '.join(KINDS)}")
     _check(not c.kinds or c.kind in c.kinds, "corrector.kinds", f"must include corrector.kind ({c.kind}), the kind "
            "published as the fold's corrector; set corrector.kind to one of them")
-    whiten = c.whiten_dims if isinstance(c.whiten_dims, list) else [c.whiten_dims]
-    _check(c.whiten_dims is None or (bool(whiten) and all(_positive_int(d) for d in whiten)), "corrector.whiten_dims",
-           "must be null (searched), a positive integer or a list of them, e.g. [16, 64]")
+    for kind in KINDS.values():  # each kind's own settings, whether or not this spec runs it
+        kind.check(c)
 
 
 def _validate_run(spec: Spec) -> None:
     """What the sweep runs and where: folds, seeds, resources, Tune search, tracking."""
     r = spec.resources
-    _check(all(x == "none" or x == "all" or (isinstance(x, int) and x >= 0) for x in spec.folds),
-           "folds", "must list class labels, 'all' and/or 'none'")
+    _check(all((isinstance(x, int) and not isinstance(x, bool) and x >= 0) or (isinstance(x, str) and x.strip())
+               for x in spec.folds), "folds", "must list class labels or names, 'all' and/or 'none'")
     _check(bool(spec.folds), "folds", "must not be empty")
     _check(bool(spec.seeds), "seeds", "must not be empty")
     _check(r.cpus_per_trial > 0, "resources.cpus_per_trial", "must be > 0")
@@ -370,18 +394,15 @@ def _validate_run(spec: Spec) -> None:
 
 
 def _validate_features(spec: Spec) -> None:
-    """The taps saved, and the baselines that read them."""
+    """The taps saved and the detectors that read them (which taps a net has is checked once it is built)."""
+    from correctsweep import baselines
+
     f = spec.features
-    _check(bool(f.taps) and set(f.taps) <= set(ALL_TAPS), "features.taps",
-           f"must be a non-empty subset of {', '.join(ALL_TAPS)}")
+    _check(f.taps is None or (bool(f.taps) and len(set(f.taps)) == len(f.taps)), "features.taps",
+           "must be null (the net's defaults) or a non-empty list of distinct taps")
     _check(f.batch_size >= 1, "features.batch_size", "must be >= 1")
-    _check(set(spec.baselines) <= set(BASELINES) and len(set(spec.baselines)) == len(spec.baselines), "baselines",
-           f"must list distinct detectors among {', '.join(BASELINES)}")
-    _check("logits" in f.taps or not {"msp", "energy"} & set(spec.baselines), "baselines",
-           "msp and energy read f's logits: add logits to features.taps")
-    _check(spec.baselines_tap in ALL_TAPS, "baselines_tap", f"must be one of {', '.join(ALL_TAPS)}")
-    _check(spec.baselines_tap in f.taps or not {"mahalanobis", "knn"} & set(spec.baselines), "baselines_tap",
-           f"must be one of features.taps ({', '.join(f.taps)}) for mahalanobis and knn")
+    _check(set(spec.baselines) <= set(baselines.DETECTORS) and len(set(spec.baselines)) == len(spec.baselines),
+           "baselines", f"must list distinct detectors among {', '.join(baselines.DETECTORS)}")
 
 
 def validate(spec: Spec) -> Spec:
@@ -413,7 +434,7 @@ def spec_from_dict(raw: dict[str, Any], overrides: list[str] = ()) -> Spec:
             if not isinstance(node, dict):
                 raise SpecError(f"--set {text}: '{k}' is not a section")
         node[keys[-1]] = value
-    return validate(_from_dict(Spec, raw, ""))
+    return validate(from_mapping(Spec, raw, ""))
 
 
 def load_spec(path: str | Path, overrides: list[str] = (), stored: bool = False) -> Spec:

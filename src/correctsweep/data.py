@@ -1,42 +1,36 @@
 """Datasets and the three-way split.
 
-Every source ends as one in-memory `Dataset`: uint8 images [N, C, S, S] (C = 1 for grayscale sets,
-3 for colour), labels in RAF-DB numbering (1 Surprise ... 7 Neutral) and a sample id per image.
-Decoding happens once per (source, files, image size); the result is cached on disk as an .npz so
-a second run, or another fold of the same sweep, loads it in a second.
+Every source (see `sources`) ends as one in-memory `Dataset`: uint8 images [N, C, S, S] (C = 1 for
+grayscale sets, 3 for colour), integer labels, the classes' names and a sample id per image. Labels
+are the source's integers (RAF-DB numbering for the emotion sets), or 0..K-1 for string labels in
+sorted order; names come from the source (folder names, a meta file, a label_name column) or the spec's
+`data.classes`. Decoding happens once per (source, files, image size); the result is cached on disk as
+an .npz, so a second run, or another fold of the same sweep, loads it in a second.
 """
 
 from __future__ import annotations
 
-import csv
+import io
 import re
 import tempfile
+import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.dataset as pads
 import torch
 import torch.nn.functional as F
-from torchvision.datasets.folder import IMG_EXTENSIONS
-from torchvision.io import ImageReadMode, decode_image
+from PIL import Image, UnidentifiedImageError
 
-from correctsweep import synthetic
 from correctsweep.atomic import atomic_path
 from correctsweep.config import DataConfig, digest
-from correctsweep.errors import DataError
+from correctsweep.errors import DataError, SpecError
+from correctsweep.sources import RAFDB_CLASSES, SOURCES, Records, Unreadable
 
-CLASS_NAMES = {1: "Surprise", 2: "Fear", 3: "Disgust", 4: "Happiness", 5: "Sadness", 6: "Anger", 7: "Neutral"}
-# FER2013's own codes: 0 Angry, 1 Disgust, 2 Fear, 3 Happy, 4 Sad, 5 Surprise, 6 Neutral.
-FER2013_TO_RAFDB = {0: 6, 1: 3, 2: 2, 3: 4, 4: 5, 5: 1, 6: 7}
-FER2013_USAGE = {"Training": "train", "PublicTest": "valid", "PrivateTest": "test"}
-# Folder names understood by the `folder` source, besides the label numbers themselves.
-FOLDER_NAMES = {"surprise": 1, "fear": 2, "disgust": 3, "happy": 4, "happiness": 4, "sad": 5,
-                "sadness": 5, "angry": 6, "anger": 6, "neutral": 7}
 MIN_PER_CLASS = 8  # one image at least in each of train, val, correct and test, with room to stratify
+GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 
 
 @dataclass
@@ -44,11 +38,13 @@ class Dataset:
     images: torch.Tensor
     """uint8 [N, C, S, S]."""
     labels: np.ndarray
-    """int64 [N], RAF-DB numbering."""
+    """int64 [N]."""
     ids: np.ndarray
     """str [N], unique sample ids (file names or row numbers)."""
     split: np.ndarray
     """str [N], the dataset's own split column ('' where it has none)."""
+    class_names: dict[int, str] = field(default_factory=dict)
+    """label -> name, for every class present."""
     skipped: int = 0
     """Images that failed to decode and were skipped (data.skip_corrupt)."""
 
@@ -56,9 +52,15 @@ class Dataset:
     def classes(self) -> list[int]:
         return sorted(int(c) for c in np.unique(self.labels))
 
+    def named(self, label: int) -> str:
+        """'3 Disgust', or the label alone where its name is the label itself."""
+        return class_title(label, self.class_names)
 
-def class_name(label: int) -> str:
-    return CLASS_NAMES.get(int(label), str(label))
+
+def class_title(label, names: dict[int, str]) -> str:
+    """'3 Disgust' for a label and its name; the label alone where it has no other name."""
+    name = names.get(int(label), str(label))
+    return str(label) if name == str(label) else f"{label} {name}"
 
 
 def class_indices(labels: np.ndarray, classes: list[int], where: str) -> np.ndarray:
@@ -72,187 +74,199 @@ def class_indices(labels: np.ndarray, classes: list[int], where: str) -> np.ndar
     return np.searchsorted(np.asarray(classes), labels).astype(np.int64)
 
 
-# ---------------------------------------------------------------- raw records per source
-# Each reader returns (encoded image bytes or decoded uint8 arrays, labels, ids, split).
+def resolve_fold(text, ds: Dataset) -> str:
+    """'none', or the label of the class that `text` (a label, or a class name in any case) names, as
+    the run directory spells it: '03' and 'disgust' are '3' in RAF-DB numbering."""
+    text = str(text).strip()
+    if text == "none":
+        return text
+    if text.isascii() and text.isdigit() and int(text) in ds.class_names:
+        return str(int(text))
+    by_name = {name.casefold(): label for label, name in ds.class_names.items()}
+    if text.casefold() in by_name:
+        return str(by_name[text.casefold()])
+    known = ", ".join(ds.named(c) for c in ds.classes)
+    raise SpecError(f"fold {text!r} is neither a class label nor a class name of this dataset ({known}), "
+                    "nor 'none'")
 
 
-def _read_parquet(path: Path):
-    if not path.exists():
-        raise DataError(f"parquet data '{path}' not found; set data.path to a .parquet file or folder")
-    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
-    if not files:
-        raise DataError(f"no .parquet file in '{path}'; set data.path to a .parquet file or a folder of them")
-    folders = sorted({str(f.parent.relative_to(path)) for f in files}) if path.is_dir() else []
-    if len(folders) > 1:  # e.g. ../shared/data itself: merging FER+ and FER2013 would count faces twice
-        raise DataError(f"'{path}' holds parquet files in {len(folders)} folders ({', '.join(folders[:4])}); "
-                        "set data.path to one dataset's folder")
+# ---------------------------------------------------------------- decoding
+
+
+def _to_uint8(im: Image.Image, gray: bool) -> np.ndarray:
+    """A Pillow image as uint8 [C, H, W]: its first frame, bit depth scaled (16-bit to 8-bit by 257, not
+    clipped), palettes and alpha resolved, one channel for a grayscale set and three otherwise."""
+    im.seek(0)
+    if im.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
+        wide = np.asarray(im, dtype=np.float64)
+        array = np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8)  # 65535 -> 255
+        im = Image.fromarray(array, mode="L")
+    elif im.mode == "F":
+        wide = np.asarray(im, dtype=np.float64)
+        scale = 255.0 if np.nanmax(wide) <= 1.0 else 1.0  # float images are either 0..1 or 0..255
+        im = Image.fromarray(np.clip(np.round(np.nan_to_num(wide) * scale), 0, 255).astype(np.uint8), mode="L")
+    array = np.array(im.convert("L" if gray else "RGB"))  # a copy: torch wants writable memory
+    return array[None] if gray else array.transpose(2, 0, 1)
+
+
+def decode(blob, gray: bool | None) -> np.ndarray:
+    """One image (encoded bytes or a uint8 array [C, H, W]) as uint8 [C, H, W]; gray None: as it comes
+    (the first image of a set decides whether the set is grayscale). Raises ValueError with the reason."""
+    if blob is None:
+        raise ValueError("empty image cell")
+    if isinstance(blob, Unreadable):
+        raise ValueError(blob.reason)
+    if isinstance(blob, np.ndarray):
+        if blob.dtype != np.uint8 or blob.ndim != 3 or blob.shape[0] not in (1, 3):
+            raise ValueError(f"an array of shape {blob.shape} and dtype {blob.dtype} is not uint8 [1 or 3, H, W]")
+        if gray is None or (blob.shape[0] == 1) == gray:
+            return blob
+        return blob.repeat(3, 0) if blob.shape[0] == 1 else _to_uint8(Image.fromarray(blob.transpose(1, 2, 0)), True)
     try:
-        table = pads.dataset([str(f) for f in files], format="parquet").to_table()
-    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
-        raise DataError(f"'{path}' is not readable as Parquet ({str(e).splitlines()[0][:100]}); "
-                        "check data.source and data.path") from None
-    missing = {"image", "label"} - set(table.column_names)
-    if missing:
-        raise DataError(f"parquet data '{path}' lacks column(s) {', '.join(sorted(missing))}; "
-                        "expected image (bytes), label (1..7), split, source_name")
-    label = table.column("label")
-    if not pa.types.is_integer(label.type) or label.null_count:
-        raise DataError(f"parquet data '{path}': column label must be integers 1..7 without nulls, "
-                        f"got {label.type} with {label.null_count} null(s)")
-    n = table.num_rows
-    ids = (table.column("source_name").to_pylist() if "source_name" in table.column_names
-           else [f"row-{i:07d}" for i in range(n)])
-    split = table.column("split").to_pylist() if "split" in table.column_names else [""] * n
-    return table.column("image").to_pylist(), np.asarray(table.column("label").to_pylist()), ids, split
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(bytes(blob))) as im:
+                return _to_uint8(im, im.mode in GRAY_MODES if gray is None else gray)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as e:
+        raise ValueError(str(e).splitlines()[0][:80] if str(e) else type(e).__name__) from None
 
 
-def _read_rafdb(path: Path):
-    label_file = path / "EmoLabel" / "list_patition_label.txt"
-    if not label_file.is_file():
-        raise DataError(f"RAF-DB label file '{label_file}' not found; data.path must be RAF-DB's basic/ folder")
-    blobs, labels, ids, split = [], [], [], []
-    for lineno, line in enumerate(label_file.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            raise DataError(f"{label_file}:{lineno}: expected '<name>.jpg <label>', got {line!r}")
-        name = parts[0]
-        image = path / "Image" / "aligned" / f"{Path(name).stem}_aligned.jpg"
-        if not image.is_file():
-            raise DataError(f"RAF-DB image '{image}' (listed at {label_file}:{lineno}) not found")
-        blobs.append(image.read_bytes())
-        labels.append(int(parts[1]))
-        ids.append(name)
-        split.append(name.split("_")[0])
-    return blobs, np.asarray(labels), ids, split
+def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [N, C, H, W] at size x size (antialiased bilinear, as the nets were always fed)."""
+    if images.shape[-2:] == (size, size):
+        return images
+    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True)
+    return out.round().clamp(0, 255).to(torch.uint8)
 
 
-def _read_fer2013(path: Path):
-    if not path.is_file():
-        raise DataError(f"fer2013 CSV '{path}' not found; set data.path to Kaggle's fer2013.csv")
-    arrays, labels, ids, split = [], [], [], []
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: a byte-order mark is not a column
-            for row_no, row in enumerate(_fer2013_rows(fh, path), 2):
-                arrays.append(_fer2013_pixels(row, path, row_no))
-                labels.append(FER2013_TO_RAFDB[_fer2013_code(row, path, row_no)])
-                ids.append(f"fer2013-{row_no - 2:05d}")
-                split.append(FER2013_USAGE.get(row.get("Usage", ""), ""))
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"'{path}' is not a text CSV ({str(e)[:80]}); check data.source and data.path") from None
-    return arrays, np.asarray(labels), ids, split
-
-
-def _fer2013_rows(fh, path: Path):
-    reader = csv.DictReader(fh)
-    if not {"emotion", "pixels"} <= set(reader.fieldnames or ()):
-        raise DataError(f"'{path}' lacks the columns emotion,pixels(,Usage) of Kaggle's fer2013.csv")
-    return reader
-
-
-def _fer2013_code(row: dict, path: Path, row_no: int) -> int:
-    code = int(row["emotion"]) if (row["emotion"] or "").strip().isdigit() else -1
-    if code not in FER2013_TO_RAFDB:
-        raise DataError(f"{path}:{row_no}: emotion {row['emotion']!r} is not a FER2013 code 0..6")
-    return code
-
-
-def _fer2013_pixels(row: dict, path: Path, row_no: int) -> np.ndarray:
-    try:
-        pixels = np.asarray((row["pixels"] or "").split(), dtype=np.float32)
-    except ValueError:
-        raise DataError(f"{path}:{row_no}: pixels must be space-separated numbers 0..255") from None
-    side = int(round(len(pixels) ** 0.5))
-    if not len(pixels) or side * side != len(pixels) or pixels.min() < 0 or pixels.max() > 255:
-        raise DataError(f"{path}:{row_no}: pixels are not a square 8-bit image ({len(pixels)} values)")
-    return pixels.astype(np.uint8).reshape(1, side, side)
-
-
-def _read_folder(path: Path):
-    if not path.is_dir():
-        raise DataError(f"image folder '{path}' not found; set data.path to a folder with one sub-folder per class")
-    blobs, labels, ids = [], [], []
-    for sub in sorted(p for p in path.iterdir() if p.is_dir()):
-        key = sub.name.lower()
-        label = int(key) if key.isdigit() else FOLDER_NAMES.get(key)
-        if label is None:
-            raise DataError(f"class folder '{sub}' is neither a label number nor one of "
-                            f"{', '.join(sorted(FOLDER_NAMES))}")
-        files = sorted(f for f in sub.rglob("*") if f.suffix.lower() in IMG_EXTENSIONS)
-        if not files:
-            raise DataError(f"class folder '{sub}' holds no images; remove it or add images")
-        blobs += [f.read_bytes() for f in files]
-        labels += [label] * len(files)
-        ids += [str(f.relative_to(path)) for f in files]
-    if not blobs:
-        raise DataError(f"image folder '{path}' has no class sub-folders")
-    return blobs, np.asarray(labels), ids, [""] * len(ids)
-
-
-READERS = {"parquet": _read_parquet, "rafdb": _read_rafdb, "fer2013": _read_fer2013, "folder": _read_folder}
-
-
-# ---------------------------------------------------------------- decoding and caching
-
-
-def _decode_all(blobs, ids, size: int, skip_corrupt: bool):
+def _decode_all(images, ids, size: int, skip_corrupt: bool):
     """Decode and resize every image; returns (uint8 [N, C, size, size], kept mask)."""
-    mode = None
-    out, keep = [], np.ones(len(blobs), dtype=bool)
-    for i, blob in enumerate(blobs):
+    if isinstance(images, np.ndarray):  # a source that decodes itself (synthetic, CIFAR): one batch
+        return _resize(torch.from_numpy(np.ascontiguousarray(images)), size), np.ones(len(images), dtype=bool)
+    gray, out, keep = None, [], np.ones(len(images), dtype=bool)
+    for i, blob in enumerate(images):
         try:
-            if isinstance(blob, np.ndarray):
-                img = torch.from_numpy(blob)
-            else:
-                raw = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
-                if mode is None:  # the first image decides: grayscale sets stay one channel
-                    mode = ImageReadMode.GRAY if decode_image(raw).shape[0] == 1 else ImageReadMode.RGB
-                img = decode_image(raw, mode=mode)
-        except (RuntimeError, ValueError) as e:
+            img = decode(blob, gray)
+        except ValueError as e:
             if not skip_corrupt:
-                raise DataError(f"image '{ids[i]}' cannot be decoded ({str(e).splitlines()[0][:80]}); "
-                                "fix or remove it, or set data.skip_corrupt=true") from None
+                raise DataError(f"image '{ids[i]}' cannot be decoded ({e}); fix or remove it, "
+                                "or set data.skip_corrupt=true") from None
             keep[i] = False
             continue
-        if img.shape[-2:] != (size, size):
-            img = F.interpolate(img[None].float(), size=(size, size), mode="bilinear", antialias=True)[0]
-            img = img.round().clamp(0, 255).to(torch.uint8)
-        out.append(img)
+        gray = img.shape[0] == 1
+        out.append(_resize(torch.from_numpy(np.ascontiguousarray(img))[None], size)[0])
     if not out:
         raise DataError("no image could be decoded; check data.path and data.source")
     return torch.stack(out), keep
 
 
+# ---------------------------------------------------------------- loading, naming and caching
+
+
 def dataset_key(cfg: DataConfig) -> str:
-    """What the decoded images depend on: the source's files (or the generator's version and size)."""
-    key = {"source": cfg.source, "size": cfg.image_size, "skip": cfg.skip_corrupt}
-    if cfg.source == "synthetic":
-        key |= {"n": cfg.n_images, "seed": cfg.split_seed, "version": synthetic.VERSION}
-    else:
+    """What the decoded images depend on: the source's files (or the generator's settings) and size."""
+    source = SOURCES[cfg.source]
+    key = {"source": cfg.source, "size": cfg.image_size, "skip": cfg.skip_corrupt} | source.cache_key(cfg)
+    if source.needs_path:
         path = Path(cfg.path).resolve()
         files = [path] if path.is_file() else sorted(path.rglob("*"))  # folders too: an emptied class counts
-        key |= {"path": str(path), "files": [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]}
+        key |= {"path": str(path), "files": [(str(f), *_stat(f)) for f in files]}
     return digest(key)
 
 
+def _stat(f: Path) -> tuple[int, int]:
+    try:
+        st = f.stat()
+        return st.st_size, st.st_mtime_ns
+    except OSError:  # a dangling link: it counts by its name alone, and decodes as Unreadable
+        return -1, -1
+
+
 def load_dataset(cfg: DataConfig, cache_dir: str | Path | None = None) -> Dataset:
-    """Load (from the cache when possible) the dataset that `cfg` names, checked and subsampled."""
-    if cfg.source != "synthetic" and not Path(cfg.path).exists():
-        raise DataError(f"data.path '{cfg.path}' does not exist; point it at the {cfg.source} data "
+    """Load (from the cache when possible) the dataset that `cfg` names, checked, named and subsampled."""
+    source = SOURCES[cfg.source]
+    if source.needs_path and not Path(cfg.path).exists():
+        raise DataError(f"data.path '{cfg.path}' does not exist; point it at {source.layout} "
                         "(e.g. --set data.path=/path/to/data)")
     cache = Path(cfg.cache_dir or cache_dir or Path(tempfile.gettempdir()) / "correctsweep-cache")
     cache_file = cache / f"data-{cfg.source}-{dataset_key(cfg)}.npz"
     ds = _load_cache(cache_file)
     if ds is None:
-        ds = _load_uncached(cfg)
-        _check_labels(ds, cfg)  # before the cache is written: a rejected dataset leaves nothing behind
+        ds = _decoded(source.read(Path(cfg.path) if source.needs_path else None, cfg), cfg)
+        _check(ds, cfg)  # before the cache is written: a rejected dataset leaves nothing behind
         _write_cache(cache_file, ds)
     else:
-        _check_labels(ds, cfg)
+        _check(ds, cfg)
+    ds.class_names = class_names(ds, cfg)
     if cfg.max_per_class:
         ds = _subsample(ds, cfg.max_per_class, cfg.split_seed)
     return ds
+
+
+def _numbered(records: Records) -> tuple[np.ndarray, dict]:
+    """Integer labels and the source's names keyed by them: string labels become 0..K-1 in sorted order,
+    named by themselves (or by the source's names of those strings)."""
+    labels = np.asarray(records.labels)
+    names = dict(records.names or {})
+    if labels.dtype.kind in "iu":
+        return labels.astype(np.int64), {int(k): str(v) for k, v in names.items()}
+    strings = labels.astype(str)
+    distinct, numbered = np.unique(strings, return_inverse=True)
+    return numbered.astype(np.int64), {i: str(names.get(s, s)) for i, s in enumerate(distinct)}
+
+
+def _decoded(records: Records, cfg: DataConfig) -> Dataset:
+    labels, names = _numbered(records)
+    images, keep = _decode_all(records.images, records.ids, cfg.image_size, cfg.skip_corrupt)
+    ids, split = np.asarray(records.ids, dtype=str), np.asarray(records.split, dtype=str)
+    present = set(labels[keep].tolist())
+    return Dataset(images, labels[keep], ids[keep], split[keep], {k: v for k, v in names.items() if k in present},
+                   int((~keep).sum()))
+
+
+def class_names(ds: Dataset, cfg: DataConfig) -> dict[int, str]:
+    """Every present class's name: the spec's data.classes (the preset 'rafdb', a list naming the sorted
+    labels in order, or a mapping label -> name) over the source's names, over the label itself."""
+    where, classes, given = f"'{cfg.path or cfg.source}'", ds.classes, cfg.classes
+    if given is None:
+        names = {c: ds.class_names.get(c, str(c)) for c in classes}
+    elif given == "rafdb":
+        outside = sorted(set(classes) - set(RAFDB_CLASSES))
+        if outside:
+            raise DataError(f"data.classes is rafdb, but {where} has labels {outside} outside RAF-DB's 1..7; "
+                            "drop data.classes or name the classes with a list or mapping")
+        names = {c: RAFDB_CLASSES[c] for c in classes}
+    elif isinstance(given, list):
+        if len(given) != len(classes):
+            raise DataError(f"data.classes lists {len(given)} names, but {where} has {len(classes)} classes "
+                            f"(labels {classes}); list one name per class, in label order")
+        names = dict(zip(classes, map(str, given)))
+    else:
+        names = _mapped(given, ds, where)
+    doubled = pd.Series(names).duplicated(keep=False)
+    if doubled.any():
+        raise DataError(f"classes {list(doubled[doubled].index)} of {where} share the name "
+                        f"{names[doubled[doubled].index[0]]!r}; give every class its own name (data.classes)")
+    return names
+
+
+def _mapped(given: dict, ds: Dataset, where: str) -> dict[int, str]:
+    """data.classes as a mapping: keys are labels, or the names the source gave them."""
+    by_key = {}
+    for c in ds.classes:
+        for key in (c, str(c), ds.class_names.get(c)):
+            if key in given:
+                by_key[c] = str(given[key])
+                break
+    missing = [c for c in ds.classes if c not in by_key]
+    if missing:
+        raise DataError(f"data.classes names no class {missing[0]} of {where}; map every label to a name")
+    known = {k for c in ds.classes for k in (c, str(c), ds.class_names.get(c))}
+    extra = [k for k in given if k not in known]
+    if extra:
+        raise DataError(f"data.classes names {extra[0]!r}, which is no label of {where} (labels {ds.classes})")
+    return by_key
 
 
 def _load_cache(cache_file: Path) -> Dataset | None:
@@ -262,7 +276,9 @@ def _load_cache(cache_file: Path) -> Dataset | None:
         return None
     try:
         with np.load(cache_file, allow_pickle=False) as z:
-            return Dataset(torch.from_numpy(z["images"]), z["labels"], z["ids"], z["split"], int(z["skipped"]))
+            names = dict(zip(z["name_labels"].tolist(), z["name_values"].tolist()))
+            return Dataset(torch.from_numpy(z["images"]), z["labels"], z["ids"], z["split"], names,
+                           int(z["skipped"]))
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         print(f"decoded-data cache {cache_file} is unreadable ({str(e)[:60]}): decoding again", flush=True)
         return None
@@ -272,48 +288,35 @@ def _write_cache(cache_file: Path, ds: Dataset) -> None:
     try:
         with atomic_path(cache_file) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, images=ds.images.numpy(), labels=ds.labels, ids=ds.ids, split=ds.split,
-                     skipped=np.int64(ds.skipped))
+                     name_labels=np.asarray(list(ds.class_names), dtype=np.int64),
+                     name_values=np.asarray(list(ds.class_names.values()), dtype=str), skipped=np.int64(ds.skipped))
     except OSError as e:  # a read-only or full cache folder costs a decode next time, not the run
         print(f"could not cache the decoded data in {cache_file.parent} ({e.strerror}); "
               "set data.cache_dir to a writable folder to decode once", flush=True)
 
 
-def _load_uncached(cfg: DataConfig) -> Dataset:
-    if cfg.source == "synthetic":
-        images, labels = synthetic.generate(cfg.n_images, cfg.image_size, cfg.split_seed)
-        ids = np.asarray([f"synthetic-{i:06d}" for i in range(len(labels))])
-        return Dataset(torch.from_numpy(images), labels.astype(np.int64), ids, np.full(len(ids), ""))
-    blobs, labels, ids, split = READERS[cfg.source](Path(cfg.path))
-    images, keep = _decode_all(blobs, ids, cfg.image_size, cfg.skip_corrupt)
-    ids, split = np.asarray(ids, dtype=str), np.asarray(split, dtype=str)
-    return Dataset(images, labels.astype(np.int64)[keep], ids[keep], split[keep], int((~keep).sum()))
-
-
-def _check_labels(ds: Dataset, cfg: DataConfig) -> None:
-    bad = ~np.isin(ds.labels, list(CLASS_NAMES))
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise DataError(f"label {ds.labels[i]} of sample '{ds.ids[i]}' is out of range; labels must be "
-                        "1..7 in RAF-DB numbering (1 Surprise ... 7 Neutral)")
+def _check(ds: Dataset, cfg: DataConfig) -> None:
+    where = f"'{cfg.path or cfg.source}'"
     ids, counts_per_id = np.unique(ds.ids, return_counts=True)
     if (counts_per_id > 1).any():
         raise DataError(f"sample id '{ids[np.argmax(counts_per_id > 1)]}' occurs {counts_per_id.max()} times in "
-                        f"'{cfg.path or cfg.source}'; every image needs its own id (file name or source_name)")
+                        f"{where}; every image needs its own id (file name or source_name)")
     counts = pd.Series(ds.labels).value_counts()
+    if len(counts) < 3:
+        raise DataError(f"{where} has {len(counts)} class(es); correctsweep needs at least 3 (an excluded class "
+                        "and two f is trained on)")
     small = counts[counts < MIN_PER_CLASS]
     if len(small):
         c = int(small.index[0])
-        raise DataError(f"class {c} ({class_name(c)}) has only {int(small.iloc[0])} images in "
-                        f"'{cfg.path or cfg.source}'; "
-                        f"each present class needs at least {MIN_PER_CLASS} to be split")
-    if len(counts) < 3:
-        raise DataError(f"'{cfg.path or cfg.source}' has {len(counts)} classes; correctsweep needs at least 3")
+        raise DataError(f"class {ds.named(c)} has only {int(small.iloc[0])} images in {where}; each class needs at "
+                        f"least {MIN_PER_CLASS} to be split: add images, or remove the class from the data")
 
 
 def _subsample(ds: Dataset, per_class: int, seed: int) -> Dataset:
     rng = np.random.default_rng(seed)
     keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(ds.labels == c))[:per_class] for c in ds.classes]))
-    return Dataset(ds.images[torch.from_numpy(keep)], ds.labels[keep], ds.ids[keep], ds.split[keep], ds.skipped)
+    return Dataset(ds.images[torch.from_numpy(keep)], ds.labels[keep], ds.ids[keep], ds.split[keep], ds.class_names,
+                   ds.skipped)
 
 
 # ---------------------------------------------------------------- splits
@@ -353,16 +356,30 @@ def _split_groups(labels: np.ndarray, groups: np.ndarray, fractions: list[float]
     return [np.flatnonzero(where[g] == s) for s in range(len(fractions))]
 
 
+def _own_split(ds: Dataset, groups: np.ndarray, cfg: DataConfig, rng) -> dict[str, np.ndarray]:
+    """The dataset's own split column: train -> train, valid -> correct, test -> test. A set with no valid
+    part (CIFAR: train and test only) has `correct` carved out of its train part, stratified, in the
+    spec's proportion of train to correct."""
+    own = {"train": "train", "valid": "correct", "test": "test"}
+    unknown = sorted(set(ds.split) - set(own))
+    if unknown:
+        raise DataError(f"data.use_split_column: split value(s) {unknown} are not train/valid/test; "
+                        "set data.use_split_column=false for a random split")
+    parts = {name: np.flatnonzero(ds.split == src) for src, name in own.items()}
+    if not len(parts["correct"]):
+        tr = parts["train"]
+        share = cfg.correct_fraction / (cfg.train_fraction + cfg.correct_fraction)
+        train, correct = _split_groups(ds.labels[tr], groups[tr], [1 - share, share], rng)
+        parts["train"], parts["correct"] = tr[train], tr[correct]
+    return parts
+
+
 def make_splits(ds: Dataset, cfg: DataConfig) -> dict[str, np.ndarray]:
     """Indices of train, val (carved out of train), correct and test: seeded, stratified, group-aware."""
     rng = np.random.default_rng(cfg.split_seed)
     groups = group_keys(ds.ids, cfg.group_pattern)
     if cfg.use_split_column:
-        own = {"train": "train", "valid": "correct", "test": "test"}
-        unknown = sorted(set(ds.split) - set(own))
-        if unknown:
-            raise DataError(f"data.use_split_column: split value(s) {unknown} are not train/valid/test")
-        parts = {name: np.flatnonzero(ds.split == src) for src, name in own.items()}
+        parts = _own_split(ds, groups, cfg, rng)
     else:
         test_fraction = 1 - cfg.train_fraction - cfg.correct_fraction
         train, correct, test = _split_groups(ds.labels, groups, [cfg.train_fraction, cfg.correct_fraction,
@@ -375,7 +392,7 @@ def make_splits(ds: Dataset, cfg: DataConfig) -> dict[str, np.ndarray]:
     for name, idx in splits.items():
         missing = sorted(set(ds.classes) - set(ds.labels[idx].tolist()))
         if missing:
-            raise DataError(f"split '{name}' has no image of class {missing[0]} ({class_name(missing[0])}); "
+            raise DataError(f"split '{name}' has no image of class {ds.named(missing[0])}; "
                             "the class is too small for this split — add images or change the fractions")
     return splits
 
@@ -384,7 +401,7 @@ def count_table(ds: Dataset, splits: dict[str, np.ndarray]) -> pd.DataFrame:
     """Images per class (rows) and split (columns), with totals."""
     table = pd.DataFrame({name: pd.Series(ds.labels[idx]).value_counts() for name, idx in splits.items()})
     table = table.reindex(ds.classes).fillna(0).astype(int)
-    table.index = [f"{c} {class_name(c)}" for c in table.index]
+    table.index = [ds.named(c) for c in table.index]
     table["all"] = table.sum(axis=1)
     table.loc["total"] = table.sum()
     return table

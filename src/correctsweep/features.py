@@ -2,11 +2,12 @@
 
 One Hive-partitioned dataset per run: features/fold=J/seed=S/split=X/part-<net>.parquet (see
 `layout`), where <net> is the key of the trained model that produced it. Each row is one image: sample_id, label
-(true), pred_f (the base net's prediction, both in RAF-DB numbering) and one fixed-size float list
-per tap. Sequence taps are pooled (mean and max over the T positions) unless `features.full` asks
-for the whole maps too. The schema metadata (key b"correctsweep") holds the class names, the
-excluded class, the spec and the SHA-256 of the model weights, so pandas, pyarrow or DuckDB users
-need no project code to make sense of a file.
+(true), pred_f (the base net's prediction, both the dataset's labels) and one fixed-size float list
+per tap. Each tap is pooled by its shape: maps [B, C, H, W] to the mean and max over space, sequences
+[B, T, D] to the mean and max over T, vectors as they are (a net may pool a tap its own way: the paper
+net's attention weights), and `features.full` keeps the whole maps too. The schema metadata (key
+b"correctsweep") holds the class names, the excluded class, the spec and the SHA-256 of the model
+weights, so pandas, pyarrow or DuckDB users need no project code to make sense of a file.
 """
 
 from __future__ import annotations
@@ -21,11 +22,9 @@ import pyarrow.parquet as pq
 import torch
 
 from correctsweep.atomic import atomic_path
-from correctsweep.data import class_name
-from correctsweep.model import BaseNet
+from correctsweep.nets import BaseNet
 
 META_KEY = b"correctsweep"
-SEQUENCE_TAPS = ("conv", "lstm", "attn")
 
 
 @dataclass
@@ -35,7 +34,7 @@ class FeatureSet:
     sample_ids: np.ndarray
     """str [n]."""
     labels: np.ndarray
-    """int64 [n], true labels (RAF-DB numbering)."""
+    """int64 [n], true labels."""
     pred_f: np.ndarray
     """int64 [n], the base net's predictions."""
     taps: dict[str, np.ndarray]
@@ -52,37 +51,41 @@ def extract(model: BaseNet, images: torch.Tensor, taps: list[str], full: bool, b
     preds, out = [], {}
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size].to(device, non_blocking=True)
-        logits, raw = model(x, with_taps=True)
-        preds.append(logits.argmax(1).cpu())
-        for name, value in pool_taps(raw, logits, taps, full, model.excluded_index).items():
+        masked, raw = model.forward_taps(x, taps)
+        preds.append(masked.argmax(1).cpu())
+        for name, value in pool_taps(raw, masked, taps, full, model.excluded_index, model.pooling).items():
             out.setdefault(name, []).append(value.float().cpu())
     return torch.cat(preds).numpy(), {k: torch.cat(v).numpy() for k, v in out.items()}
 
 
+def pool(value: torch.Tensor) -> torch.Tensor:
+    """A tap as one vector per image, by its shape: [B, C, H, W] -> mean and max over space, [B, T, D] ->
+    mean and max over T, [B, D] as it is (wider maps are flattened to [B, C, positions] first)."""
+    if value.dim() == 1:
+        return value[:, None]
+    if value.dim() == 2:
+        return value
+    seq = value.flatten(2).transpose(1, 2) if value.dim() >= 4 else value  # [B, positions, channels]
+    return torch.cat([seq.mean(1), seq.amax(1)], dim=1)
+
+
 def pool_taps(raw: dict[str, torch.Tensor], masked_logits: torch.Tensor, taps: list[str], full: bool,
-              excluded_index: int | None) -> dict[str, torch.Tensor]:
+              excluded_index: int | None, pooling: dict | None = None) -> dict[str, torch.Tensor]:
     """Flat per-image vectors of each tap: [B, d]."""
     out = {}
     for name in taps:
-        if name in SEQUENCE_TAPS:
-            seq = raw[name].flatten(2).transpose(1, 2) if name == "conv" else raw[name]  # [B, T, 128]
-            out[name] = torch.cat([seq.mean(1), seq.amax(1)], dim=1)
-            if full:
-                out[f"{name}_full"] = seq.flatten(1)
-        elif name == "attn_weights":
-            # attention each position receives, averaged over queries and heads: [B, T]
-            out[name] = raw[name].mean(1)
-            if full:
-                out[f"{name}_full"] = raw[name].flatten(1)
-        elif name == "logits":
-            logits = raw["logits"].clone()
+        if name == "logits":
+            logits = raw["logits"].float().clone()
             if excluded_index is not None:  # never trained: missing, which XGBoost handles natively
                 logits[:, excluded_index] = float("nan")
             out[name] = logits
         elif name == "softmax":
             out[name] = torch.softmax(masked_logits.float(), dim=1)
         else:
-            out[name] = raw[name]
+            value = raw[name]
+            out[name] = (pooling or {}).get(name, pool)(value)
+            if full and value.dim() > 2:
+                out[f"{name}_full"] = value.flatten(1)
     return out
 
 
@@ -116,6 +119,7 @@ def read_split(path: str | Path) -> FeatureSet:
                       table.column("pred_f").to_numpy().astype(np.int64), taps, meta)
 
 
-def file_meta(classes: list[int], excluded: int | None, spec: dict, weights_sha256: str, net_key: str) -> dict:
-    return {"classes": classes, "class_names": [class_name(c) for c in classes], "excluded": excluded,
+def file_meta(classes: list[int], class_names: dict[int, str], excluded: int | None, spec: dict,
+              weights_sha256: str, net_key: str) -> dict:
+    return {"classes": classes, "class_names": [class_names[c] for c in classes], "excluded": excluded,
             "weights_sha256": weights_sha256, "net_key": net_key, "spec": spec}

@@ -58,10 +58,10 @@ def run_fold(config: dict) -> None:
     node = ray.get_runtime_context().get_node_id()
     report = lambda m: tune.report(_scalars(m) | {"node": node})
     out = run_trial(spec, fold, seed, log=lambda line: print(line, flush=True), report=report)
-    gain = next((r["gain"] for r in out["per_class"] if r["class"] == out["excluded"]), float("nan"))
-    seconds = {f"seconds_{stage}": v for stage, v in out["stage_seconds"].items()}
-    done = {"stage": "done", "excluded_gain": gain, "cv_score": out["corrector"]["cv_score"]}
-    report(done | out["summary"] | seconds)
+    seconds = {f"seconds_{stage}": v for stage, v in out.stage_seconds.items()}
+    done = {"stage": "done", "excluded_gain": out.per_class_value("gain", out.excluded),
+            "cv_score": out.corrector.cv_score}
+    report(done | out.summary | seconds)
 
 
 class ProgressLines(tune.Callback):
@@ -126,16 +126,16 @@ def tracking_callbacks(spec: Spec) -> list:
 
 
 def check_folds(spec: Spec) -> list[str]:
-    """Load the dataset once before any trial starts: a data error surfaces as one line here rather
-    than as every trial failing, the trials find the decoded cache, and 'all' expands to its classes."""
-    from correctsweep.data import load_dataset
+    """Load the dataset once before any trial starts: a data error, a fold naming no class or a net
+    that does not fit the data surfaces as one line here rather than as every trial failing, the trials
+    find the decoded cache, and 'all' expands to its classes."""
+    from correctsweep.data import load_dataset, resolve_fold
+    from correctsweep.trial import plan_net
 
-    classes = load_dataset(spec.data, cache_dir=RunLayout.cache_dir(spec)).classes
-    folds = [str(c) for c in classes] if "all" in spec.folds else []
-    for f in spec.folds:
-        if f != "all" and f != "none" and f not in classes:
-            raise SpecError(f"folds: {f} is not a class of this dataset (classes: {classes}); fix the spec's folds")
-    folds += [str(f) for f in spec.folds if f != "all"]
+    ds = load_dataset(spec.data, cache_dir=RunLayout.cache_dir(spec))
+    plan_net(spec, ds)
+    folds = [str(c) for c in ds.classes] if "all" in spec.folds else []
+    folds += [resolve_fold(f, ds) for f in spec.folds if f != "all"]
     return list(dict.fromkeys(folds))
 
 

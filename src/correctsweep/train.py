@@ -1,4 +1,5 @@
 """Training the base net f on one fold: weighted cross-entropy, early stopping on validation accuracy.
+Every net (see `nets`) gets this same trainer.
 
 The images stay resident on the training device (uint8, so FER+ at 100x100 is ~0.3 GB) and batches
 are gathered by index, which removes the DataLoader from the hot loop. On a GPU the forward pass
@@ -9,6 +10,7 @@ or diverges early, and these keep every fold trainable without changing the mode
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -22,10 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from correctsweep import nets
 from correctsweep.atomic import atomic_path, write_json
 from correctsweep.config import BaseNetConfig
 from correctsweep.errors import CorrectsweepError
-from correctsweep.model import BaseNet
+from correctsweep.nets import BaseNet
 
 
 def pick_device(name: str, key: str = "base_net.device") -> torch.device:
@@ -179,7 +182,7 @@ def train_base_net(images: torch.Tensor, targets: np.ndarray, train_idx: np.ndar
     absent) and keep the epoch with the best validation accuracy on images[val_idx]."""
     torch.manual_seed(seed)
     device = pick_device(cfg.device)
-    model = BaseNet(num_classes, cfg.heads, cfg.dropout, excluded_index).to(device)
+    model = nets.build(cfg, num_classes, excluded_index).to(device)
     x_train = images[torch.from_numpy(train_idx)].to(device)
     loss_fn, y_train = _trained_loss(targets[train_idx], num_classes, excluded_index, cfg.label_smoothing, device)
     x_val, y_val = images[torch.from_numpy(val_idx)], torch.from_numpy(targets[val_idx])
@@ -208,15 +211,19 @@ def train_base_net(images: torch.Tensor, targets: np.ndarray, train_idx: np.ndar
                               len(train_idx) * len(history) / max(train_seconds, 1e-9), history)
 
 
-def save_model(model: BaseNet, folder: Path, meta: dict) -> dict:
+# The base_net settings that build a net (the rest only train it): saved with the weights to rebuild it.
+NET_FIELDS = ("arch", "module", "init_args", "heads", "dropout")
+
+
+def save_model(model: BaseNet, folder: Path, meta: dict, cfg: BaseNetConfig) -> dict:
     """Weights as a plain tensor state dict (loaded with weights_only=True, so loading never
     unpickles arbitrary objects) plus JSON metadata, written last so its presence means complete.
     Returns the metadata as written, the weights' SHA-256 included."""
     with atomic_path(folder / "weights.pt") as tmp:
         torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
         sha = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
-    meta = meta | {"weights_sha256": sha, "num_classes": model.out.out_features, "heads": model.attn.num_heads,
-                   "excluded_index": model.excluded_index}
+    meta = meta | {"weights_sha256": sha, "num_classes": model.num_classes, "excluded_index": model.excluded_index,
+                   "net": {k: getattr(cfg, k) for k in NET_FIELDS}}
     write_json(folder / "model.json", meta)
     return meta
 
@@ -229,9 +236,9 @@ def load_model(folder: Path, device: torch.device | str = "cpu") -> tuple[BaseNe
         weights = (folder / "weights.pt").read_bytes()
         if hashlib.sha256(weights).hexdigest() != meta["weights_sha256"]:
             raise ValueError("the weights' checksum differs from model.json's")
-        model = BaseNet(meta["num_classes"], meta["heads"], excluded_index=meta["excluded_index"])
+        cfg = dataclasses.replace(BaseNetConfig(), **meta["net"])
+        model = nets.build(cfg, meta["num_classes"], meta["excluded_index"])
         model.load_state_dict(torch.load(io.BytesIO(weights), map_location=device, weights_only=True))
-    except (OSError, ValueError, KeyError, RuntimeError, EOFError) as e:  # JSONDecodeError is a ValueError
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError) as e:  # JSONDecodeError: ValueError
         raise CorrectsweepError(f"saved net {folder} is broken ({str(e).splitlines()[0][:80]})") from None
     return model.to(device).eval(), meta
-

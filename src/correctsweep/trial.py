@@ -12,19 +12,21 @@ import shutil
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from correctsweep import baselines, corrector, metrics
+from correctsweep import baselines, corrector, metrics, nets
 from correctsweep.atomic import remove_partials, write_json
 from correctsweep.config import Spec, digest, sweep_key
-from correctsweep.data import class_indices, dataset_key, load_dataset, make_splits
-from correctsweep.errors import CorrectsweepError, SpecError
+from correctsweep.data import Dataset, class_indices, dataset_key, load_dataset, make_splits, resolve_fold
+from correctsweep.errors import CorrectsweepError
 from correctsweep.features import extract, file_meta, read_split, write_split
 from correctsweep.layout import RunLayout
 from correctsweep.policy import policies_for
+from correctsweep.results import CorrectorRecord, MethodRecord, ResultPaths, TrialResult
 from correctsweep.train import load_model, pick_device, save_model, train_base_net
 
 # Spec fields that change no stage's output, so no stage key holds them (tests/test_keys.py walks every
@@ -42,9 +44,9 @@ def net_key(spec: Spec, fold: str, seed: int) -> str:
     return digest({"data": data, "net": net, "fold": fold, "seed": seed})
 
 
-def features_key(spec: Spec, net: str) -> str:
+def features_key(spec: Spec, net: str, taps: list[str]) -> str:
     """What a features file depends on: the net and which taps it holds (not the batch size)."""
-    return digest({"net": net, "taps": spec.features.taps, "full": spec.features.full})
+    return digest({"net": net, "taps": taps, "full": spec.features.full})
 
 
 def corrector_key(cfg, features: str) -> str:
@@ -54,24 +56,36 @@ def corrector_key(cfg, features: str) -> str:
     return digest(dataclasses.asdict(cfg) | {"threads": None, "kinds": None, "features": features})
 
 
-def normalise_fold(text: str) -> str:
-    """'none' or a class label as the run directory spells it: '03' is '3'."""
-    text = str(text).strip()
-    if text == "none":
-        return text
-    if not text.isdigit():
-        raise SpecError(f"--fold {text!r} must be one excluded class label (e.g. 3) or 'none'; "
-                        "`correctsweep sweep` runs every fold")
-    return str(int(text))
+@dataclass
+class NetPlan:
+    """What the trial will ask of its net, checked on a probe of it before anything is written."""
+
+    taps: list[str]
+    """features.taps, or the net's defaults."""
+    baselines_tap: str
+    """baselines_tap, or the layer before the net's classifier."""
+    name: str
+    """The net as the report names it: paper, a torchvision model or a user's module."""
 
 
-def _publish(layout: RunLayout, out: dict, spec: Spec) -> None:
+def plan_net(spec: Spec, ds: Dataset) -> NetPlan:
+    """The net's taps and the detectors' inputs, checked on the net built once on the CPU: an unknown tap
+    or a net whose output is not [B, K] is a SpecError in one line, before any trial writes anything."""
+    probe = nets.probe(spec.base_net, len(ds.classes), ds.images.shape[1], ds.images.shape[-1])
+    taps = list(spec.features.taps or probe.net.default_taps())
+    probe.check_taps(taps)
+    plan = NetPlan(taps, spec.baselines_tap or probe.net.feature_tap(), spec.base_net.module or spec.base_net.arch)
+    probe.check_taps([plan.baselines_tap], "baselines_tap")
+    baselines.check_inputs(spec.baselines, plan.baselines_tap, taps)
+    return plan
+
+
+def _publish(layout: RunLayout, out: TrialResult, spec: Spec) -> None:
     """Write the fold x seed's result. When the sweep searches base-net settings, several samples
     share a fold and seed: each writes its own file and `collect` picks among them, so two samples
     finishing at once cannot race on one file."""
-    out["sweep_key"] = sweep_key(spec)
-    sample = f"net-{out['net_key']}" if spec.search else None
-    write_json(layout.result_file(out["fold"], out["seed"], sample), out)
+    sample = f"net-{out.net_key}" if spec.search else None
+    write_json(layout.result_file(out.fold, out.seed, sample), out.to_dict())
 
 
 class StageClock:
@@ -90,35 +104,34 @@ class StageClock:
 
 
 def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = print,
-              report: Callable[[dict], None] | None = None) -> dict:
-    """One excluded class (or 'none', the full model) and seed end to end; publishes and returns the
-    result. Each stage reuses its cached output when the key that determines it is unchanged (see
-    net_key, features_key, corrector_key) and recomputes an output that does not read back whole.
-    Inputs are validated before anything is written, and one process at a time runs a fold, seed
-    and net: it first removes what a killed writer left half-written there."""
-    layout, fold, clock = RunLayout.of(spec), normalise_fold(fold), StageClock()
+              report: Callable[[dict], None] | None = None) -> TrialResult:
+    """One excluded class (a label or a class name, or 'none', the full model) and seed end to end;
+    publishes and returns the result. Each stage reuses its cached output when the key that determines
+    it is unchanged (see net_key, features_key, corrector_key) and recomputes an output that does not
+    read back whole. Inputs are validated before anything is written, and one process at a time runs a
+    fold, seed and net: it first removes what a killed writer left half-written there."""
+    layout, clock = RunLayout.of(spec), StageClock()
     layout.check_writable()
     pick_device(spec.base_net.device), pick_device(spec.corrector.device, "corrector.device")  # before any write
     threads = spec.base_net.threads or max(1, int(spec.resources.cpus_per_trial))
     torch.set_num_threads(threads)
     with clock("data"):
         ds = load_dataset(spec.data, cache_dir=RunLayout.cache_dir(spec))
-        classes = ds.classes
-        if fold != "none" and int(fold) not in classes:
-            raise SpecError(f"--fold {fold} is not a class of this dataset (classes: {classes}, or 'none')")
+        fold = resolve_fold(fold, ds)
         excluded = None if fold == "none" else int(fold)
         splits = make_splits(ds, spec.data)
+        plan = plan_net(spec, ds)
     layout.pull(layout.fold_parts(fold, seed))
     key = net_key(spec, fold, seed)
     with layout.lock(fold, seed, key):
         for part in layout.fold_parts(fold, seed):
             if (layout.root / part).is_dir() and remove_partials(layout.root / part):
                 log(f"fold {fold} seed {seed}: removed files a killed run left half-written in {part}")
-        return _stages(spec, layout, ds, splits, fold, excluded, seed, key, threads, clock, log, report)
+        return _stages(spec, layout, ds, splits, plan, fold, excluded, seed, key, threads, clock, log, report)
 
 
-def _stages(spec: Spec, layout: RunLayout, ds, splits, fold: str, excluded, seed: int, key: str, threads: int,
-            clock: StageClock, log, report) -> dict:
+def _stages(spec: Spec, layout: RunLayout, ds: Dataset, splits, plan: NetPlan, fold: str, excluded, seed: int,
+            key: str, threads: int, clock: StageClock, log, report) -> TrialResult:
     """The trial's stages after the data: train (or reuse) the net, extract (or reuse) the features,
     search (or reuse) the corrector, score it on test and publish the result."""
     classes = ds.classes
@@ -127,8 +140,8 @@ def _stages(spec: Spec, layout: RunLayout, ds, splits, fold: str, excluded, seed
         model, meta = _base_net(spec, ds, splits, excluded, seed, model_dir, log, report)
     device = pick_device(spec.base_net.device)
     with clock("extract"):
-        fkey = features_key(spec, key)
-        sets = _features(spec, layout, ds, splits, model, meta, excluded, key, fkey, seed, device, log)
+        fkey = features_key(spec, key, plan.taps)
+        sets = _features(spec, layout, ds, splits, model, meta, excluded, key, fkey, plan.taps, seed, device, log)
     if report:
         report({"stage": "features", "rows_correct": len(sets["correct"].labels),
                 "rows_test": len(sets["test"].labels)})
@@ -143,29 +156,31 @@ def _stages(spec: Spec, layout: RunLayout, ds, splits, fold: str, excluded, seed
     detections = []
     if spec.baselines and excluded is not None:  # they flag the excluded class, which fold none lacks
         with clock("baselines"):
-            detections = baselines.detect(spec.baselines, spec.baselines_tap, sets["correct"], sets["test"],
+            detections = baselines.detect(spec.baselines, plan.baselines_tap, sets["correct"], sets["test"],
                                           spec.corrector)
     with clock("write"):
         test = sets["test"]
         table = metrics.per_class(test.labels, test.pred_f, result.pred_h, classes)
-        out = {"fold": fold, "seed": seed, "excluded": excluded, "classes": classes, "net_key": key,
-               "features_key": fkey,
-               "train": meta.get("train"), "summary": metrics.summary(test.labels, test.pred_f, result.pred_h, classes),
-               # the scikit-learn kinds name no device: they run on the CPU
-               "device": {"base_net": device.type, "corrector": result.params.get("device", "cpu"), "threads": threads},
-               "corrector": _corrector_record(result),
-               "per_class": table.reset_index().to_dict(orient="records"),
-               "methods": _methods(found, detections, test, classes, excluded),
-               "paths": {"model": layout.relative(model_dir), "corrector": layout.relative(workdir),
-                         "correctors": {kind: layout.relative(w) for kind, (_, w) in found.items()}}}
-    out["stage_seconds"] = clock.seconds  # this run's stages; a reused stage shows its (short) reuse
+        out = TrialResult(
+            fold=fold, seed=seed, excluded=excluded, classes=classes, class_names=[ds.class_names[c] for c in classes],
+            net=plan.name, net_key=key, features_key=fkey, sweep_key=sweep_key(spec),
+            summary=metrics.summary(test.labels, test.pred_f, result.pred_h, classes),
+            per_class=table.reset_index().to_dict(orient="records"), corrector=_corrector_record(result),
+            methods=_methods(found, detections, test, classes, excluded),
+            paths=ResultPaths(layout.relative(model_dir), layout.relative(workdir),
+                              {kind: layout.relative(w) for kind, (_, w) in found.items()}),
+            train=meta.get("train"),
+            # the scikit-learn kinds name no device: they run on the CPU
+            device={"base_net": device.type, "corrector": result.params.get("device", "cpu"), "threads": threads},
+            stage_seconds=clock.seconds)  # this run's stages; a reused stage shows its (short) reuse
     _publish(layout, out, spec)
     layout.push(layout.fold_parts(fold, seed))
-    log(table.to_string(float_format=lambda x: metrics.format_value(x)))
+    log(table.rename(index=ds.named).to_string(float_format=lambda x: metrics.format_value(x)))
     log("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in clock.seconds.items()))
     if excluded is not None:
-        log(f"fold {fold}: Gain of excluded class {excluded} = {metrics.format_value(table.loc[excluded, 'gain'])}, "
-            f"accuracy f {out['summary']['accuracy_f']:.3f} -> h {out['summary']['accuracy_h']:.3f}")
+        log(f"fold {fold}: Gain of excluded class {ds.named(excluded)} = "
+            f"{metrics.format_value(table.loc[excluded, 'gain'])}, "
+            f"accuracy f {out.summary['accuracy_f']:.3f} -> h {out.summary['accuracy_h']:.3f}")
     return out
 
 
@@ -189,69 +204,69 @@ def _correct(spec: Spec, layout: RunLayout, sets: dict, excluded, key: str, fkey
     return found
 
 
-def _corrector_record(result: corrector.CorrectorResult) -> dict:
-    """What a result JSON says of the chosen corrector (its probabilities and predictions stay in
-    the corrector's own folder)."""
-    return {"kind": result.kind, "policy": result.policy, "tau": result.tau, "taps": result.taps,
-            "pca_dims": result.pca_dims, "params": result.params, "n_rounds": result.n_rounds,
-            "cv_score": result.cv_score, "search_seconds": result.search_seconds,
-            "refit_seconds": result.refit_seconds, "seconds_per_candidate": result.seconds_per_candidate,
-            "n_candidates": result.n_candidates}
+def _corrector_record(result: corrector.CorrectorResult) -> CorrectorRecord:
+    """What a result says of the chosen corrector (its probabilities and predictions stay in the
+    corrector's own folder)."""
+    return CorrectorRecord(result.kind, result.policy, result.tau, result.taps, result.pca_dims, result.params,
+                           result.n_rounds, result.cv_score, result.search_seconds, result.refit_seconds,
+                           result.seconds_per_candidate, result.n_candidates)
 
 
-def _methods(found: dict, detections: list[baselines.Detection], test, classes, excluded) -> dict:
+def _methods(found: dict, detections: list[baselines.Detection], test, classes, excluded) -> dict[str, MethodRecord]:
     """Every kind's and detector's h on `test`, scored alike: what collect's methods table compares."""
-    scored = {kind: (r.pred_h, {"family": "corrector", "policy": r.policy, "tau": r.tau, "cv_score": r.cv_score,
-                                "search_seconds": r.search_seconds, "refit_seconds": r.refit_seconds,
-                                "seconds": r.search_seconds + r.refit_seconds}) for kind, (r, _) in found.items()}
-    scored |= {d.name: (d.pred_h, {"family": "baseline", "policy": "new_class", "tau": d.threshold,
-                                   "correct_score": d.correct_score, "seconds": d.seconds}) for d in detections}
+    scored = {kind: (r.pred_h, dict(family="corrector", policy=r.policy, tau=r.tau, cv_score=r.cv_score,
+                                    seconds=r.search_seconds + r.refit_seconds)) for kind, (r, _) in found.items()}
+    scored |= {d.name: (d.pred_h, dict(family="baseline", policy="new_class", tau=d.threshold,
+                                       correct_score=d.correct_score, seconds=d.seconds)) for d in detections}
     out = {}
     for name, (pred_h, record) in scored.items():
         gain = metrics.per_class(test.labels, test.pred_f, pred_h, classes)["gain"]
-        out[name] = record | {"gain_excluded": float(gain[excluded]) if excluded is not None else math.nan,
-                              "summary": metrics.summary(test.labels, test.pred_f, pred_h, classes)}
+        out[name] = MethodRecord(**record, gain_excluded=float(gain[excluded]) if excluded is not None else math.nan,
+                                 summary=metrics.summary(test.labels, test.pred_f, pred_h, classes))
     return out
 
 
 def _base_net(spec: Spec, ds, splits, excluded, seed, model_dir: Path, log, report):
     """The fold's trained net: reused from `model_dir` (keyed by net_key) or trained and saved there."""
+    fold = "none" if excluded is None else excluded
     if (model_dir / "model.json").is_file():
         try:
             loaded = load_model(model_dir)
-            log(f"fold {excluded or 'none'} seed {seed}: reusing trained base net {model_dir}")
+            log(f"fold {fold} seed {seed}: reusing trained base net {model_dir}")
             return loaded
         except CorrectsweepError as e:
-            log(f"fold {excluded or 'none'} seed {seed}: {e}: training it again")
+            log(f"fold {fold} seed {seed}: {e}: training it again")
             shutil.rmtree(model_dir)
     classes = ds.classes
     targets = class_indices(ds.labels, classes, "the dataset")
     excluded_index = None if excluded is None else classes.index(excluded)
     keep = lambda idx: idx if excluded_index is None else idx[targets[idx] != excluded_index]
-    log(f"fold {excluded or 'none'} seed {seed}: training base net on {len(keep(splits['train']))} images")
+    log(f"fold {fold} seed {seed}: training base net on {len(keep(splits['train']))} images")
     on_epoch = lambda r: (log(f"  epoch {r['epoch']}: loss {r['train_loss']:.3f} val acc {r['val_accuracy']:.3f}"),
                           report and report({"stage": "train"} | r))
     model, res = train_base_net(ds.images, targets, keep(splits["train"]), keep(splits["val"]), len(classes),
                                 excluded_index, spec.base_net, seed, on_epoch=on_epoch)
-    meta = save_model(model, model_dir, {"classes": classes, "excluded": excluded, "train": dataclasses.asdict(res)})
+    meta = save_model(model, model_dir, {"classes": classes, "excluded": excluded, "train": dataclasses.asdict(res)},
+                      spec.base_net)
     return model, meta
 
 
-def _features(spec: Spec, layout: RunLayout, ds, splits, model, meta, excluded, key: str, fkey: str, seed: int,
-              device, log) -> dict:
+def _features(spec: Spec, layout: RunLayout, ds: Dataset, splits, model, meta, excluded, key: str, fkey: str,
+              taps: list[str], seed: int, device, log) -> dict:
     """`correct` and `test` features of the fold's net, extracted once per net and taps (features_key);
     a file that does not read back whole, or not from this net, is extracted again."""
     fold = "none" if excluded is None else str(excluded)
-    fmeta = file_meta(ds.classes, excluded, spec.to_dict(), meta["weights_sha256"], key) | {"features_key": fkey}
+    fmeta = file_meta(ds.classes, ds.class_names, excluded, spec.to_dict(), meta["weights_sha256"], key) | {
+        "features_key": fkey}
     sets = {}
     for split in ("correct", "test"):
         path = layout.features_file(fold, seed, split, fkey)
         sets[split] = _stored_features(path, len(splits[split]), meta["weights_sha256"], log)
         if sets[split] is None:
             idx = splits[split]
-            pred, taps = extract(model, ds.images[torch.from_numpy(idx)], spec.features.taps, spec.features.full,
-                                 spec.features.batch_size, device)
-            write_split(path, ds.ids[idx], ds.labels[idx], np.asarray(ds.classes)[pred], taps, fmeta)
+            pred, values = extract(model, ds.images[torch.from_numpy(idx)], taps, spec.features.full,
+                                   spec.features.batch_size, device)
+            write_split(path, ds.ids[idx], ds.labels[idx], np.asarray(ds.classes)[pred], values, fmeta)
             log(f"fold {fold} seed {seed}: wrote {path}")
             sets[split] = read_split(path)
     return sets

@@ -81,6 +81,13 @@ class SearchSetup:
         return corrector_inputs(self.correct, taps, fit_projection(self.correct, taps, dims, self.cfg.seed))
 
 
+def positive_ints(value, allow_none: bool) -> bool:
+    """Whether a dims setting is a positive integer, or a non-empty list of them (None allowed in it, or as it)."""
+    values = value if isinstance(value, list) else [value]
+    ok = lambda d: (d is None and allow_none) or (isinstance(d, int) and not isinstance(d, bool) and d >= 1)
+    return bool(values) and all(ok(d) for d in values)
+
+
 class Model(Protocol):
     def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
 
@@ -109,6 +116,11 @@ class Kind(ABC):
 
     def finish(self, infos: list[dict]) -> dict:
         return {}
+
+    @classmethod
+    def check(cls, cfg: CorrectorConfig) -> None:
+        """A SpecError naming the first of this kind's settings in `cfg` that holds an impossible value."""
+        return None
 
     @abstractmethod
     def refit(self, X: np.ndarray, names: list[str], attrs: dict) -> Model:

@@ -29,7 +29,8 @@ import optuna
 import xgboost as xgb
 
 from correctsweep.atomic import atomic_path
-from correctsweep.kinds.base import CVSplits, Kind
+from correctsweep.errors import SpecError
+from correctsweep.kinds.base import CVSplits, Kind, positive_ints
 from correctsweep.train import pick_device
 
 CACHED_SUBSETS = 4  # tap subsets whose CV matrices are kept; each holds k (train, valid) pairs
@@ -56,6 +57,17 @@ class BoostedModel:
 class Boosted(Kind):
     name = "xgboost"
     model_file = "model.ubj"
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        if not positive_ints(cfg.pca_dims, allow_none=True):
+            raise SpecError("'corrector.pca_dims' must be null, a positive integer or a list of them (null allowed), "
+                            "e.g. [null, 64]")
+        for key in ("max_rounds", "early_stopping_rounds"):
+            if getattr(cfg, key) < 1:
+                raise SpecError(f"'corrector.{key}' must be >= 1")
+        if cfg.device not in ("auto", "cpu", "cuda"):
+            raise SpecError("'corrector.device' must be auto, cpu or cuda")
 
     def __init__(self, setup):
         super().__init__(setup)

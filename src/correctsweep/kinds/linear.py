@@ -41,7 +41,8 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
 
 from correctsweep.atomic import atomic_path
-from correctsweep.kinds.base import CVSplits, Kind
+from correctsweep.errors import SpecError
+from correctsweep.kinds.base import CVSplits, Kind, positive_ints
 
 MODEL_FILE = "model.npz"
 CACHED_SUBSETS = 4  # (tap subset, dims) projections of `correct` kept for the next candidates
@@ -93,6 +94,12 @@ class Whitened(Kind):
     def __init__(self, setup):
         super().__init__(setup)
         self.inputs = functools.lru_cache(maxsize=CACHED_SUBSETS)(setup.inputs)
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        if cfg.whiten_dims is not None and not positive_ints(cfg.whiten_dims, allow_none=False):
+            raise SpecError("'corrector.whiten_dims' must be null (searched), a positive integer or a list of them, "
+                            "e.g. [16, 64]")
 
     def suggest_dims(self, trial: optuna.Trial) -> int:
         dims = self.setup.cfg.whiten_dims
