@@ -166,7 +166,7 @@ def test_threshold_is_chosen_on_correct_and_flags_nothing_when_nothing_helps():
     (["msp", "odin"], ["logits"], False, "no detector 'odin'"),
     (["knn", "knn"], ["fc"], False, "lists knn twice"),
     (["energy"], ["fc"], False, "energy reads the tap 'logits'"),
-    (["rmd"], ["logits"], False, "or change baselines_tap"),
+    (["rmd"], ["logits"], False, "'baselines_tap' names 'fc', which rmd reads"),
     (["vim"], ["fc", "logits"], False, "vim needs f's final layer"),
 ])
 def test_validate_refuses_in_one_line(names, taps, has_layer, says):

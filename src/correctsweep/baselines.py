@@ -314,11 +314,13 @@ def validate(names: list[str], tap: str, taps: list[str], has_final_layer: bool,
             raise SpecError(f"'baselines' has no detector {name!r}; choose among {', '.join(DETECTORS)}")
         if name in names[:i]:
             raise SpecError(f"'baselines' lists {name} twice")
-        source = _source(name, tap, final_tap)
+        source, saved = _source(name, tap, final_tap), ", ".join(taps)
+        if source not in taps and DETECTORS[name].reads == TAP:
+            raise SpecError(f"'baselines_tap' names '{source}', which {name} reads and features.taps ({saved}) "
+                            "lacks; add it to features.taps or name a saved tap")
         if source not in taps:
-            change = " or change baselines_tap" if DETECTORS[name].reads == TAP else ""
-            raise SpecError(f"'baselines': {name} reads the tap '{source}', which features.taps "
-                            f"({', '.join(taps)}) lacks; add it to features.taps{change}")
+            raise SpecError(f"'baselines': {name} reads the tap '{source}', which features.taps ({saved}) lacks; "
+                            "add it to features.taps")
         if DETECTORS[name].reads == FEATURES and not has_final_layer:
             raise SpecError(f"'baselines': {name} needs f's final layer (its weight and bias), which this run lacks")
 
