@@ -1,33 +1,75 @@
-"""Label-free detectors of the unseen class: the baselines of the new_class policy.
+"""Label-free detectors of the unseen class: the baselines of the new_class policy, from pytorch-ood.
 
-Each detector gives every image a novelty score (higher: more likely the class f never saw) from f
-alone or from a tap's geometry around the trained classes' rows of `correct`, and h flags the excluded
-class j where the score reaches a threshold: h = j if score >= threshold, else f. The threshold is the
-one whose h scores best on `correct` by the corrector's objective (policy.scan, ties to the largest:
-the one that changes f least), among the score's quantiles on `correct` and one above them all (h = f).
-No detector is fitted on the excluded class: its labels serve only to pick that one threshold, as
-they pick the correctors' tau.
+Each detector gives every image a novelty score (higher: more likely the class f never saw) from f's
+stored logits or taps, and h flags the excluded class j where the score reaches a threshold: h = j if
+score >= threshold, else f. The threshold is the one whose h scores best on `correct` by the corrector's
+objective (policy.scan, ties to the largest: the one that changes f least), among the score's quantiles
+on `correct` and one above them all (h = f). No detector is fitted on the excluded class: it is fitted
+on the trained classes' rows of `correct` only, and the excluded class's labels serve only to pick that
+one threshold, as they pick the correctors' tau.
 
-  msp          1 - f's largest softmax probability over its trained classes (Hendrycks & Gimpel, 2017).
-  energy       -logsumexp of f's logits over its trained classes (Liu et al., 2020).
-  mahalanobis  the smallest Mahalanobis distance on the tap to a trained class's mean, with one shared
-               covariance (Lee et al., 2018), Ledoit-Wolf shrunk: a tap has ~100 or more columns and
-               `correct` a few hundred rows, too few for a well-conditioned empirical covariance.
-  knn          the distance on the tap to the KNN_K-th nearest trained-class row of `correct`, rows
-               L2-normalised (Sun et al., 2022). A `correct` row never counts itself: its score would
-               otherwise be lower than a new image's, and the threshold picked on `correct` too low.
-The `logits` tap holds NaN in the excluded class's column (f never trained it); every detector
-ignores NaN columns.
+What each reads: `logits` (the logits tap; its NaN columns, the excluded class's, are dropped), the
+spec's baselines tap, or f's feature tap (the input of its final layer) together with that layer's
+weight and bias (`FinalLayer`, rows of the excluded class dropped: f never trained them).
+
+  from logits   msp         1 - largest softmax probability (Hendrycks & Gimpel, 2017): MaxSoftmax + 1
+                energy      -logsumexp of the logits (Liu et al., 2020): EnergyBased
+                maxlogit    -largest logit (Hendrycks et al., 2022): MaxLogit
+                entropy     entropy of the softmax: Entropy
+                gen         generalised entropy, gamma 0.1 over all classes (Liu et al., 2023): GEN
+                klmatching  KL divergence of the softmax to the nearest class's mean softmax on the fit
+                            rows (Hendrycks et al., 2022): KLMatching
+  from the tap  mahalanobis half the squared Mahalanobis distance to the nearest class mean, one shared
+                            covariance (Lee et al., 2018): Mahalanobis
+                rmd         the relative Mahalanobis distance, less a background Gaussian's (Ren et al.,
+                            2021): RMD
+                knn         distance to the KNN_K-th nearest fit row, rows L2-normalised (Sun et al.,
+                            2022): KNN; a fit row never counts itself, or `correct`'s scores would run
+                            lower than a new image's and the threshold picked there too low
+  from features vim         residual norm off the principal subspace less the energy (Wang et al., 2022): ViM
+  and the final dice        energy of a sparsified final layer, 90 % of weight contributions dropped as
+  layer                     for the paper's CIFAR nets (Sun & Li, 2022): DICE
+                react       energy after clipping the features at their 90th percentile (Sun et al., 2021)
+                she         -inner product with the predicted class's mean correctly classified features
+                            (Zhang et al., 2023): SHE
+                nci         -cosine of the centred features with the predicted class's weights (Liu &
+                            Qin, 2025): NCI
+                fdbd        -mean distance to the decision boundaries over the distance to the fit mean
+                            (Liu & Qin, 2024): fDBD
+
+pytorch-ood's mahalanobis and rmd invert a scatter matrix (the within-class sum of outer products, not
+its mean) plus 1e-6 on the diagonal: the score is d2 / (2 N) for the squared distance d2 under the
+empirical covariance, up to that ridge, with no shrinkage. Two guards keep that inverse sound on a
+ReLU tap: columns constant on the fit rows (dead units, which carry no covariance) are dropped, and it
+is computed in float64, as are all but the final-layer detectors.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
-from sklearn.covariance import LedoitWolf
-from sklearn.neighbors import NearestNeighbors
+import torch
+from pytorch_ood.detector import (
+    DICE,
+    GEN,
+    KNN,
+    RMD,
+    SHE,
+    EnergyBased,
+    Entropy,
+    KLMatching,
+    Mahalanobis,
+    MaxLogit,
+    MaxSoftmax,
+    ReAct,
+    ViM,
+    fDBD,
+)
+from pytorch_ood.detector import NCI as NCIDetector
 
 from correctsweep.config import CorrectorConfig
 from correctsweep.errors import SpecError
@@ -36,6 +78,17 @@ from correctsweep.policy import scan
 
 KNN_K = 10  # Sun et al. use k = 50 on ImageNet-sized sets; `correct` here has a few hundred rows per class
 QUANTILES = 201  # thresholds in 0.5 % steps of the score: an excluded class can be ~2 % of the rows
+LOGITS, TAP, FEATURES = "logits", "tap", "features"  # what a detector reads, see the module docstring
+
+
+@dataclass(frozen=True)
+class FinalLayer:
+    """f's classifier on its feature tap: logits = features @ weight.T + bias, before the excluded class's mask."""
+
+    weight: np.ndarray
+    """float [K, d], rows in the order of the features' `classes`."""
+    bias: np.ndarray
+    """float [K]."""
 
 
 @dataclass
@@ -48,47 +101,228 @@ class Detection:
     """The objective of h on `correct` at that threshold (an in-sample figure: one number was fitted)."""
     pred_h: np.ndarray
     seconds: float
+    score_test: np.ndarray
+    """float64 [n]: the novelty score of each test image (higher: more likely the excluded class); it may be
+    constant, e.g. where the detector had nothing to fit on, which threshold-free metrics report as n/a."""
 
 
-def msp(logits: np.ndarray) -> np.ndarray:
-    top = np.nanmax(logits, axis=1, keepdims=True)
-    return 1.0 - 1.0 / np.nansum(np.exp(logits - top), axis=1)  # the top class's exp term is 1
+class Detector:
+    """A novelty score, fitted on the trained classes' rows of `correct` (never the excluded class's)."""
+
+    name: ClassVar[str]
+    reads: ClassVar[str] = LOGITS
+
+    def __init__(self, head: torch.nn.Linear | None):
+        self.head = head
+        """f's final layer over its trained classes (FEATURES detectors only)."""
+
+    def fit(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """x [n, d], float32 for FEATURES detectors (f's final layer is float32), float64 for the others;
+        y int64 [n], each row's class as its index among the trained classes."""
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score_fitted(self, x: torch.Tensor) -> torch.Tensor:
+        """The scores of the rows `fit` saw."""
+        return self.score(x)
 
 
-def energy(logits: np.ndarray) -> np.ndarray:
-    top = np.nanmax(logits, axis=1)
-    return -(top + np.log(np.nansum(np.exp(logits - top[:, None]), axis=1)))
+class Msp(Detector):
+    name = "msp"
+
+    def score(self, x):
+        return 1.0 + MaxSoftmax.score(x)  # pytorch-ood's -max softmax on the [0, 1) scale of earlier runs
 
 
-def mahalanobis(correct: np.ndarray, test: np.ndarray, reference: np.ndarray, labels: np.ndarray):
-    columns = ~np.isnan(correct[reference]).any(0)
-    ref, y = correct[reference][:, columns].astype(np.float64), labels[reference]
-    classes = np.unique(y)
-    means = np.stack([ref[y == c].mean(0) for c in classes])
-    precision = LedoitWolf(assume_centered=True).fit(ref - means[np.searchsorted(classes, y)]).precision_
+class Energy(Detector):
+    name = "energy"
 
-    def score(X: np.ndarray) -> np.ndarray:
-        diff = X[:, columns][:, None, :] - means[None]  # [n, classes, d]
-        return ((diff @ precision) * diff).sum(-1).min(1)
-    return score(correct), score(test)
+    def score(self, x):
+        return EnergyBased.score(x)
 
 
-def knn(correct: np.ndarray, test: np.ndarray, reference: np.ndarray, labels: np.ndarray):
-    columns = ~np.isnan(correct[reference]).any(0)
-    unit = lambda X: X[:, columns] / np.maximum(np.linalg.norm(X[:, columns], axis=1, keepdims=True), 1e-12)
-    k = min(KNN_K, int(reference.sum()) - 1)
-    index = NearestNeighbors(n_neighbors=k + 1).fit(unit(correct[reference]))
-    near = index.kneighbors(unit(correct))[0]  # a reference row is its own nearest: skip that one
-    return np.where(reference, near[:, k], near[:, k - 1]), index.kneighbors(unit(test), k)[0][:, -1]
+class MaxLogitScore(Detector):
+    name = "maxlogit"
+
+    def score(self, x):
+        return MaxLogit.score(x)
 
 
-# name -> (the tap it reads, None for spec.baselines_tap; the scores of `correct` and `test`)
-DETECTORS = {
-    "msp": ("logits", lambda c, t, ref, y: (msp(c), msp(t))),
-    "energy": ("logits", lambda c, t, ref, y: (energy(c), energy(t))),
-    "mahalanobis": (None, mahalanobis),
-    "knn": (None, knn),
-}
+class EntropyScore(Detector):
+    name = "entropy"
+
+    def score(self, x):
+        return Entropy.score(x)
+
+
+class GenScore(Detector):
+    name = "gen"
+
+    def score(self, x):
+        return GEN.score(x, gamma=0.1)
+
+
+class KLMatchingScore(Detector):
+    name = "klmatching"
+
+    def fit(self, x, y):
+        self.ood = KLMatching(None).fit_logits(x, y)
+
+    def score(self, x):
+        return self.ood.predict_logits(x)
+
+
+@contextmanager
+def _float64():
+    """pytorch-ood allocates a fitted detector's state in torch's default dtype."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+class MahalanobisScore(Detector):
+    name = "mahalanobis"
+    reads = TAP
+    gaussian: ClassVar[type] = Mahalanobis
+
+    def fit(self, x, y):
+        self.columns = x.std(0) > 0
+        with _float64():
+            # contiguous labels 0..C-1, as pytorch-ood requires, even where a trained class has no row here
+            self.ood = self.gaussian(None).fit_features(x[:, self.columns], torch.unique(y, return_inverse=True)[1])
+
+    def score(self, x):
+        return self.ood.predict_features(x[:, self.columns])
+
+
+class RMDScore(MahalanobisScore):
+    name = "rmd"
+    gaussian = RMD
+
+
+class KNNScore(Detector):
+    name = "knn"
+    reads = TAP
+
+    def fit(self, x, y):
+        self.k = min(KNN_K, len(x) - 1)
+        self.ood = KNN(None, k=self.k).fit_features(x, y)
+
+    def score(self, x):
+        return self.ood.predict_features(x)
+
+    def score_fitted(self, x):
+        self.ood.set_hyperparameters(k=self.k + 1)  # each row is its own nearest neighbour: skip it
+        try:
+            return self.ood.predict_features(x)
+        finally:
+            self.ood.set_hyperparameters(k=self.k)
+
+
+class ViMScore(Detector):
+    name = "vim"
+    reads = FEATURES
+
+    def fit(self, x, y):
+        # about half the feature dimensions as the principal subspace, as ViM's paper keeps for ResNet-50's 2048
+        self.ood = ViM(None, d=x.shape[1] // 2, w=self.head.weight, b=self.head.bias).fit_features(x, y)
+
+    def score(self, x):
+        return self.ood.predict_features(x)
+
+
+class DICEScore(Detector):
+    name = "dice"
+    reads = FEATURES
+
+    def fit(self, x, y):
+        self.ood = DICE(None, w=self.head.weight, b=self.head.bias, p=0.9).fit_features(x, y)
+
+    def score(self, x):
+        return self.ood.predict_features(x)
+
+
+class ReActScore(Detector):
+    name = "react"
+    reads = FEATURES
+
+    def fit(self, x, y):
+        # pytorch-ood's ReAct clips feature maps: the features as 1 x 1 maps, the head flattening them back
+        self.ood = ReAct(None, head=lambda maps: self.head(maps.flatten(1)), percentile=0.9)
+        self.ood.fit_feature_maps(x[:, :, None, None], y)
+
+    def score(self, x):
+        return self.ood.predict_feature_maps(x[:, :, None, None])
+
+
+class SHEScore(Detector):
+    name = "she"
+    reads = FEATURES
+
+    def fit(self, x, y):
+        # SHE compares an image with the mean of its predicted class's correctly classified rows; where a
+        # class f can predict has none, there is nothing to compare with and the score stays constant
+        right = y[self.head(x).argmax(1) == y]
+        self.ood = SHE(None, self.head).fit_features(x, y) if right.unique().numel() == self.head.out_features else None
+
+    def score(self, x):
+        return torch.zeros(len(x)) if self.ood is None else self.ood.predict_features(x)
+
+
+class NCIScore(Detector):
+    name = "nci"
+    reads = FEATURES
+
+    def fit(self, x, y):
+        self.ood = NCIDetector(None, self.head).fit_features(x)
+
+    def score(self, x):
+        return self.ood.predict_features(x)
+
+
+class FDBDScore(Detector):
+    name = "fdbd"
+    reads = FEATURES
+
+    def fit(self, x, y):
+        self.ood = fDBD(None, self.head).fit_features(x)
+
+    def score(self, x):
+        return self.ood.predict_features(x)
+
+
+DETECTORS: dict[str, type[Detector]] = {d.name: d for d in (
+    Msp, Energy, MaxLogitScore, EntropyScore, GenScore, KLMatchingScore, MahalanobisScore, RMDScore, KNNScore,
+    ViMScore, DICEScore, ReActScore, SHEScore, NCIScore, FDBDScore)}
+
+
+def _source(name: str, tap: str, final_tap: str) -> str:
+    """The tap a detector reads."""
+    return {LOGITS: "logits", TAP: tap, FEATURES: final_tap}[DETECTORS[name].reads]
+
+
+def validate(names: list[str], tap: str, taps: list[str], has_final_layer: bool, final_tap: str = "fc") -> None:
+    """A SpecError in one line for the first of `names` that is unknown, repeated, or lacks its input: the
+    tap it reads among `taps` (`tap` the baselines tap, `final_tap` the input of f's final layer) or, for
+    the detectors on f's final layer, that layer."""
+    for i, name in enumerate(names):
+        if name not in DETECTORS:
+            raise SpecError(f"'baselines' has no detector {name!r}; choose among {', '.join(DETECTORS)}")
+        if name in names[:i]:
+            raise SpecError(f"'baselines' lists {name} twice")
+        source, saved = _source(name, tap, final_tap), ", ".join(taps)
+        if source not in taps and DETECTORS[name].reads == TAP:
+            raise SpecError(f"'baselines_tap' names '{source}', which {name} reads and features.taps ({saved}) "
+                            "lacks; add it to features.taps or name a saved tap")
+        if source not in taps:
+            raise SpecError(f"'baselines': {name} reads the tap '{source}', which features.taps ({saved}) lacks; "
+                            "add it to features.taps")
+        if DETECTORS[name].reads == FEATURES and not has_final_layer:
+            raise SpecError(f"'baselines': {name} needs f's final layer (its weight and bias), which this run lacks")
 
 
 def check_inputs(names: list[str], tap: str, taps: list[str]) -> None:
@@ -109,17 +343,51 @@ def threshold(score: np.ndarray, fs: FeatureSet, excluded: int, cfg: CorrectorCo
                 cfg.harm_bound, taus)
 
 
-def detect(names: list[str], tap: str, correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig) -> list[Detection]:
-    """Run the named detectors (`tap`: what mahalanobis and knn measure) in a fold with an excluded class."""
+def _head(layer: FinalLayer, rows: list[int], width: int) -> torch.nn.Linear:
+    weight, bias = np.asarray(layer.weight, dtype=np.float32), np.asarray(layer.bias, dtype=np.float32)
+    if weight.ndim != 2 or weight.shape[1] != width or bias.shape != (weight.shape[0],):
+        raise ValueError(f"final layer weight {weight.shape} and bias {bias.shape} do not fit features {width} wide")
+    head = torch.nn.Linear(width, len(rows))
+    head.weight.data, head.bias.data = torch.from_numpy(weight[rows]), torch.from_numpy(bias[rows])
+    return head.requires_grad_(False)
+
+
+def _numpy(score: torch.Tensor) -> np.ndarray:
+    return score.detach().cpu().double().numpy()
+
+
+def detect(names: list[str], tap: str, correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig,
+           final_layer: FinalLayer | None = None, final_tap: str = "fc") -> list[Detection]:
+    """Run the named detectors in a fold with an excluded class: `tap` is the baselines tap, `final_layer`
+    f's final layer (over every class, the excluded one's row included) and `final_tap` the tap it reads."""
+    validate(names, tap, list(correct.taps), final_layer is not None, final_tap)
     excluded = int(correct.meta["excluded"])
-    reference = correct.labels != excluded  # the trained classes' rows: the only ones any detector fits
+    classes = [int(c) for c in correct.meta["classes"]]
+    trained = np.array([c for c in classes if c != excluded])
+    fit = np.isin(correct.labels, trained)  # the only rows any detector is fitted on
+    y = torch.from_numpy(np.argmax(correct.labels[fit, None] == trained[None, :], axis=1))
     out = []
     for name in names:
         started = time.perf_counter()
-        reads, scores = DETECTORS[name]
-        reads = reads or tap
-        on_correct, on_test = scores(correct.taps[reads], test.taps[reads], reference, correct.labels)
-        cut, score = threshold(on_correct, correct, excluded, cfg)
-        out.append(Detection(name, cut, score, np.where(on_test >= cut, excluded, test.pred_f),
-                             time.perf_counter() - started))
+        source = _source(name, tap, final_tap)
+        on_correct, on_test = correct.taps[source], test.taps[source]
+        head = None
+        if DETECTORS[name].reads == FEATURES:
+            head = _head(final_layer, [classes.index(c) for c in trained], on_correct.shape[1])
+        else:
+            columns = ~np.isnan(on_correct[fit]).any(0)  # the logits' excluded column: f never trained it
+            # float64: 1 - softmax of a confident row, a difference of near-equal numbers, is all rounding in float32
+            on_correct, on_test = on_correct[:, columns].astype(np.float64), on_test[:, columns].astype(np.float64)
+        x, x_test = torch.from_numpy(np.ascontiguousarray(on_correct)), torch.from_numpy(np.ascontiguousarray(on_test))
+        detector = DETECTORS[name](head)
+        with torch.no_grad():
+            detector.fit(x[fit], y)
+            score = np.empty(len(x))
+            score[fit] = _numpy(detector.score_fitted(x[fit]))
+            if not fit.all():
+                score[~fit] = _numpy(detector.score(x[~fit]))
+            score_test = _numpy(detector.score(x_test))
+        cut, objective = threshold(score, correct, excluded, cfg)
+        out.append(Detection(name, cut, objective, np.where(score_test >= cut, excluded, test.pred_f),
+                             time.perf_counter() - started, score_test))
     return out

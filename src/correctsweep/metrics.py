@@ -17,6 +17,8 @@ Aggregates: macro = nanmean over classes; micro = mean weighted by N_i / N, with
 renormalised over the classes where the metric is defined.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -64,36 +66,62 @@ def nanmean(values, weights=None) -> float:
     return float((weights[defined] * values[defined]).sum() / total) if total > 0 else float("nan")
 
 
+@dataclass
+class Counts:
+    """The per-class counts every metric derives from: arrays [..., K] in `classes` order, where a
+    leading axis (e.g. bootstrap resamples) holds one set of counts per weighting of the samples."""
+
+    n: np.ndarray
+    """|J_i|."""
+    hit_f: np.ndarray
+    """|A_i|."""
+    hit_h: np.ndarray
+    """|B_i|."""
+    hit_both: np.ndarray
+    """|A_i & B_i|."""
+    pred_f: np.ndarray
+    """Samples f labels i, right or wrong."""
+    pred_h: np.ndarray
+    """Samples h labels i."""
+    total: np.ndarray
+    """N, shape [...]."""
+
+
+def counts(y_true, y_f, y_h, classes, weights=None) -> Counts:
+    """Counts of `classes` in y_true, y_f, y_h. `weights` [R, N] (how often each sample is drawn, say)
+    gives R sets of counts at once: one matrix product, where R calls of per_class would cost R tables."""
+    classes, (t, f, h) = _prepare(classes, y_true, y_f, y_h)
+    k = classes.size
+    onehot = lambda index: index[:, None] == np.arange(k)  # [N, K]; the unlisted bin K matches no column
+    truth = onehot(t)
+    hit_f, hit_h = (t == f)[:, None] & truth, (t == h)[:, None] & truth
+    columns = np.concatenate([truth, hit_f, hit_h, hit_f & hit_h, onehot(f), onehot(h)], axis=1)
+    w = np.ones(t.size) if weights is None else np.asarray(weights, dtype=float)
+    n, a, b, ab, pf, ph = np.split(w @ columns, 6, axis=-1)
+    return Counts(n, a, b, ab, pf, ph, w.sum(-1))
+
+
+def rates(c: Counts) -> dict[str, np.ndarray]:
+    """METRIC_COLUMNS from counts, each an array of the counts' shape."""
+    rest = c.total[..., None] - c.n
+    tpr_f, tpr_h = _ratio(c.hit_f, c.n), _ratio(c.hit_h, c.n)
+    fpr_f, fpr_h = _ratio(c.pred_f - c.hit_f, rest), _ratio(c.pred_h - c.hit_h, rest)
+    return {"n": c.n, "tpr_f": tpr_f, "tpr_h": tpr_h, "delta": tpr_h - tpr_f, "ratio": _ratio(tpr_h, tpr_f),
+            "retention": _ratio(c.hit_both, c.hit_f), "harm": _ratio(c.hit_f - c.hit_both, c.hit_f),
+            "gain": _ratio(c.hit_h - c.hit_both, c.n - c.hit_f), "fpr_f": fpr_f, "fpr_h": fpr_h,
+            "dfpr": fpr_h - fpr_f}
+
+
+def macro(values: np.ndarray) -> np.ndarray:
+    """nanmean over the last axis (the classes), NaN where no class is defined, without nanmean's warning."""
+    defined = ~np.isnan(values)
+    return _ratio(np.where(defined, values, 0.0).sum(-1), defined.sum(-1))
+
+
 def per_class(y_true, y_f, y_h, classes) -> pd.DataFrame:
     """One row per class (index = class label, named 'class'), columns METRIC_COLUMNS; 'n' is int."""
-    classes, (t, f, h) = _prepare(classes, y_true, y_f, y_h)
-    k, total = classes.size, t.size
-    n = _count(t, k)
-    hit_f, hit_h = t == f, t == h
-    a = _count(t, k, hit_f)
-    b = _count(t, k, hit_h)
-    ab = _count(t, k, hit_f & hit_h)
-    fp_f = _count(f, k) - a
-    fp_h = _count(h, k) - b
-
-    tpr_f, tpr_h = _ratio(a, n), _ratio(b, n)
-    fpr_f, fpr_h = _ratio(fp_f, total - n), _ratio(fp_h, total - n)
-    table = pd.DataFrame(
-        {
-            "n": n.astype(int),
-            "tpr_f": tpr_f,
-            "tpr_h": tpr_h,
-            "delta": tpr_h - tpr_f,
-            "ratio": _ratio(tpr_h, tpr_f),
-            "retention": _ratio(ab, a),
-            "harm": _ratio(a - ab, a),
-            "gain": _ratio(b - ab, n - a),
-            "fpr_f": fpr_f,
-            "fpr_h": fpr_h,
-            "dfpr": fpr_h - fpr_f,
-        },
-        index=pd.Index(classes, name="class"),
-    )
+    table = pd.DataFrame(rates(counts(y_true, y_f, y_h, classes)), index=pd.Index(classes, name="class"))
+    table["n"] = table["n"].astype(int)
     return table[METRIC_COLUMNS]
 
 
