@@ -74,7 +74,7 @@ def test_bad_taps_name_close_nodes(tmp_path):
                              (["baselines=[msp]", "features.taps=[fc, softmax]"], "reads the tap 'logits'"),
                              (["baselines_tap=fc7"], "'fc7' is not a tap"),
                              (["baselines=[knn]", "baselines_tap=conv", "features.taps=[fc, logits]"],
-                              "reads the tap 'conv'")):
+                              "'baselines_tap' names 'conv'")):
         with pytest.raises(SpecError, match=match):
             plan_net(load_spec("sweeps/smoke.yaml", [f"data.cache_dir={tmp_path}", *overrides]), ds)
     plan = plan_net(dataclasses.replace(spec, base_net=BaseNetConfig(arch="resnet18")), ds)

@@ -325,16 +325,6 @@ def validate(names: list[str], tap: str, taps: list[str], has_final_layer: bool,
             raise SpecError(f"'baselines': {name} needs f's final layer (its weight and bias), which this run lacks")
 
 
-def check_inputs(names: list[str], tap: str, taps: list[str]) -> None:
-    """A SpecError in one line when a named detector's input is not among the saved taps."""
-    for name in names:
-        reads = DETECTORS[name][0] or tap
-        if reads not in taps:
-            key = "baselines_tap" if DETECTORS[name][0] is None else "features.taps"
-            raise SpecError(f"baselines: {name} reads the tap '{reads}', which features.taps ({', '.join(taps)}) "
-                            f"lacks; add it to features.taps or change {key}")
-
-
 def threshold(score: np.ndarray, fs: FeatureSet, excluded: int, cfg: CorrectorConfig) -> tuple[float, float]:
     """(threshold, objective on `fs`) of the best h = where(score >= threshold, excluded, f)."""
     taus = np.append(np.unique(np.quantile(score, np.linspace(0, 1, QUANTILES))), np.nextafter(score.max(), np.inf))

@@ -218,7 +218,12 @@ NET_FIELDS = ("arch", "module", "init_args", "heads", "dropout")
 def save_model(model: BaseNet, folder: Path, meta: dict, cfg: BaseNetConfig) -> dict:
     """Weights as a plain tensor state dict (loaded with weights_only=True, so loading never
     unpickles arbitrary objects) plus JSON metadata, written last so its presence means complete.
-    Returns the metadata as written, the weights' SHA-256 included."""
+    Returns the metadata as written, the weights' SHA-256 included. f's classifier (weight, bias) also goes
+    to final_layer.npz, for analysts and the detectors that read it, without torch."""
+    final = model.final_layer()
+    if final is not None:
+        with atomic_path(folder / "final_layer.npz") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, weight=final[0].numpy(), bias=final[1].numpy())
     with atomic_path(folder / "weights.pt") as tmp:
         torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
         sha = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()

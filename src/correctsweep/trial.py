@@ -64,6 +64,8 @@ class NetPlan:
     """features.taps, or the net's defaults."""
     baselines_tap: str
     """baselines_tap, or the layer before the net's classifier."""
+    feature_tap: str
+    """The layer before the net's classifier: what the detectors on f's final layer read."""
     name: str
     """The net as the report names it: paper, a torchvision model or a user's module."""
 
@@ -74,9 +76,10 @@ def plan_net(spec: Spec, ds: Dataset) -> NetPlan:
     probe = nets.probe(spec.base_net, len(ds.classes), ds.images.shape[1], ds.images.shape[-1])
     taps = list(spec.features.taps or probe.net.default_taps())
     probe.check_taps(taps)
-    plan = NetPlan(taps, spec.baselines_tap or probe.net.feature_tap(), spec.base_net.module or spec.base_net.arch)
+    feature = probe.net.feature_tap()
+    plan = NetPlan(taps, spec.baselines_tap or feature, feature, spec.base_net.module or spec.base_net.arch)
     probe.check_taps([plan.baselines_tap], "baselines_tap")
-    baselines.check_inputs(spec.baselines, plan.baselines_tap, taps)
+    baselines.validate(spec.baselines, plan.baselines_tap, taps, probe.net.final_layer() is not None, feature)
     return plan
 
 
@@ -139,6 +142,8 @@ def _stages(spec: Spec, layout: RunLayout, ds: Dataset, splits, plan: NetPlan, f
     with clock("train"):
         model, meta = _base_net(spec, ds, splits, excluded, seed, model_dir, log, report)
     device = pick_device(spec.base_net.device)
+    final = model.final_layer()
+    final_layer = baselines.FinalLayer(final[0].numpy(), final[1].numpy()) if final else None
     with clock("extract"):
         fkey = features_key(spec, key, plan.taps)
         sets = _features(spec, layout, ds, splits, model, meta, excluded, key, fkey, plan.taps, seed, device, log)
@@ -157,7 +162,7 @@ def _stages(spec: Spec, layout: RunLayout, ds: Dataset, splits, plan: NetPlan, f
     if spec.baselines and excluded is not None:  # they flag the excluded class, which fold none lacks
         with clock("baselines"):
             detections = baselines.detect(spec.baselines, plan.baselines_tap, sets["correct"], sets["test"],
-                                          spec.corrector)
+                                          spec.corrector, final_layer, plan.feature_tap)
     with clock("write"):
         test = sets["test"]
         table = metrics.per_class(test.labels, test.pred_f, result.pred_h, classes)

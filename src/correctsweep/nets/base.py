@@ -87,6 +87,15 @@ class BaseNet(nn.Module):
             i -= 1
         return nodes[max(i - 1, 0)]
 
+    def final_layer(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(weight [K, d], bias [K]) of f's classifier, which the feature tap feeds; None if it has none."""
+        name = self.final_layer_name()
+        if name is None:
+            return None
+        layer = dict(self.body.named_modules())[name]
+        bias = layer.bias if layer.bias is not None else torch.zeros(layer.out_features)
+        return layer.weight.detach().float().cpu(), bias.detach().float().cpu()
+
     def final_layer_name(self) -> str | None:
         """The body's last nn.Linear with K outputs: f's classifier."""
         linear = [n for n, m in self.body.named_modules() if isinstance(m, nn.Linear)
