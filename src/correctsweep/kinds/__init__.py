@@ -1,10 +1,13 @@
-"""Corrector kinds by name: see base.Kind for the interface. A kind is one module here plus its entry in
-KINDS; the spec's corrector.kind and corrector.kinds are checked against KINDS and each kind's own `check`."""
+"""Corrector kinds by name: see base.Kind for the interface. A kind is one module here with a Kind subclass
+that sets `name`; defining it registers it in KINDS, against which the spec's corrector.kind and
+corrector.kinds are checked (and each kind's own `check`). The package imports every module in it."""
 
-from correctsweep.kinds.base import Kind, Model, SearchSetup, corrector_inputs, fit_projection, stack_taps
-from correctsweep.kinds.boosted import Boosted
-from correctsweep.kinds.linear import Fisher, Logistic
+import importlib
+import pkgutil
 
-KINDS: dict[str, type[Kind]] = {kind.name: kind for kind in (Boosted, Fisher, Logistic)}
+from correctsweep.kinds.base import KINDS, Kind, Model, SearchSetup, corrector_inputs, fit_projection, stack_taps
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["KINDS", "Kind", "Model", "SearchSetup", "corrector_inputs", "fit_projection", "stack_taps"]

@@ -94,10 +94,19 @@ class Model(Protocol):
     def save(self, workdir: Path) -> None: ...
 
 
+KINDS: dict[str, type[Kind]] = {}
+"""corrector.kind -> its class: every Kind subclass that sets `name`, registered as it is defined."""
+
+
 class Kind(ABC):
     name: ClassVar[str]
     model_file: ClassVar[str]
     """The file Model.save writes in the corrector's workdir (best copies it)."""
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if "name" in vars(cls):
+            KINDS[cls.name] = cls
 
     def __init__(self, setup: SearchSetup):
         self.setup = setup

@@ -1,21 +1,27 @@
 """Base nets by name (the spec's base_net.arch, or base_net.module for a user's own class).
 
-A family of nets is one module here with `check(cfg)` (its settings, before anything runs) and
-`build(cfg, num_classes) -> nn.Module` (the body); `family` picks it. Every body is wrapped in
-`base.BaseNet`, so every net gets the same trainer, masking, taps and caching.
+A family of nets is one module here with `names()` (the base_net.arch values it builds), `check(cfg)`
+(its settings, before anything runs) and `build(cfg, num_classes) -> nn.Module` (the body). The package
+finds every such module itself, so adding a family is one new module; `user` builds base_net.module.
+Every body is wrapped in `base.BaseNet`, so every net gets the same trainer, masking, taps and caching.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
+import pkgutil
 from dataclasses import dataclass
 from types import ModuleType
 
 import torch
 
 from correctsweep.errors import SpecError
-from correctsweep.nets import paper, user, zoo
+from correctsweep.nets import user
 from correctsweep.nets.base import DERIVED_TAPS, BaseNet
+
+_modules = (importlib.import_module(f"{__name__}.{m.name}") for m in pkgutil.iter_modules(__path__))
+FAMILIES = [module for module in _modules if hasattr(module, "names")]
 
 __all__ = ["DERIVED_TAPS", "BaseNet", "Probe", "build", "check", "probe"]
 
@@ -24,12 +30,12 @@ def family(cfg) -> ModuleType:
     """The module that builds the net `cfg` (a BaseNetConfig) names, or a SpecError with close names."""
     if cfg.module:
         return user
-    if cfg.arch == "paper":
-        return paper
-    known = zoo.names()
-    if cfg.arch in known:
-        return zoo
-    close = difflib.get_close_matches(cfg.arch, ["paper", *known], n=4, cutoff=0.5)
+    known = []
+    for module in FAMILIES:
+        if cfg.arch in module.names():
+            return module
+        known += module.names()
+    close = difflib.get_close_matches(cfg.arch, known, n=4, cutoff=0.5)
     raise SpecError(f"base_net.arch '{cfg.arch}' is neither 'paper' nor a torchvision classification model"
                     + (f"; close names: {', '.join(close)}" if close else "; e.g. resnet18, mobilenet_v3_small")
                     + " (or set base_net.module to package.module:Class)")

@@ -48,6 +48,10 @@ class PaperNet(nn.Module):
         return logits, {"conv": conv, "lstm": lstm, "attn": attn, "attn_weights": weights, "fc": hidden}
 
 
+def names() -> list[str]:
+    return ["paper"]
+
+
 def check(cfg) -> None:
     if cfg.heads < 1 or 128 % cfg.heads:
         raise SpecError("'base_net.heads' must divide 128 (1, 2, 4, 8, ...)")

@@ -1,8 +1,9 @@
 """What a dataset source hands to `data`: its images (encoded or decoded), labels, ids, split and names.
 
-A source is one module in this package with one `Source` subclass; `sources.SOURCES` maps the
-spec's `data.source` to it. Sources only read: decoding, resizing, label numbering, naming, checks and
-caching are `data`'s, the same for every source.
+A source is one module in this package with a `Source` subclass naming itself; defining it registers
+it in SOURCES (the spec's `data.source` -> its reader), and the package imports every module in it.
+Sources only read: decoding, resizing, label numbering, naming, checks and caching are `data`'s, the
+same for every source.
 """
 
 from __future__ import annotations
@@ -60,9 +61,18 @@ class Records:
     their own names unless the spec's data.classes names them."""
 
 
+SOURCES: dict[str, Source] = {}
+"""data.source -> its reader: every Source subclass that sets `name`, registered as it is defined."""
+
+
 class Source(ABC):
     name: ClassVar[str]
     """The spec's data.source."""
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if "name" in vars(cls):
+            SOURCES[cls.name] = cls()
     needs_path: ClassVar[bool] = True
     """Whether data.path must be set."""
     layout: ClassVar[str] = ""
