@@ -1,6 +1,6 @@
 """Where a fold's time goes, each figure beside a naive baseline measured in the same run.
 
-    python benchmarks/pipeline_bench.py [SPEC] [--fold 3] [--set key=value ...]
+    python benchmarks/pipeline_bench.py [SPEC] [--fold 3] [--nets resnet18 ...] [--set key=value ...]
 
 Runs one fold of SPEC (default: sweeps/default.yaml on a small budget: 2 epochs, 5 corrector
 candidates, XGBoost only) through `run_trial` in a temporary run directory, then measures the naive
@@ -12,10 +12,13 @@ way of doing each stage on the same data, model and candidates:
   corrector   the search's seconds per candidate vs the naive CV loop of benchmarks/corrector_bench.py
               (fresh DMatrix per split, every round, no early stopping) on the candidates it tried;
   whole fold  run_trial's wall time vs the naive rates above applied to the same work.
-Then the fold's own stage seconds (data, train, extract, corrector, write), as a sweep records them.
+Then the fold's own stage seconds (data, train, extract, corrector, write), as a sweep records them,
+and each net of --nets (torchvision names, default resnet18) beside the spec's net on the same images:
+our trainer's images/s over one epoch and `features.extract`'s images/s with each net's default taps.
 """
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -26,13 +29,12 @@ import optuna
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from correctsweep import corrector
+from correctsweep import corrector, nets
 from correctsweep.config import load_spec
 from correctsweep.data import load_dataset, make_splits
 from correctsweep.features import extract, file_meta, pool_taps, read_split, write_split
 from correctsweep.layout import RunLayout
-from correctsweep.nets import BaseNet
-from correctsweep.train import class_weights, load_model, pick_device
+from correctsweep.train import class_weights, load_model, pick_device, train_base_net
 from correctsweep.trial import run_trial
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -51,9 +53,9 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
-def naive_train_epoch(images, targets, num_classes, excluded_index, device):
+def naive_train_epoch(images, targets, num_classes, excluded_index, device, cfg):
     """One epoch the textbook way: float32 tensors on the host, a shuffling DataLoader, fp32."""
-    model = BaseNet(num_classes, excluded_index=excluded_index).to(device).train()
+    model = nets.build(cfg, num_classes, excluded_index).to(device).train()
     loader = DataLoader(TensorDataset(images.float(), torch.from_numpy(targets)), batch_size=64, shuffle=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss(weight=class_weights(targets, num_classes).to(device))
@@ -69,8 +71,9 @@ def naive_extract(model, images, taps, device):
     model.eval()
     out = []
     for (x,) in DataLoader(TensorDataset(images.float()), batch_size=64):
-        logits, raw = model(x.to(device), with_taps=True)
-        out.append({k: v.cpu().numpy() for k, v in pool_taps(raw, logits, taps, False, model.excluded_index).items()})
+        logits, raw = model.forward_taps(x.to(device), taps)
+        pooled = pool_taps(raw, logits, taps, False, model.excluded_index, model.pooling)
+        out.append({k: v.cpu().numpy() for k, v in pooled.items()})
     return out
 
 
@@ -78,6 +81,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("spec", nargs="?", default="sweeps/default.yaml")
     ap.add_argument("--fold", default="3")
+    ap.add_argument("--nets", nargs="*", default=["resnet18"], help="torchvision nets measured beside the spec's")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -90,37 +94,38 @@ def main():
 
     out, fold_seconds = timed(lambda: run_trial(spec, args.fold, 0, log=lambda _: None))
     run = Path(spec.run_dir)
-    model, _ = load_model(run / out["paths"]["model"], device)
-    classes, excluded = ds.classes, out["excluded"]
+    model, _ = load_model(run / out.paths.model, device)
+    classes, excluded = ds.classes, out.excluded
     excluded_index = None if excluded is None else classes.index(excluded)
     splits = make_splits(ds, spec.data)
     targets = np.searchsorted(classes, ds.labels)
     train_idx = splits["train"][targets[splits["train"]] != excluded_index] if excluded is not None else splits["train"]
     eval_idx = np.concatenate([splits["correct"], splits["test"]])
-    train = out["train"]
+    train = out.train
     ours_train = train["images_per_second"]
     _, naive_train_s = timed(lambda: naive_train_epoch(ds.images[train_idx], targets[train_idx], len(classes),
-                                                       excluded_index, device))
+                                                       excluded_index, device, spec.base_net))
     naive_train = len(train_idx) / naive_train_s
 
     images = ds.images[torch.from_numpy(eval_idx)]
-    (_, taps), ours_extract_s = timed(lambda: extract(model, images, spec.features.taps, False,
-                                                      spec.features.batch_size, device))
-    _, naive_extract_s = timed(lambda: naive_extract(model, images, spec.features.taps, device))
-    _, full_taps = extract(model, images[:256], spec.features.taps, True, spec.features.batch_size, device)
+    tap_names = spec.features.taps or model.default_taps()
+    (_, taps), ours_extract_s = timed(lambda: extract(model, images, tap_names, False, spec.features.batch_size,
+                                                      device))
+    _, naive_extract_s = timed(lambda: naive_extract(model, images, tap_names, device))
+    _, full_taps = extract(model, images[:256], tap_names, True, spec.features.batch_size, device)
 
-    meta = file_meta(classes, excluded, {}, "", "bench")
+    meta = file_meta(classes, ds.class_names, excluded, {}, "", "bench")
     sizes = {}
     for name, tap_set in (("pooled", {k: v[:256] for k, v in taps.items()}), ("full", full_taps)):
         path = RunLayout(work / "bytes").features_file(args.fold, 0, name, "bench")
         write_split(path, ds.ids[eval_idx[:256]], ds.labels[eval_idx[:256]], ds.labels[eval_idx[:256]], tap_set, meta)
         sizes[name] = path.stat().st_size / 256
 
-    c = out["corrector"]
+    c = out.corrector
     study = optuna.load_study(study_name=corrector.STUDY_NAME, storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(run / out["paths"]["corrector"] / "study.journal"))))
+        optuna.storages.journal.JournalFileBackend(str(run / out.paths.corrector / "study.journal"))))
     tried = [t for t in study.trials if "params" in t.user_attrs]
-    correct = read_split(RunLayout(run).features_file(args.fold, 0, "correct", out["features_key"]))
+    correct = read_split(RunLayout(run).features_file(out.fold, 0, "correct", out.features_key))
     cfg = spec.corrector
     y = np.searchsorted(classes, correct.labels)
     cv_splits = corrector.stratified_cv_splits(y, cfg.cv_splits, cfg.seed, classes)
@@ -135,9 +140,9 @@ def main():
         ("feature extraction, images/s", len(eval_idx) / ours_extract_s, len(eval_idx) / naive_extract_s,
          "DataLoader, batch 64, fp32"),
         ("Parquet bytes per image", sizes["pooled"], sizes["full"], "full maps (features.full)"),
-        ("corrector, s per candidate", c["seconds_per_candidate"], naive_per_candidate,
+        ("corrector, s per candidate", c.seconds_per_candidate, naive_per_candidate,
          "fresh DMatrix, all rounds, no pruning"),
-        ("corrector search per fold, s", c["search_seconds"], naive_per_candidate * len(tried), "same candidates"),
+        ("corrector search per fold, s", c.search_seconds, naive_per_candidate * len(tried), "same candidates"),
         ("whole fold, s", fold_seconds, naive_fold, "naive rates x the same work"),
     ]
     gpu = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {threads} threads"
@@ -148,9 +153,26 @@ def main():
     for name, ours, naive, what in rows:
         better = ours / naive if "images/s" in name else naive / ours  # >1 means ours is better
         print(f"{name:32}{ours:12.2f}{naive:12.2f}{better:8.2f}x  {what}")
-    total = sum(out["stage_seconds"].values())
+    total = sum(out.stage_seconds.values())
     print("the fold's stages, s: "
-          + ", ".join(f"{k} {v:.1f} ({v / total:.0%})" for k, v in out["stage_seconds"].items()))
+          + ", ".join(f"{k} {v:.1f} ({v / total:.0%})" for k, v in out.stage_seconds.items()))
+    compare_nets(spec, args.nets, ds, targets, train_idx, splits["val"][:64], images, excluded_index, device)
+
+
+def compare_nets(spec, names, ds, targets, train_idx, val_idx, images, excluded_index, device):
+    """Each net's training (one epoch, our trainer) and extraction (its default taps) images/s, the spec's first."""
+    print(f"\nnets on the same {len(train_idx)} training and {len(images)} extracted images "
+          f"({ds.images.shape[1]}x{ds.images.shape[2]}x{ds.images.shape[3]}), one epoch each:")
+    print(f"{'net':24}{'train img/s':>12}{'extract img/s':>15}{'vs ' + spec.base_net.arch:>12}")
+    first = None
+    for arch in [spec.base_net.arch, *names]:
+        cfg = dataclasses.replace(spec.base_net, arch=arch, epochs=1, min_epochs=0)
+        model, result = train_base_net(ds.images, targets, train_idx, val_idx, len(ds.classes), excluded_index, cfg, 0)
+        _, seconds = timed(lambda: extract(model, images, model.default_taps(), False, spec.features.batch_size,
+                                           device))
+        rates = (result.images_per_second, len(images) / seconds)
+        first = first or rates
+        print(f"{arch:24}{rates[0]:12.1f}{rates[1]:15.1f}{rates[0] / first[0]:11.2f}x")
 
 
 if __name__ == "__main__":

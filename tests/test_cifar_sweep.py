@@ -1,0 +1,30 @@
+"""A whole sweep of a torchvision net on a 10-class set in the CIFAR-10 layout: every fold and the full model."""
+import pytest
+from layouts import CIFAR10_NAMES, write_cifar10
+
+from correctsweep.cli import main
+from correctsweep.results import TrialResult
+
+
+@pytest.mark.slow
+def test_resnet18_sweep_over_ten_named_classes(tmp_path):
+    import ray
+
+    write_cifar10(tmp_path / "cifar", train_per_class=12, test_per_class=5)
+    sets = [f"storage={tmp_path}", "name=cifar-smoke", "data.source=cifar10", f"data.path={tmp_path / 'cifar'}",
+            "data.image_size=32", "data.use_split_column=true", "base_net.arch=resnet18", "base_net.epochs=1",
+            "base_net.patience=1", "corrector.n_candidates=2", "corrector.max_rounds=20", "corrector.tune_taps=false",
+            "resources.cpus_per_trial=1", "base_net.threads=1", "corrector.threads=1", "folds=[all, none]"]
+    try:
+        assert main(["sweep", "sweeps/smoke.yaml", *[a for s in sets for a in ("--set", s)]]) == 0
+    finally:
+        ray.shutdown()
+    run = tmp_path / "cifar-smoke"
+    results = {r.fold: r for r in map(TrialResult.read, run.glob("results/fold=*/seed=0.json"))}
+    assert set(results) == {*map(str, range(10)), "none"}
+    assert all(r.net == "resnet18" and r.class_names == CIFAR10_NAMES for r in results.values())
+    report = (run / "report" / "report.md").read_text()
+    assert "10 classes; base net resnet18" in report
+    assert all(f"| {i} {name} |" in report for i, name in enumerate(CIFAR10_NAMES))
+    assert "### Fold 3 cat" not in report  # one method: no methods section, but the folds are named
+    assert "fold 3 cat seed 0" in report and (run / "best" / "best_config.yaml").is_file()
