@@ -168,8 +168,8 @@ def compare_nets(spec, names, ds, targets, train_idx, val_idx, images, excluded_
     for arch in [spec.base_net.arch, *names]:
         cfg = dataclasses.replace(spec.base_net, arch=arch, epochs=1, min_epochs=0)
         model, result = train_base_net(ds.images, targets, train_idx, val_idx, len(ds.classes), excluded_index, cfg, 0)
-        _, seconds = timed(lambda: extract(model, images, model.default_taps(), False, spec.features.batch_size,
-                                           device))
+        _, seconds = timed(lambda m=model: extract(m, images, m.default_taps(), False, spec.features.batch_size,
+                                                   device))
         rates = (result.images_per_second, len(images) / seconds)
         first = first or rates
         print(f"{arch:24}{rates[0]:12.1f}{rates[1]:15.1f}{rates[0] / first[0]:11.2f}x")
