@@ -98,6 +98,17 @@ CASES = [
     ("--set under a value", setting("name.x=1"), "'name' is not a section"),
     ("invalid group pattern", setting("data.group_pattern=(S"), "data.group_pattern"),
     ("unknown source", setting("data.source=hdf5"), "data.source"),
+    # the net and its taps (checked on the net built once, before anything is written)
+    ("unknown arch", setting("base_net.arch=resnet81"), "close names: resnet18"),
+    ("module not importing", setting("base_net.module=no_such_pkg:Net"), "does not import"),
+    ("module not a module class", setting("base_net.module=user_nets:NotAModule"), "not an nn.Module"),
+    ("net output not [B, K]", setting("base_net.module=user_nets:WrongOutput"), "not [B, K]"),
+    ("tap node missing", setting("base_net.arch=resnet18", "features.taps=[layer5]"), "close names"),
+    ("arch and module both", setting("base_net.arch=resnet18", "base_net.module=user_nets:TinyNet"),
+     "base_net.module"),
+    ("class name not in the data", lambda t: ["trial", SMOKE, "--fold", "contempt", "--set", f"storage={t}/out"],
+     "neither a class label nor a class name"),
+    ("data.classes of the wrong length", setting("data.classes=[a, b, c]"), "lists 3 names"),
     ("bad fold list", setting("folds=[-1]"), "folds"),
     # the data
     ("data path missing", lambda t: data_cmd(t, t / "missing"), "does not exist"),
@@ -105,14 +116,16 @@ CASES = [
     ("parquet lacks columns", lambda t: data_cmd(t, parquet(t, table().drop(columns="image"))), "lacks column"),
     ("null labels", lambda t: data_cmd(t, parquet(t, table().astype({"label": "Int64"}).assign(
         label=lambda f: f.label.mask(f.index == 3)))), "without nulls"),
-    ("string labels", lambda t: data_cmd(t, parquet(t, table().astype({"label": str}))), "must be integers"),
+    ("float labels", lambda t: data_cmd(t, parquet(t, table().astype({"label": float}))), "integers or strings"),
     ("several datasets in one folder", lambda t: data_cmd(
         t, parquet(t, table(), folder="all/a") and parquet(t, table(), folder="all/b").parent), "2 folders"),
     ("not parquet", lambda t: data_cmd(t, (t / "x.parquet").write_text("a,b\n1,2\n") and t / "x.parquet"),
      "not readable as Parquet"),
     ("corrupt image", lambda t: data_cmd(t, parquet(t, table().assign(
         image=lambda f: [b"not an image"] + list(f.image[1:])))), "cannot be decoded"),
-    ("label out of range", lambda t: data_cmd(t, parquet(t, table(classes=(1, 2, 9)))), "out of range"),
+    ("label out of the rafdb preset", lambda t: data_cmd(t, parquet(t, table(classes=(1, 2, 9))), "parquet",
+                                                          "--set", "data.classes=rafdb"), "outside RAF-DB"),
+    ("two classes", lambda t: data_cmd(t, parquet(t, table(classes=(1, 2)))), "at least 3"),
     ("class too small", lambda t: data_cmd(t, parquet(t, pd.concat([table(), table(3, (4,))]).assign(
         source_name=lambda f: [f"i{i}" for i in range(len(f))]))), "has only 3 images"),
     ("duplicate sample ids", lambda t: data_cmd(t, parquet(t, table().assign(source_name="same.png"))),
@@ -133,9 +146,11 @@ CASES = [
     ("group pattern not matching", lambda t: data_cmd(t, parquet(t, table()), "parquet",
                                                       "--set", "data.group_pattern=(S\\d+)_"), "does not match"),
     # trial, collect, best
-    ("fold not a class", lambda t: ["trial", SMOKE, "--fold", "99", "--set", f"storage={t}/out"], "--fold 99"),
-    ("fold all", lambda t: ["trial", SMOKE, "--fold", "all", "--set", f"storage={t}/out"], "one excluded class"),
-    ("fold a word", lambda t: ["trial", SMOKE, "--fold", "x3", "--set", f"storage={t}/out"], "one excluded class"),
+    ("fold not a class", lambda t: ["trial", SMOKE, "--fold", "99", "--set", f"storage={t}/out"], "fold '99'"),
+    ("fold all", lambda t: ["trial", SMOKE, "--fold", "all", "--set", f"storage={t}/out"], "neither a class label"),
+    ("fold a word", lambda t: ["trial", SMOKE, "--fold", "x3", "--set", f"storage={t}/out"], "neither a class label"),
+    ("fold a superscript digit", lambda t: ["trial", SMOKE, "--fold", "²", "--set", f"storage={t}/out"],
+     "neither a class label"),
     ("cuda without a GPU", setting("base_net.device=cuda"), "no GPU is visible"),
     ("storage is a file", lambda t: (t / "afile").write_text("x") and
      ["trial", SMOKE, "--fold", "3", "--set", f"storage={t}/afile"], "is a file"),
