@@ -5,7 +5,7 @@ replaces RUN_DIR/report/ with:
   metrics.parquet, metrics.csv   long format: run, fold, seed, class, metric, value. Every per-class
                                  metric, plus each summary metric (accuracy_f, macro_gain, ...) with
                                  class null, as it belongs to no class.
-  folds.csv                      one row per fold x seed: the excluded class's Gain, mean dfpr and
+  folds.csv                      one row per fold x seed: the excluded class's name and Gain, mean dfpr and
                                  harm over classes, accuracies of f and h, f's balanced accuracy on its
                                  trained classes beside the full model's on them, the base net's epochs_run
                                  and best_epoch (empty where the result has no training record), the
@@ -131,7 +131,8 @@ def fold_table(results: list[TrialResult]) -> pd.DataFrame:
     rows = []
     for r in sorted(results, key=result_order):
         s, c, t = r.summary, r.corrector, r.train or {}
-        rows.append({"fold": r.fold, "seed": r.seed, "gain_excluded": r.per_class_value("gain", r.excluded),
+        rows.append({"fold": r.fold, "seed": r.seed, "excluded_name": r.names.get(r.excluded, ""),
+                     "gain_excluded": r.per_class_value("gain", r.excluded),
                      "mean_dfpr": s["macro_dfpr"], "mean_harm": s["macro_harm"],
                      **{k: s[k] for k in ACCURACIES},
                      "balanced_accuracy_f_trained": _trained_balanced_accuracy(r, r.excluded),
@@ -362,7 +363,7 @@ def report_markdown(spec: Spec, run_dir: Path, folds: pd.DataFrame, tables: dict
             "accuracy of the base net f and of the corrected h, f's balanced accuracy on the classes it was "
             "trained on beside the full model's on the same classes (a fold far below it had a collapsed or "
             "under-trained f), the base net's epochs run and kept epoch, and the corrector's choice.",
-            markdown_table(named(folds.set_index("fold"), names))]
+            markdown_table(named(folds.drop(columns="excluded_name").set_index("fold"), names))]  # the fold names it
     out += _curves_section(folds)
     if "matrix_gain" in tables:
         out += _table_sections(tables, several, names)
