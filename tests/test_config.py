@@ -85,7 +85,8 @@ def test_kind_alone_or_in_a_list():
 
 def test_a_run_directory_spec_from_before_a_rename_still_loads(tmp_path):
     # a spec.yaml the tool wrote itself before data.size became data.n_images
-    (tmp_path / "spec.yaml").write_text("name: old\ndata:\n  size: 300\nbase_net:\n  smoothing: 2\n")
+    (tmp_path / "spec.yaml").write_text("name: old\nstorage: outputs\ndata:\n  size: 300\nfolds: [none]\nseeds: [0]\n"
+                                        "base_net:\n  smoothing: 2\nfeatures: {}\ncorrector: {}\nresources: {}\n")
     spec = load_spec(tmp_path / "spec.yaml", stored=True)
     assert spec.data.n_images == 300 and spec.base_net.val_window == 2
     with pytest.raises(SpecError, match="now called"):

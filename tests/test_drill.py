@@ -9,6 +9,7 @@ import torch
 from torchvision.io import encode_png
 
 from correctsweep import cli
+from correctsweep.config import load_spec
 
 SMOKE = "sweeps/smoke.yaml"
 
@@ -58,7 +59,7 @@ def setting(*pairs):
 def bad_result(tmp):
     run = tmp / "out" / "smoke"
     (run / "results" / "fold=3").mkdir(parents=True)
-    (run / "spec.yaml").write_text("name: smoke\n")
+    (run / "spec.yaml").write_text(load_spec(SMOKE).to_yaml())
     (run / "results" / "fold=3" / "seed=0.json").write_text('{"fold": "3", "se')  # cut by a kill
     return ["collect", str(run)]
 
@@ -197,8 +198,6 @@ def test_a_byte_order_mark_is_not_a_column(tmp_path, capsys):
 
 
 def test_5e_4_is_a_float(tmp_path):
-    from correctsweep.config import load_spec
-
     assert load_spec(SMOKE, ["base_net.lr=5e-4"]).base_net.lr == 5e-4
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -245,11 +246,12 @@ def sweep_key(spec: Spec) -> str:
     return digest(spec.to_dict() | {"base_net": None})
 
 
-def from_mapping(cls: type, raw: Any, where: str) -> Any:
+def from_mapping(cls: type, raw: Any, where: str, finite: bool = True) -> Any:
     """`raw` as the dataclass `cls`, nested dataclasses and types checked; a SpecError names the first
-    unknown key or wrong type by its dotted path."""
+    unknown key or wrong type by its dotted path. `finite`: numbers must be finite (a spec's); a result's
+    figures may be NaN, which is how an undefined ratio is stored."""
     if not isinstance(raw, dict):
-        raise SpecError(f"'{where or 'spec'}' must be a mapping, got {type(raw).__name__}")
+        raise SpecError(f"'{where or 'spec'}' must be a mapping of keys, got {_shown(raw)}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     values = {}
@@ -259,43 +261,74 @@ def from_mapping(cls: type, raw: Any, where: str) -> Any:
             raise SpecError(f"'{path}' is now called '{RENAMED[path]}'; rename it in the spec or --set")
         if key not in known:
             raise SpecError(f"unknown key '{path}'; known keys here: {', '.join(sorted(known))}")
-        values[key] = _coerce(hints[key], value, path)
+        values[key] = _coerce(hints[key], value, path, finite)
     return cls(**values)
 
 
-def _coerce(hint: Any, value: Any, path: str) -> Any:
+# Integers beyond this are no count, size or seed a sweep can use; numpy and torch would overflow on them.
+MAX_INT = 2**32 - 1
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+_FLOAT_TEXT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+def _shown(value: Any) -> str:
+    """A value as an error line shows it: its type and at most 60 characters of it."""
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _number(hint: type, value: Any, path: str, finite: bool = True) -> int | float:
+    """An int or float field's value: a finite number in range. YAML 1.1 reads 5e-4 (no dot) as a
+    string, so numeric text is converted, but only plain ASCII numbers (not 'inf', 'nan' or '1_0')."""
+    if isinstance(value, str) and (_INT_TEXT if hint is int else _FLOAT_TEXT).fullmatch(value.strip()):
+        value = hint(value.strip())
+    if hint is float and isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_INT:
+        value = float(value)
+    if not isinstance(value, hint) or isinstance(value, bool):
+        raise SpecError(f"'{path}' must be {'an integer' if hint is int else 'a number'}, got {_shown(value)}")
+    return _scalar(value, path, finite)
+
+
+def _scalar(value: Any, path: str, finite: bool = True) -> Any:
+    """`value` itself when every number in it is finite and within MAX_INT; nested lists and mappings
+    (the free-form fields: folds, pca_dims, search, ...) are checked throughout."""
+    if isinstance(value, float) and not math.isfinite(value) and (finite or not math.isnan(value)):
+        raise SpecError(f"'{path}' must be a finite number, got {value}")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise SpecError(f"'{path}' must be at most {MAX_INT} in size, got {_shown(value)}")
+    for item in value.values() if isinstance(value, dict) else value if isinstance(value, list) else ():
+        _scalar(item, path, finite)
+    return value
+
+
+def _coerce(hint: Any, value: Any, path: str, finite: bool = True) -> Any:
     if dataclasses.is_dataclass(hint):
-        return from_mapping(hint, value, path)
+        return from_mapping(hint, value, path, finite)
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         (hint,) = [a for a in args if a is not type(None)]
-        return _coerce(hint, value, path)
+        return _coerce(hint, value, path, finite)
     if origin is list:
-        if not isinstance(value, list):
-            value = [value]
-        return [_coerce(args[0], v, path) for v in value]
+        if isinstance(value, dict):
+            raise SpecError(f"'{path}' must be a list (or one value), got {_shown(value)}")
+        return [_coerce(args[0], v, path, finite) for v in (value if isinstance(value, list) else [value])]
     if origin is dict:
         if not isinstance(value, dict):
-            raise SpecError(f"'{path}' must be a mapping, got {value!r}")
-        if dataclasses.is_dataclass(args[1]):
-            return {k: _coerce(args[1], v, f"{path}.{k}") for k, v in value.items()}
-        return value
+            raise SpecError(f"'{path}' must be a mapping of keys, got {_shown(value)}")
+        return {_coerce(args[0], k, f"{path} key", finite): _coerce(args[1], v, f"{path}.{k}", finite)
+                for k, v in value.items()}
     if hint is Any:
+        return _scalar(value, path, finite)
+    if hint in (int, float):
+        return _number(hint, value, path, finite)
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        # YAML reads 007 as 7 and 1e3 as 1000.0: taking them as text would silently change them
+        raise SpecError(f"'{path}' must be text, but YAML read it as the number {value!r}: quote the value")
+    if isinstance(value, hint):
         return value
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float) and isinstance(value, str):  # YAML 1.1 reads 5e-4 (no dot) as a string
-        try:
-            return hint(value)
-        except ValueError:
-            pass
-    if hint is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
-        return value
-    raise SpecError(f"'{path}' must be {hint.__name__}, got {value!r}")
+    raise SpecError(f"'{path}' must be {hint.__name__}, got {_shown(value)}")
 
 
 def _check(cond: bool, key: str, why: str) -> None:
@@ -405,10 +438,22 @@ def _validate_features(spec: Spec) -> None:
            "baselines", f"must list distinct detectors among {', '.join(baselines.DETECTORS)}")
 
 
+MAX_NAME = 100  # a run directory's name; Tune and the filesystem append to it
+
+
+def _validate_seeds(spec: Spec) -> None:
+    """Training and sampler seeds: what numpy's and torch's generators take, each seed run once."""
+    for key, seeds in (("seeds", spec.seeds), ("corrector.seed", [spec.corrector.seed])):
+        _check(all(0 <= s <= MAX_INT for s in seeds), key, f"must be between 0 and {MAX_INT}")
+    _check(len(set(spec.seeds)) == len(spec.seeds), "seeds", "must be distinct (a repeated seed reruns the same trial)")
+
+
 def validate(spec: Spec) -> Spec:
     """`spec` itself when every field holds a possible value; else a SpecError naming the first bad key."""
-    _check(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", spec.name) is not None, "name",
-           "must be a folder name of letters, digits, '.', '_' or '-' (not starting with '.'), e.g. ferplus-48px")
+    _check(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", spec.name) is not None and len(spec.name) <= MAX_NAME,
+           "name", f"must be a folder name of at most {MAX_NAME} letters, digits, '.', '_' or '-' "
+           "(not starting with '.'), e.g. ferplus-48px")
+    _validate_seeds(spec)
     _validate_data(spec.data)
     _validate_base_net(spec.base_net)
     _validate_corrector(spec.corrector)
@@ -417,11 +462,83 @@ def validate(spec: Spec) -> Spec:
     return spec
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, stricter where a spec would otherwise go silently wrong: a key given
+    twice is an error (PyYAML keeps the last), and dates stay text (a name such as 2024-01-01)."""
+
+
+_SpecLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+def _mapping(loader: _SpecLoader, node: yaml.MappingNode):
+    data = {}
+    yield data  # as SafeLoader does, so an anchored mapping can be referred to inside itself
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key_node.tag != "tag:yaml.org,2002:merge" and isinstance(key, typing.Hashable):
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key '{key}' is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+    data.update(loader.construct_mapping(node))
+
+
+_SpecLoader.add_constructor("tag:yaml.org,2002:map", _mapping)
+
+# the sections every spec.yaml the tool wrote holds (SPEC §4), since its first version
+STORED_KEYS = ("name", "storage", "data", "folds", "seeds", "base_net", "features", "corrector", "resources")
+MAX_SPEC_BYTES = 1 << 20  # a spec is a few kB
+MAX_NODES = 10_000  # values in a spec once its aliases are expanded (a spec has a few hundred)
+
+
+def _check_size(value: Any) -> None:
+    """Walk `value` with its aliases expanded, stopping once more than MAX_NODES were seen: a few
+    hundred bytes of nested aliases ("billion laughs") otherwise expand to gigabytes downstream."""
+    stack, seen = [value], 0
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            raise SpecError(f"the spec expands to more than {MAX_NODES} values (YAML aliases nested inside "
+                            "each other?); write the values out")
+        if isinstance(item, dict):
+            stack += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            stack += item
+
+
+def _yaml(text: str) -> Any:
+    """`text` parsed with the spec loader, bounded in size; YAMLError on bad YAML or a repeated key."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(f"the spec is {len(text)} characters long, more than a spec needs ({MAX_SPEC_BYTES}); "
+                        "pass a sweep spec such as sweeps/default.yaml")
+    try:
+        value = yaml.load(text, Loader=_SpecLoader)  # noqa: S506 (_SpecLoader is a SafeLoader)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
+    _check_size(value)
+    return value
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error in a few words, with the line it is on."""
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+        return f"{e.problem} (line {e.problem_mark.line + 1})"
+    return str(e).splitlines()[0]
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise SpecError(f"--set '{text}' must look like key=value, e.g. data.path=/x")
     key, value = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(value)
+    try:
+        return key.strip().split("."), _yaml(value)
+    except yaml.YAMLError as e:
+        raise SpecError(f"--set {text}: the value is not valid YAML ({_yaml_problem(e)}); "
+                        "quote text, e.g. --set \"data.path='[x'\"") from None
 
 
 def spec_from_dict(raw: dict[str, Any], overrides: list[str] = ()) -> Spec:
@@ -439,22 +556,39 @@ def spec_from_dict(raw: dict[str, Any], overrides: list[str] = ()) -> Spec:
 
 def load_spec(path: str | Path, overrides: list[str] = (), stored: bool = False) -> Spec:
     """The spec in a YAML file. `stored`: a run directory's spec.yaml, which this tool wrote itself,
-    so keys renamed since are carried over rather than refused (a user's spec gets the error)."""
+    so keys renamed since are carried over rather than refused (a user's spec gets the error), and
+    one that is not a whole spec is refused rather than read as the default spec."""
     path = Path(path)
+    what = f"the run's spec file '{path}'" if stored else f"spec file '{path}'"
+    fix = "rerun one trial of the run's spec (`correctsweep trial SPEC --fold J`) to rewrite it" if stored else \
+        "pass a YAML file such as sweeps/default.yaml"
     if not path.is_file():
-        raise SpecError(f"spec file '{path}' not found; pass a YAML file such as sweeps/default.yaml")
+        raise SpecError(f"{what} not found; {fix}")
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise SpecError(f"{what} is {path.stat().st_size} bytes, more than a spec needs; {fix}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
-    except UnicodeDecodeError:
-        raise SpecError(f"spec file '{path}' is not text; pass a YAML file such as sweeps/default.yaml") from None
+        raw = _yaml(path.read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, ValueError):
+        raise SpecError(f"{what} is not text; {fix}") from None
     except yaml.YAMLError as e:
-        raise SpecError(f"spec file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise SpecError(f"{what} is not valid YAML: {_yaml_problem(e)}; {fix}") from None
+    except SpecError as e:
+        raise SpecError(f"{what}: {e}") from None
+    if raw is None and not stored:
+        raw = {}
     if not isinstance(raw, dict):
-        raise SpecError(f"spec file '{path}' must be a mapping of keys (name:, data:, ...), "
-                        f"not a {type(raw).__name__}")
-    if stored:
-        for old, new in RENAMED.items():
-            (section, old_key), new_key = old.split("."), new.split(".")[1]
-            if old_key in raw.get(section, {}):
-                raw[section][new_key] = raw[section].pop(old_key)
-    return spec_from_dict(raw, overrides)
+        raise SpecError(f"{what} must be a mapping of keys (name:, data:, ...), not {_shown(raw)}; {fix}")
+    if not stored:
+        return spec_from_dict(raw, overrides)
+    # the tool writes every section, so a missing one means a damaged file, not the default's value
+    missing = [key for key in STORED_KEYS if key not in raw]
+    if missing:
+        raise SpecError(f"{what} lacks {', '.join(missing)}, so it is not the spec the run was made with; {fix}")
+    for old, new in RENAMED.items():
+        (section, old_key), new_key = old.split("."), new.split(".")[1]
+        if isinstance(raw.get(section), dict) and old_key in raw[section]:
+            raw[section][new_key] = raw[section].pop(old_key)
+    try:
+        return spec_from_dict(raw, overrides)
+    except SpecError as e:
+        raise SpecError(f"{what}: {e}; {fix}") from None

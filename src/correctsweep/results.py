@@ -104,7 +104,7 @@ class TrialResult:
                "that quick)")
         try:
             raw = json.loads(Path(path).read_text())
-            result = from_mapping(cls, raw, "")
+            result = from_mapping(cls, raw, "", finite=False)
         except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise CorrectsweepError(f"result {path} is unreadable ({str(e)[:60]}); {fix}") from None
         except (SpecError, TypeError) as e:  # a wrong type, an unknown key, a missing field
