@@ -34,9 +34,11 @@ def cmd_taps(args) -> None:
 
 def cmd_trial(args) -> None:
     from correctsweep.layout import RunLayout
-    from correctsweep.trial import run_trial
+    from correctsweep.trial import core_warning, run_trial
 
     spec = load_spec(args.spec, args.set)
+    if warning := core_warning(spec):
+        print(f"correctsweep: warning: {warning}", file=sys.stderr)
     run_trial(spec, args.fold, args.seed)
     # What collect expects of the run (its folds and seeds), written once the trial has succeeded, so
     # a rejected command changes nothing; a sweep writes it once for all its trials.

@@ -164,6 +164,11 @@ class CorrectorConfig:
     """xgboost only: auto (cuda when present), cpu or cuda (the other kinds run on the CPU)."""
     threads: int | None = None
     """XGBoost threads (default: the trial's CPUs)."""
+    workers: int = 1
+    """Optuna workers searching one fold's study at once, sharing its journal and the search's threads
+    (corrector.threads or the trial's CPUs, split evenly, at least 1 each): Ray tasks on the trial's node in
+    a sweep, processes under `correctsweep trial`. 1 is the sequential, reproducible search; with more, the
+    order in which candidates finish, and so the candidates proposed, is not deterministic."""
     seed: int = 0
     """Seed of the TPE sampler and of the CV split."""
 
@@ -387,6 +392,7 @@ def _validate_base_net(b: BaseNetConfig) -> None:
 def _validate_corrector(c: CorrectorConfig) -> None:
     """The corrector's search: budget, objective, policies, projection and kinds."""
     _check(c.n_candidates >= 1, "corrector.n_candidates", "must be >= 1")
+    _check(c.workers >= 1, "corrector.workers", "must be >= 1")
     _check(c.cv_splits >= 2, "corrector.cv_splits", "must be >= 2")
     _check(c.objective in OBJECTIVES, "corrector.objective", f"must be one of {', '.join(OBJECTIVES)}")
     _check(0 <= c.harm_bound <= 1, "corrector.harm_bound", "must be in [0, 1]")

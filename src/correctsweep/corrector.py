@@ -16,29 +16,51 @@ Design choices
   for every allowed policy and the best (tau, policy) is kept as trial user attributes. Ties go to
   the largest tau: of equally good corrections, the one that changes f least.
 * Resume: the study lives in an Optuna journal file in the workdir. A rerun marks trials left
-  RUNNING by a killed process as FAIL (re-enqueueing their parameters once) and runs only the
-  missing trials; the sampler is reseeded by the number of finished candidates before each one, so
+  RUNNING by a killed process, or by Ctrl-C, as FAIL (re-enqueueing their parameters once) and runs only
+  the missing trials; the sampler is reseeded by the number of finished candidates before each one, so
   a resumed search proposes what an uninterrupted one would. A journal whose last record a kill cut
   short is cut back to its last whole record first. The search's seconds are kept in the study, so
   timeout_s bounds all runs together. Outputs are written atomically; a rerun of a finished search loads
   them instead of refitting.
+* The candidates run in our own ask/tell loop rather than study.optimize: Ctrl-C then leaves one
+  line (the CLI's) instead of Optuna's traceback of the interrupted trial, and the budget can be
+  checked against the trials other workers are running.
+* Workers (corrector.workers > 1): N Optuna workers share the study's journal, Ray tasks inside a Ray
+  sweep and spawned processes otherwise (see `workers`). JournalFileBackend serialises their appends
+  with its lock file; a second lock (ask.lock) makes "check the budget, then ask" one step, so exactly
+  n_candidates candidates finish across workers. Each worker records host:pid in its trial
+  (user attribute `worker`): the parent, polling the journal every second, marks a RUNNING trial whose
+  worker has died FAIL, re-enqueues its parameters once, and starts a replacement worker (each slot is
+  replaced at most once per run). Optuna's heartbeats would do this, but they are RDBStorage's only.
+  timeout_s bounds the search's wall seconds, not the workers' summed seconds: no worker starts a
+  candidate after the deadline, and `search_seconds` is the parent's wall clock from launching the
+  workers to the last one ending. Workers sample with TPE's constant liar and seeds apart, so siblings
+  do not propose one candidate twice; which worker finishes first is up to the machine, so the search
+  is no longer reproducible. The parent reports the candidates and refits the winner once, after all
+  workers end.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import logging
 import math
+import os
+import socket
+import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager
 
 import numpy as np
 import optuna
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from correctsweep.atomic import atomic_path, write_json
 from correctsweep.config import CorrectorConfig
@@ -48,9 +70,13 @@ from correctsweep.features import FeatureSet
 from correctsweep.kinds import KINDS, Kind, Model, SearchSetup, corrector_inputs, fit_projection
 from correctsweep.policy import apply_policy, best_choice, policies_for
 from correctsweep.projection import Projection
+from correctsweep.workers import ProcessWorkers, RayWorkers
 
 STUDY_NAME = "corrector"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+SLOT_SEED_STRIDE = 1_000_000  # sampler seeds of sibling workers lie this far apart: more than any search's candidates
+POLL_S = 1.0  # how often the parent of several workers reads the journal (reports, dead workers)
+_log = optuna.logging.get_logger("optuna.correctsweep")  # beside Optuna's lines, under its verbosity
 
 
 @dataclass
@@ -140,29 +166,56 @@ def repair_journal(path: Path) -> bool:
     return True
 
 
+def _load_study(workdir: Path) -> optuna.Study:
+    return optuna.create_study(study_name=STUDY_NAME, storage=study_storage(workdir), direction="maximize",
+                               pruner=optuna.pruners.MedianPruner(n_startup_trials=5), load_if_exists=True)
+
+
 def _open_study(workdir: Path, seed: int) -> optuna.Study:
     if repair_journal(Path(workdir) / "study.journal"):
         print(f"{workdir}/study.journal ended in a record cut by a kill: dropped it", flush=True)
-    study = optuna.create_study(study_name=STUDY_NAME, storage=study_storage(workdir), direction="maximize",
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=5),
-                                load_if_exists=True)
-    # One workdir has one searcher at a time, so a RUNNING trial belongs to a killed process.
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.tell(t.number, state=TrialState.FAIL)
-        if "fixed_params" not in t.system_attrs:  # a re-enqueued trial that died again is dropped
-            study.enqueue_trial(t.params)
+    study = _load_study(workdir)
+    # One workdir has one search at a time, whose workers start after this: a RUNNING trial belongs to a
+    # killed or interrupted one.
+    _retry(study, lambda t: True)
     if "sampler_seed" not in study.user_attrs:
         study.set_user_attr("sampler_seed", seed)
-    study.sampler = _sampler(study)
     return study
 
 
-def _sampler(study: optuna.Study) -> optuna.samplers.TPESampler:
-    """A sampler seeded by the number of finished candidates, renewed after each: a search killed and
+def _retry(study: optuna.Study, stale: Callable[[FrozenTrial], bool]) -> None:
+    """Mark the RUNNING trials that no live worker runs FAIL, and re-enqueue their parameters once."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if stale(t):
+            study.tell(t.number, state=TrialState.FAIL)
+            if "fixed_params" not in t.system_attrs:  # a re-enqueued trial that died again is dropped
+                study.enqueue_trial(t.params)
+
+
+def _worker_died(trial: FrozenTrial) -> bool:
+    """Whether the worker running `trial` (host:pid, on this host) has died. Every worker of a search
+    runs on the parent's host (see `workers`), so a trial of another host is not this search's."""
+    host, _, pid = trial.user_attrs.get("worker", "").rpartition(":")
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, under another user
+        pass
+    return False
+
+
+def _sampler(study: optuna.Study, slot: int = 0, parallel: bool = False) -> optuna.samplers.TPESampler:
+    """A sampler seeded by the number of finished candidates, renewed before each: a search killed and
     resumed then proposes exactly what an uninterrupted one would (a killed trial is FAIL and counts
-    for nothing), and a rerun never replays the first run's random start-up candidates."""
+    for nothing), and a rerun never replays the first run's random start-up candidates. A worker among
+    several (`parallel`) seeds its own sequence (`slot`) and counts its siblings' running candidates as
+    bad ones (constant liar), so two workers do not propose the same candidate."""
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
-    return optuna.samplers.TPESampler(seed=study.user_attrs["sampler_seed"] + finished)
+    seed = study.user_attrs["sampler_seed"] + finished + slot * SLOT_SEED_STRIDE
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=parallel)
 
 
 def _setup(correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig, threads: int, taps) -> SearchSetup:
@@ -202,35 +255,169 @@ def evaluate(trial: optuna.Trial, setup: SearchSetup, kind: Kind) -> float:
     return score
 
 
-def _progress(spent: float, started: float, on_candidate: Callable[[dict], None] | None):
-    """An Optuna callback: keeps the search's seconds in the study (so timeout_s bounds all runs
-    together) and reports each finished candidate."""
-    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        study.set_user_attr("search_seconds", spent + time.perf_counter() - started)
-        study.sampler = _sampler(study)
-        if on_candidate is not None and trial.state in FINISHED:
-            values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-            on_candidate({"candidate": trial.number, "state": trial.state.name.lower(),
+def _report(study: optuna.Study, trial: FrozenTrial, on_candidate: Callable[[dict], None] | None) -> None:
+    if on_candidate is not None and trial.state in FINISHED:
+        values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        on_candidate({"candidate": trial.number, "state": trial.state.name.lower(),
                       "score": trial.value if trial.value is not None else math.nan,
                       "best": max(values, default=math.nan), "seconds": trial.duration.total_seconds()})
-    return callback
 
 
-def _run_candidates(study: optuna.Study, setup: SearchSetup, kind: Kind, on_candidate) -> float:
+def _candidates_left(study: optuna.Study, cfg: CorrectorConfig) -> int:
+    """Candidates no worker has finished or is running yet."""
+    return cfg.n_candidates - len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
+
+
+def _log_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Optuna's own line for a finished trial (study.optimize's, which this loop replaces)."""
+    if not _log.isEnabledFor(logging.INFO):
+        return
+    if trial.state == TrialState.COMPLETE:
+        best = study.best_trial
+        _log.info(f"Trial {trial.number} finished with value: {trial.value} and parameters: {trial.params}. "
+                  f"Best is trial {best.number} with value: {best.value}.")
+    elif trial.state == TrialState.PRUNED:
+        _log.info(f"Trial {trial.number} pruned.")
+
+
+def _candidate_loop(study: optuna.Study, setup: SearchSetup, kind: Kind, deadline: float,
+                    after: Callable[[FrozenTrial], None] = lambda trial: None, slot: int = 0,
+                    ask_lock: ContextManager | None = None) -> None:
+    """Run candidates until n_candidates are finished or running (across workers) or the wall clock
+    passes `deadline`. A candidate stopped by Ctrl-C stays RUNNING, for the next search to retry."""
+    parallel = setup.cfg.workers > 1
+    while time.time() < deadline:
+        with ask_lock or contextlib.nullcontext():
+            if _candidates_left(study, setup.cfg) <= 0:
+                return
+            study.sampler = _sampler(study, slot, parallel)
+            trial = study.ask()
+            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        try:
+            frozen = study.tell(trial, evaluate(trial, setup, kind))
+        except optuna.TrialPruned:
+            frozen = study.tell(trial, state=TrialState.PRUNED)
+        except Exception:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        _log_trial(study, frozen)
+        after(frozen)
+
+
+def _run_candidates(study: optuna.Study, setup: SearchSetup, kind: Kind, workdir: Path, on_candidate) -> float:
     """Run the candidates the budget still allows; returns the search's seconds over all runs."""
     cfg = setup.cfg
-    done = len(study.get_trials(deepcopy=False, states=FINISHED))
     spent = study.user_attrs.get("search_seconds", 0.0)
     budget_left = math.inf if cfg.timeout_s is None else cfg.timeout_s - spent
-    if done >= cfg.n_candidates or budget_left <= 0:
+    if _candidates_left(study, cfg) <= 0 or budget_left <= 0:
         return spent
     started = time.perf_counter()
-    study.optimize(lambda t: evaluate(t, setup, kind), n_trials=cfg.n_candidates - done,
-                   timeout=None if math.isinf(budget_left) else budget_left,
-                   callbacks=[_progress(spent, started, on_candidate)])
-    spent += time.perf_counter() - started
-    study.set_user_attr("search_seconds", spent)
-    return spent
+
+    def seconds() -> float:  # the search's wall seconds over all runs, kept in the study after each candidate
+        study.set_user_attr("search_seconds", spent + time.perf_counter() - started)
+        return spent + time.perf_counter() - started
+
+    if cfg.workers == 1:
+        _candidate_loop(study, setup, kind, time.time() + budget_left,
+                        after=lambda trial: (seconds(), _report(study, trial, on_candidate)))
+    else:
+        _run_workers(study, setup, workdir, time.time() + budget_left, seconds, on_candidate)
+    return seconds()
+
+
+@dataclass
+class WorkerJob:
+    """What one of several workers of a search is given."""
+
+    setup: SearchSetup
+    """The search's, with this worker's share of the threads."""
+    workdir: Path
+    deadline: float
+    """time.time() after which the worker starts no candidate."""
+    slot: int
+    """Which worker (0..workers-1): seeds its sampler apart from its siblings'."""
+    verbosity: int
+    """The parent's Optuna log level (a sweep quiets the per-candidate lines)."""
+
+
+def worker_threads(cfg: CorrectorConfig, threads: int) -> int:
+    """Each worker's share of the search's threads (corrector.threads or the trial's CPUs)."""
+    return max(1, (cfg.threads or threads) // cfg.workers)
+
+
+def core_warning(cfg: CorrectorConfig, threads: int) -> str | None:
+    """A line when the workers' threads outnumber this machine's cores (they then share cores)."""
+    wanted, cores = cfg.workers * worker_threads(cfg, threads), os.cpu_count() or 1
+    if cfg.workers > 1 and wanted > cores:
+        return (f"corrector.workers={cfg.workers} x {worker_threads(cfg, threads)} thread(s) each wants {wanted} "
+                f"cores and this machine has {cores}: the workers will share them")
+    return None
+
+
+def _work(job: WorkerJob) -> None:
+    """One worker: candidates of the shared study until the budget is spent (run in a process or task)."""
+    from threadpoolctl import threadpool_limits
+
+    optuna.logging.set_verbosity(job.verbosity)
+    threadpool_limits(job.setup.threads)  # the linear kinds' BLAS, as XGBoost's nthread
+    # a worker killed holding ask.lock holds up its siblings for the grace period, then they take it
+    lock = optuna.storages.journal.JournalFileOpenLock(str(job.workdir / "ask"), grace_period=10)
+    _candidate_loop(_load_study(job.workdir), job.setup, KINDS[job.setup.cfg.kind](job.setup), job.deadline,
+                    slot=job.slot, ask_lock=_held(lock))
+
+
+class _held:
+    """A journal file lock as a context manager, reusable: held inside each `with`."""
+
+    def __init__(self, lock: optuna.storages.journal.JournalFileOpenLock):
+        self.lock = lock
+
+    def __enter__(self) -> None:
+        self.lock.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.lock.release()
+
+
+def _in_ray() -> bool:
+    """Inside a Ray sweep's trial (without importing Ray, which a plain trial does not need)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+def _run_workers(study: optuna.Study, setup: SearchSetup, workdir: Path, deadline: float,
+                 seconds: Callable[[], float], on_candidate) -> None:
+    """Run cfg.workers workers on the study until its budget is spent, replacing a worker that dies
+    (once per slot), and report each candidate they finish."""
+    cfg = setup.cfg
+    share = dataclasses.replace(setup, threads=worker_threads(cfg, setup.threads))
+    pool = RayWorkers(_work, share.threads) if _in_ray() else ProcessWorkers(_work)
+    reported = {t.number for t in study.get_trials(deepcopy=False, states=FINISHED)}
+    starts = dict.fromkeys(range(cfg.workers), 0)
+    try:
+        while True:
+            _retry(study, _worker_died)
+            idle = [slot for slot in starts if slot not in pool.running]
+            wanted = _candidates_left(study, cfg) if time.time() < deadline else 0
+            for slot in idle[:max(0, wanted)]:
+                if starts[slot] < 2:  # a first start, and one replacement
+                    pool.start(slot, WorkerJob(share, workdir, deadline, slot, optuna.logging.get_verbosity()))
+                    starts[slot] += 1
+            if not pool.running:
+                if wanted > 0:
+                    raise CorrectsweepError(f"the corrector search's workers in {workdir} kept dying (each was "
+                                            "replaced once); rerun to continue, or set corrector.workers=1")
+                return
+            pool.wait(POLL_S)
+            new = [t for t in study.get_trials(deepcopy=False, states=FINISHED) if t.number not in reported]
+            if new:
+                seconds()
+            for t in sorted(new, key=lambda t: t.number):
+                reported.add(t.number)
+                _report(study, t, on_candidate)
+    except BaseException:
+        pool.stop()  # Ctrl-C or a worker's error: no worker searches on alone
+        raise
 
 
 def _finished(study: optuna.Study, cfg: CorrectorConfig) -> bool:
@@ -250,7 +437,7 @@ def search(correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig, workdir:
     study = _open_study(workdir, cfg.seed)
     if _finished(study, cfg) and (workdir / "best.json").exists() and (workdir / "predictions.parquet").exists():
         return load_result(workdir)
-    spent = _run_candidates(study, setup, kind, on_candidate)
+    spent = _run_candidates(study, setup, kind, workdir, on_candidate)
     done = study.get_trials(deepcopy=False, states=FINISHED)
     if not any(t.state == TrialState.COMPLETE for t in done):
         raise CorrectsweepError("the corrector search finished no candidate; raise corrector.timeout_s "

@@ -187,10 +187,13 @@ def run_sweep(spec: Spec, address: str | None = None, resume: bool = False) -> P
     """Run every fold x seed of the spec as Tune trials, then collect and select; returns the local run dir."""
     from correctsweep.best import select_best
     from correctsweep.collect import collect
+    from correctsweep.trial import core_warning
 
     spec = absolute(spec)
     RunLayout.of(spec).check_writable()
     folds = check_folds(spec)
+    if warning := core_warning(spec):
+        print(f"warning: {warning}", flush=True)
     layout = RunLayout.of(spec)
     write_text(layout.spec_file, spec.to_yaml())  # what collect expects: every fold x seed
     layout.push(["spec.yaml"])

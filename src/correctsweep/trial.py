@@ -33,7 +33,7 @@ from correctsweep.train import load_model, pick_device, save_model, train_base_n
 # field): where results go, which trials run, how fast, and the report's tracking.
 NOT_IN_KEYS = {"name", "storage", "folds", "seeds", "search", "num_samples", "tracking", "resources",
                "data.cache_dir", "base_net.device", "base_net.threads", "features.batch_size", "corrector.threads",
-               "corrector.kinds", "baselines", "baselines_tap"}
+               "corrector.workers", "corrector.kinds", "baselines", "baselines_tap"}
 
 
 def net_key(spec: Spec, fold: str, seed: int) -> str:
@@ -51,9 +51,19 @@ def features_key(spec: Spec, net: str, taps: list[str]) -> str:
 
 def corrector_key(cfg, features: str) -> str:
     """What a corrector search depends on: its features and every corrector setting but threads and
-    `kinds`, which says which searches run, not how (cfg.kind names this one's): adding a kind to a spec
-    keeps the other kinds' journals."""
-    return digest(dataclasses.asdict(cfg) | {"threads": None, "kinds": None, "features": features})
+    workers (how fast it runs, not what it searches) and `kinds`, which says which searches run (cfg.kind
+    names this one's): adding a kind to a spec keeps the other kinds' journals."""
+    return digest(dataclasses.asdict(cfg) | {"threads": None, "workers": None, "kinds": None, "features": features})
+
+
+def trial_threads(spec: Spec) -> int:
+    """The threads a trial runs on: base_net.threads, else the CPUs Ray gives it."""
+    return spec.base_net.threads or max(1, int(spec.resources.cpus_per_trial))
+
+
+def core_warning(spec: Spec) -> str | None:
+    """A line when the corrector's workers want more cores than this machine has (they run anyway)."""
+    return corrector.core_warning(spec.corrector, trial_threads(spec))
 
 
 @dataclass
@@ -116,7 +126,7 @@ def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = pri
     layout, clock = RunLayout.of(spec), StageClock()
     layout.check_writable()
     pick_device(spec.base_net.device), pick_device(spec.corrector.device, "corrector.device")  # before any write
-    threads = spec.base_net.threads or max(1, int(spec.resources.cpus_per_trial))
+    threads = trial_threads(spec)
     torch.set_num_threads(threads)
     with clock("data"):
         ds = load_dataset(spec.data, cache_dir=RunLayout.cache_dir(spec))
