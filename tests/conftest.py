@@ -7,7 +7,7 @@ import pytest
 from correctsweep import metrics
 from correctsweep.atomic import write_json, write_text
 from correctsweep.config import spec_from_dict
-from correctsweep.corrector import STUDY_NAME, study_storage
+from correctsweep.corrector import STUDY_NAME, sha256, study_storage
 
 CLASSES = [1, 2, 3]
 Y = np.repeat(CLASSES, 4)  # 4 test images per class
@@ -58,9 +58,13 @@ class RunBuilder:
                 "policy": policy, "taps": taps, "tau": tau, "params": {"eta": 0.1}, "n_rounds": 5}))
         best = study.best_trial
         pd.DataFrame({"label": Y, "pred_f": pred_f, "pred_h": pred_h}).to_parquet(workdir / "predictions.parquet")
-        for kind, name in (("model", "weights.pt"), ("model", "model.json"), ("corrector", "model.ubj"),
-                           ("corrector", "best.json")):
+        # stand-in artifacts, with the checksums best verifies before it publishes them
+        for kind, name in (("model", "weights.pt"), ("corrector", "model.ubj")):
             write_text(self.dir / paths[kind] / name, f"{fold} {seed} {name}")
+        write_json(self.dir / paths["model"] / "model.json",
+                   {"weights_sha256": sha256(self.dir / paths["model"] / "weights.pt")})
+        write_json(workdir / "best.json", {"kind": "xgboost", "pca_dims": None, "sha256": {
+            name: sha256(workdir / name) for name in ("predictions.parquet", "model.ubj")}})
         table = metrics.per_class(Y, pred_f, pred_h, CLASSES)
         write_json(self.dir / "results" / f"fold={fold}" / f"seed={seed}.json", {
             "fold": fold, "seed": seed, "excluded": None if fold == "none" else int(fold), "classes": CLASSES,
