@@ -7,7 +7,7 @@ import pytest
 from correctsweep import metrics
 from correctsweep.atomic import write_json, write_text
 from correctsweep.config import spec_from_dict
-from correctsweep.corrector import STUDY_NAME, study_storage
+from correctsweep.corrector import STUDY_NAME, sha256, study_storage
 from correctsweep.results import CorrectorRecord, ResultPaths, TrialResult
 
 CLASSES = [1, 2, 3]
@@ -60,9 +60,13 @@ class RunBuilder:
                 "policy": policy, "taps": taps, "tau": tau, "params": {"eta": 0.1}, "n_rounds": 5}))
         best = study.best_trial
         pd.DataFrame({"label": Y, "pred_f": pred_f, "pred_h": pred_h}).to_parquet(workdir / "predictions.parquet")
-        for kind, name in (("model", "weights.pt"), ("model", "model.json"), ("corrector", "model.ubj"),
-                           ("corrector", "best.json")):
+        # stand-in artifacts, with the checksums best verifies before it publishes them
+        for kind, name in (("model", "weights.pt"), ("corrector", "model.ubj")):
             write_text(self.dir / paths[kind] / name, f"{fold} {seed} {name}")
+        write_json(self.dir / paths["model"] / "model.json",
+                   {"weights_sha256": sha256(self.dir / paths["model"] / "weights.pt")})
+        write_json(workdir / "best.json", {"kind": "xgboost", "pca_dims": None, "sha256": {
+            name: sha256(workdir / name) for name in ("predictions.parquet", "model.ubj")}})
         table = metrics.per_class(Y, pred_f, pred_h, CLASSES)
         record = CorrectorRecord(kind="xgboost", policy=best.user_attrs["policy"], tau=best.user_attrs["tau"],
                                  taps=best.user_attrs["taps"], pca_dims=None, params={"eta": 0.1}, n_rounds=5,

@@ -47,9 +47,10 @@ def test_artifacts_are_copied_and_named_relative_to_best(run):
     config = yaml.safe_load((best / "best_config.yaml").read_text())
     for f in config["folds"]:
         assert set(f["artifacts"]) == {"weights", "net_config", "corrector", "corrector_config"}
-        for rel in f["artifacts"].values():
+        for name, rel in f["artifacts"].items():
             assert rel.startswith(f"fold={f['fold']}/seed={f['seed']}/")
-            assert (best / rel).read_text() == f"{f['fold']} {f['seed']} {rel.rsplit('/', 1)[1]}"
+            source = run.dir / f["source"]["model" if name in ("weights", "net_config") else "corrector"]
+            assert (best / rel).read_bytes() == (source / rel.rsplit("/", 1)[1]).read_bytes()
     assert not (best / "fold=1" / "seed=0").exists()  # only the chosen seed's artifacts
 
 

@@ -21,12 +21,17 @@ net (fold=J/seed=S/net/: weights.pt, model.json, loadable by train.load_model) a
 best.json, and projection.npz when it saw compact embeddings;
 `corrector.predict_proba` reapplies it). In best_config.yaml `artifacts` are relative to
 best/ and `source` (where they were copied from) to the run directory.
+
+Nothing is published unverified: a corrector's outputs must match the checksums its best.json
+recorded, and a net's weights the one in its model.json, and what is copied is the bytes that were
+checked. A file that does not verify is named in one line with the trial to rerun, which recomputes it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
-import shutil
+import json
 from pathlib import Path
 
 import optuna
@@ -37,7 +42,7 @@ from optuna.trial import TrialState
 from correctsweep.atomic import atomic_dir
 from correctsweep.collect import fold_order, load_run, markdown_table
 from correctsweep.config import CorrectorConfig
-from correctsweep.corrector import STUDY_NAME, study_storage
+from correctsweep.corrector import STUDY_NAME, damaged_record, study_storage, verified
 from correctsweep.errors import CorrectsweepError
 from correctsweep.kinds import KINDS
 from correctsweep.metrics import format_value
@@ -52,11 +57,19 @@ ARTIFACTS = {"weights": ("model", "weights.pt", "net"), "net_config": ("model", 
              "corrector_projection": ("corrector", "projection.npz", "corrector")}  # only with compact embeddings
 
 
+def _rerun(run_dir: Path, entry: dict) -> str:
+    return (f"rerun `correctsweep trial {run_dir / 'spec.yaml'} --fold {entry['fold']} --seed {entry['seed']}` "
+            "(or the sweep) to recompute it")
+
+
+def _broken(run_dir: Path, entry: dict, problem: str) -> CorrectsweepError:
+    return CorrectsweepError(f"fold {entry['fold']} seed {entry['seed']}: {problem}; {_rerun(run_dir, entry)}")
+
+
 def _source(run_dir: Path, entry: dict, kind: str, file: str) -> Path:
     path = run_dir / entry["source"][kind] / file
     if not path.is_file():
-        raise CorrectsweepError(f"{path} is missing; rerun `correctsweep trial` for fold {entry['fold']} "
-                                f"seed {entry['seed']} to rebuild it")
+        raise _broken(run_dir, entry, f"{path} is missing")
     return path
 
 
@@ -70,6 +83,19 @@ def study_candidates(workdir: Path) -> pd.DataFrame:
         "cv_score", ascending=False, kind="stable", ignore_index=True)
 
 
+def _search_candidates(run_dir: Path, entry: dict) -> pd.DataFrame:
+    """study_candidates of the entry's search, or a one-line error when its journal does not read back."""
+    journal = _source(run_dir, entry, "corrector", "study.journal")
+    line = damaged_record(journal)
+    if line is not None:
+        raise _broken(run_dir, entry, f"the corrector search's journal {journal} is damaged at line {line}")
+    try:
+        return study_candidates(journal.parent)
+    except (ValueError, KeyError, TypeError) as e:  # Optuna's replay of a journal it cannot use
+        raise _broken(run_dir, entry, f"the corrector search's journal {journal} does not read back "
+                                      f"({str(e).splitlines()[0][:60]})") from None
+
+
 def assess(run_dir: Path, result: TrialResult, cfg: CorrectorConfig) -> tuple[dict, pd.DataFrame]:
     """One result's winner with its runner-up and test-set objective, and its study's complete candidates."""
     c = result.corrector
@@ -78,7 +104,11 @@ def assess(run_dir: Path, result: TrialResult, cfg: CorrectorConfig) -> tuple[di
              "policy": c.policy, "tau": c.tau, "taps": c.taps, "pca_dims": c.pca_dims, "kind": c.kind,
              "params": c.params, "n_rounds": c.n_rounds, "cv_score": c.cv_score, "test_score": None,
              "runner_up": None, "source": {"model": result.paths.model, "corrector": result.paths.corrector}}
-    candidates = study_candidates(_source(run_dir, entry, "corrector", "study.journal").parent)
+    candidates = _search_candidates(run_dir, entry)
+    try:
+        verified(_source(run_dir, entry, "corrector", "best.json").parent)
+    except CorrectsweepError as e:
+        raise _broken(run_dir, entry, str(e)) from None
     pred = pd.read_parquet(_source(run_dir, entry, "corrector", "predictions.parquet"),
                            columns=["label", "pred_f", "pred_h"])
     entry["test_score"] = objective_score(pred.label.to_numpy(), pred.pred_f.to_numpy(), pred.pred_h.to_numpy(),
@@ -90,6 +120,37 @@ def assess(run_dir: Path, result: TrialResult, cfg: CorrectorConfig) -> tuple[di
                               "cv_score": float(second.cv_score),
                               "margin": float(c.cv_score - second.cv_score)}
     return entry, candidates.assign(fold=result.fold, seed=result.seed)
+
+
+def _checked_bytes(run_dir: Path, entry: dict, path: Path, sha: str | None, recorded_in: Path) -> bytes:
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha:
+        raise _broken(run_dir, entry, f"{path} does not match the checksum {recorded_in} recorded "
+                                      "(cut short or replaced)")
+    return data
+
+
+def _artifacts(run_dir: Path, e: dict) -> dict[str, tuple[Path, bytes]]:
+    """What best/ publishes of the entry: artifact name -> (its path under best/, its verified bytes).
+    model.json and best.json hold the others' checksums: the bytes published are the bytes parsed."""
+    records = {"model": _source(run_dir, e, "model", "model.json"),
+               "corrector": _source(run_dir, e, "corrector", "best.json")}
+    read = {path.name: path.read_bytes() for path in records.values()}
+    try:
+        checksums = {"model": {"weights.pt": json.loads(read["model.json"])["weights_sha256"]},
+                     "corrector": dict(json.loads(read["best.json"])["sha256"])}
+    except (ValueError, KeyError, TypeError) as err:
+        raise _broken(run_dir, e, f"{records['model']} or {records['corrector']} has no checksums or is unreadable "
+                                  f"({str(err).splitlines()[0][:60]})") from None
+    out = {}
+    for name, (source, file, folder) in ARTIFACTS.items():
+        if name == "corrector_projection" and not e["pca_dims"]:
+            continue
+        file = file or KINDS[e["kind"]].model_file
+        data = read[file] if file in read else _checked_bytes(run_dir, e, _source(run_dir, e, source, file),
+                                                                checksums[source].get(file), records[source])
+        out[name] = (Path(f"fold={e['fold']}", f"seed={e['seed']}", folder, file), data)
+    return out
 
 
 def rank_settings(candidates: pd.DataFrame, results: list[TrialResult]) -> pd.DataFrame:
@@ -154,17 +215,15 @@ def select_best(run_dir: str | Path) -> Path:
     chosen = [next(group) for _, group in itertools.groupby(entries, key=lambda e: e["fold"])]
     ranked = rank_settings(pd.concat([t for _, t in assessed]), results)
 
+    artifacts = [_artifacts(run_dir, e) for e in chosen]  # all verified before best/ is touched
+
     out = run_dir / "best"
     with atomic_dir(out) as tmp:
-        for e in chosen:
+        for e, files in zip(chosen, artifacts):
             e["artifacts"] = {}
-            for name, (source, file, folder) in ARTIFACTS.items():
-                if name == "corrector_projection" and not e["pca_dims"]:
-                    continue
-                file = file or KINDS[e["kind"]].model_file
-                rel = Path(f"fold={e['fold']}", f"seed={e['seed']}", folder, file)
+            for name, (rel, data) in files.items():
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(_source(run_dir, e, source, file), tmp / rel)
+                (tmp / rel).write_bytes(data)
                 e["artifacts"][name] = str(rel)
         overall = _setting(ranked.iloc[0]) | {"runner_up": None}
         if len(ranked) > 1:

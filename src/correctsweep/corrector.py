@@ -19,9 +19,11 @@ Design choices
   RUNNING by a killed process, or by Ctrl-C, as FAIL (re-enqueueing their parameters once) and runs only
   the missing trials; the sampler is reseeded by the number of finished candidates before each one, so
   a resumed search proposes what an uninterrupted one would. A journal whose last record a kill cut
-  short is cut back to its last whole record first. The search's seconds are kept in the study, so
-  timeout_s bounds all runs together. Outputs are written atomically; a rerun of a finished search loads
-  them instead of refitting.
+  short, or whose record in the middle is damaged, is cut back to its last whole record before the
+  damage first. The search's seconds are kept in the study, so timeout_s bounds all runs together.
+* Outputs are written atomically, and best.json, written last, records the SHA-256 of every other
+  output (`verified`). A rerun of a finished search loads them when they verify, and refits the winner
+  when one is missing, cut short or replaced: nothing is reused, reapplied or published unverified.
 * The candidates run in our own ask/tell loop rather than study.optimize: Ctrl-C then leaves one
   line (the CLI's) instead of Optuna's traceback of the interrupted trial, and the budget can be
   checked against the trials other workers are running.
@@ -44,10 +46,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import math
 import os
+import shutil
 import socket
 import sys
 import time
@@ -144,25 +148,40 @@ def study_storage(workdir: Path) -> optuna.storages.JournalStorage:
         optuna.storages.journal.JournalFileBackend(str(Path(workdir) / "study.journal")))
 
 
+def damaged_record(path: Path) -> int | None:
+    """The line number of the first record of a journal that does not parse, when a whole record
+    follows it (Optuna skips a torn last line, but stops with an error at one in the middle); else None."""
+    lines = Path(path).read_bytes().splitlines(keepends=True)
+    for number, line in enumerate(lines, 1):
+        try:
+            json.loads(line)
+        except ValueError:
+            return number if number < len(lines) or line.endswith(b"\n") else None
+    return None
+
+
 def repair_journal(path: Path) -> bool:
-    """Cut a journal back to its last complete record; returns whether it had to. Optuna appends one
-    JSON line per operation, and a kill can leave the last line half-written: appended to, the
-    journal would be unreadable from then on."""
+    """Cut a journal back to its last whole record before the first that does not parse; returns
+    whether it had to. Optuna appends one JSON line per operation: a kill can leave the last line
+    half-written, and a damaged disk or copy can break one in the middle, after which Optuna cannot
+    read the journal at all. Every prefix of whole records is a state the study was in, so the search
+    resumes from there and reruns the candidates whose records were cut."""
     if not path.is_file():
         return False
     data = path.read_bytes()
-    keep = data[:data.rfind(b"\n") + 1]
-    while keep:
-        last = keep[keep.rfind(b"\n", 0, len(keep) - 1) + 1:]
+    keep = 0
+    for line in data.splitlines(keepends=True):
         try:
-            json.loads(last)
-            break
+            json.loads(line)
         except ValueError:
-            keep = keep[:len(keep) - len(last)]
-    if len(keep) == len(data):
+            break
+        if not line.endswith(b"\n"):
+            break
+        keep += len(line)
+    if keep == len(data):
         return False
     with open(path, "r+b") as fh:
-        fh.truncate(len(keep))
+        fh.truncate(keep)
     return True
 
 
@@ -173,7 +192,8 @@ def _load_study(workdir: Path) -> optuna.Study:
 
 def _open_study(workdir: Path, seed: int) -> optuna.Study:
     if repair_journal(Path(workdir) / "study.journal"):
-        print(f"{workdir}/study.journal ended in a record cut by a kill: dropped it", flush=True)
+        print(f"{workdir}/study.journal had a record cut by a kill or damaged: cut it back to the whole records "
+              "before it, the search reruns what they lacked", flush=True)
     study = _load_study(workdir)
     # One workdir has one search at a time, whose workers start after this: a RUNNING trial belongs to a
     # killed or interrupted one.
@@ -435,8 +455,12 @@ def search(correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig, workdir:
     setup = _setup(correct, test, cfg, threads, taps)
     kind = KINDS[cfg.kind](setup)
     study = _open_study(workdir, cfg.seed)
-    if _finished(study, cfg) and (workdir / "best.json").exists() and (workdir / "predictions.parquet").exists():
-        return load_result(workdir)
+    if _finished(study, cfg) and (workdir / "best.json").exists():
+        try:
+            return load_result(workdir)
+        except CorrectsweepError as e:
+            print(f"{e}: refitting the search's winner", flush=True)
+    _remove_outputs(workdir)  # whatever is there did not verify (or the search is unfinished): rewritten below
     spent = _run_candidates(study, setup, kind, workdir, on_candidate)
     done = study.get_trials(deepcopy=False, states=FINISHED)
     if not any(t.state == TrialState.COMPLETE for t in done):
@@ -462,12 +486,32 @@ def search(correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig, workdir:
 
 def predict_proba(workdir: Path, fs: FeatureSet) -> np.ndarray:
     """A saved corrector's class probabilities (columns in its classes' order) on any feature set
-    with the taps it chose: the model and, when it saw compact embeddings, their basis, reloaded."""
+    with the taps it chose: the model and, when it saw compact embeddings, their basis, reloaded once
+    their checksums verify."""
     workdir = Path(workdir)
-    best = json.loads((workdir / "best.json").read_text())
+    best = verified(workdir)
     model = KINDS[best.get("kind", "xgboost")].load(workdir)  # a best.json from before kinds is xgboost's
     projection = Projection.load(workdir / "projection.npz") if best.get("pca_dims") else None
     return model.predict_proba(corrector_inputs(fs, _check_taps(fs, fs, best["taps"]), projection)[0])
+
+
+def output_files(kind: str, pca_dims: int | None) -> list[str]:
+    """The files a search writes beside best.json, whose checksums best.json records."""
+    return ["predictions.parquet", KINDS[kind].model_file] + (["projection.npz"] if pca_dims else [])
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _remove_outputs(workdir: Path) -> None:
+    """Remove a search's outputs (best.json first: without it nothing else is read), files or not."""
+    for name in ["best.json", *{f for kind in KINDS for f in output_files(kind, 1)}]:
+        path = workdir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 
 def _save(workdir: Path, result: CorrectorResult, model: Model, projection: Projection | None,
@@ -480,15 +524,42 @@ def _save(workdir: Path, result: CorrectorResult, model: Model, projection: Proj
     columns |= {f"p_{c}": result.proba[:, i].astype(np.float32) for i, c in enumerate(classes)}
     with atomic_path(workdir / "predictions.parquet") as tmp:
         pq.write_table(pa.table(columns), tmp)
-    # best.json last: its presence says the other files are complete
+    # best.json last: its presence says the other files are complete, and its checksums that they are these
     best = {k: v for k, v in asdict(result).items() if k not in ("pred_h", "proba")}
-    write_json(workdir / "best.json", best | {"objective": objective, "classes": classes})
+    files = {name: sha256(workdir / name) for name in output_files(result.kind, result.pca_dims)}
+    write_json(workdir / "best.json", best | {"objective": objective, "classes": classes, "sha256": files})
+
+
+def verified(workdir: Path) -> dict:
+    """best.json of a finished search, once every output it names matches the checksum it recorded;
+    else a CorrectsweepError naming the file that does not."""
+    workdir = Path(workdir)
+    try:
+        best = json.loads((workdir / "best.json").read_text())
+        files = best["sha256"]
+        names = output_files(best.get("kind", "xgboost"), best.get("pca_dims"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        problem = "has no checksums (written before they were recorded)" if isinstance(e, KeyError) else \
+            f"is unreadable ({str(e).splitlines()[0][:60]})"
+        raise CorrectsweepError(f"corrector output {workdir / 'best.json'} {problem}") from None
+    for name in names:
+        path = workdir / name
+        if not path.is_file():
+            raise CorrectsweepError(f"corrector output {path} is missing")
+        if files.get(name) != sha256(path):
+            raise CorrectsweepError(f"corrector output {path} does not match the checksum best.json recorded "
+                                    "(cut short or replaced)")
+    return best
 
 
 def load_result(workdir: Path) -> CorrectorResult:
-    """The result a finished `search` wrote into `workdir`."""
-    best = json.loads((Path(workdir) / "best.json").read_text())
-    table = pd.read_parquet(Path(workdir) / "predictions.parquet")
-    stored = {f.name: best[f.name] for f in fields(CorrectorResult) if f.name in best}
-    return CorrectorResult(**stored, pred_h=table["pred_h"].to_numpy(),
-                           proba=table[[f"p_{c}" for c in best["classes"]]].to_numpy())
+    """The result a finished `search` wrote into `workdir`, once its outputs verify."""
+    best = verified(workdir)
+    try:
+        table = pd.read_parquet(Path(workdir) / "predictions.parquet")
+        stored = {f.name: best[f.name] for f in fields(CorrectorResult) if f.name in best}
+        return CorrectorResult(**stored, pred_h=table["pred_h"].to_numpy(),
+                               proba=table[[f"p_{c}" for c in best["classes"]]].to_numpy())
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CorrectsweepError(f"corrector output {workdir} does not read back ({str(e).splitlines()[0][:60]})"
+                                ) from None
