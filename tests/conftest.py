@@ -8,6 +8,7 @@ from correctsweep import metrics
 from correctsweep.atomic import write_json, write_text
 from correctsweep.config import spec_from_dict
 from correctsweep.corrector import STUDY_NAME, sha256, study_storage
+from correctsweep.predictions import write as write_record
 from correctsweep.results import CorrectorRecord, ResultPaths, TrialResult
 
 CLASSES = [1, 2, 3]
@@ -27,6 +28,15 @@ def predictions(fold, corrected=0, full_misses=0):
     h = f.copy()
     h[rows[:corrected]] = int(fold)
     return f, h
+
+
+def write_predictions(run_dir, fold, seed, pred_f, h, score, split="test"):
+    """A fold x seed's predictions file of `split` on `Y`: `h` and `score` map each method (in column order)
+    to its labels and novelty scores (None: no score, as in fold none); the path, relative to `run_dir`."""
+    path = f"predictions/fold={fold}/seed={seed}/split={split}/part-k.parquet"
+    write_record(run_dir / path, [f"img-{i}" for i in range(len(Y))], Y, pred_f, list(h), h,
+                 {m: v for m, v in score.items() if v is not None})
+    return path
 
 
 def train_record(epochs, seed):
@@ -60,7 +70,12 @@ class RunBuilder:
                 "policy": policy, "taps": taps, "tau": tau, "params": {"eta": 0.1}, "n_rounds": 5}))
         best = study.best_trial
         pd.DataFrame({"label": Y, "pred_f": pred_f, "pred_h": pred_h}).to_parquet(workdir / "predictions.parquet")
-        # stand-in artifacts, with the checksums best verifies before it publishes them
+        # g's probability of the excluded class: high on the images h moved to it
+        score = None if fold == "none" else (pred_h != pred_f).astype(float)
+        records = {"test": write_predictions(self.dir, fold, seed, pred_f, {"xgboost": pred_h}, {"xgboost": score}),
+                   # a kind has no h or score on correct (see `predictions`)
+                   "correct": write_predictions(self.dir, fold, seed, pred_f, {"xgboost": None}, {"xgboost": None},
+                                                "correct")}
         for kind, name in (("model", "weights.pt"), ("corrector", "model.ubj")):
             write_text(self.dir / paths[kind] / name, f"{fold} {seed} {name}")
         write_json(self.dir / paths["model"] / "model.json",
@@ -77,7 +92,8 @@ class RunBuilder:
             class_names=NAMES, net="paper", net_key="k", features_key="f", sweep_key="s",
             summary=metrics.summary(Y, pred_f, pred_h, CLASSES),
             per_class=table.reset_index().to_dict(orient="records"), corrector=record, methods={},
-            paths=ResultPaths(paths["model"], paths["corrector"], {"xgboost": paths["corrector"]}),
+            paths=ResultPaths(model=paths["model"], corrector=paths["corrector"], predictions=records,
+                              correctors={"xgboost": paths["corrector"]}),
             train=train_record(epochs, seed) if epochs else None, device={}, stage_seconds={})
         write_json(self.dir / "results" / f"fold={fold}" / f"seed={seed}.json", result.to_dict())
         return self

@@ -7,7 +7,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CLASSES, NAMES, Y, predictions
+from conftest import CLASSES, NAMES, Y, predictions, write_predictions
 
 from correctsweep import metrics
 from correctsweep.cli import main
@@ -138,7 +138,7 @@ def test_report_tables_name_classes_and_bold_the_excluded_cell(run):
     assert "| 2 Fear | n/a | **0.250** | n/a |" in gain
     assert "| 3 Disgust | n/a | n/a | **n/a** |" in gain  # fold 3 never ran: marked all the same
     assert section(text, "### Harm").count("**") == 2 * 3  # one bold cell per row
-    assert "| 1 Surprise | 0 | 0.500 |" in section(text, "## Per fold and seed")
+    assert "| 1 Surprise | 0 | 0.500 [0.00, 1.00] |" in section(text, "## Per fold and seed")
     # the CSVs keep the class numbers other tools join on
     assert list(read(run.dir / "report", "matrix_gain").columns) == ["1", "2", "3"]
 
@@ -189,12 +189,16 @@ def test_training_curves_star_the_kept_epoch(run, tmp_path):
 
 def with_methods(run):
     """Add what a trial with several kinds and a baseline records: every result gets a refit time and, in a
-    fold with an excluded class, `methods`: the published kind as it ran, and 'msp' recovering that class whole."""
+    fold with an excluded class, `methods`: the published kind as it ran, and 'msp' recovering that class whole,
+    its score 1 on the class's images and 0 elsewhere (both in the predictions file)."""
     for path in run.dir.glob("results/fold=*/seed=*.json"):
         r = json.loads(path.read_text())
         r["corrector"]["refit_seconds"] = 0.5
         if r["excluded"] is not None:
             f, whole = predictions(r["fold"], corrected=4)
+            test = pd.read_parquet(run.dir / r["paths"]["predictions"]["test"])
+            write_predictions(run.dir, r["fold"], r["seed"], f, {"xgboost": test.h_xgboost, "msp": whole},
+                              {"xgboost": test.score_xgboost, "msp": (Y == r["excluded"]).astype(float)})
             gain = next(c["gain"] for c in r["per_class"] if c["class"] == r["excluded"])
             r["methods"] = {"xgboost": {"family": "corrector", "policy": "override", "tau": 0.5, "gain_excluded": gain,
                                         "summary": r["summary"], "seconds": 2.0},
@@ -219,8 +223,14 @@ def test_methods_table_and_gain_harm_plot(run_builder):
     by_method = section(text, "### Every fold: mean ± std over folds and seeds")
     assert "| xgboost | 0.500 ± 0.250 |" in by_method and "| msp | 1.000 ± 0.000 |" in by_method
     fold = lambda name: text.split(f"### Fold {name} (f: balanced accuracy")[1].split("\n#")[0]
-    assert "| xgboost | 0.625 ± 0.177 |" in fold("1 Surprise")  # over its two seeds
-    assert "| msp | 1.000 |" in fold("2 Fear")  # one seed: no std
+    # over its two seeds; ≈: McNemar finds no difference from the best (msp) on 2 and 1 discordant images
+    assert "| xgboost | 0.625 ± 0.177 ≈ |" in fold("1 Surprise")
+    assert "| msp | 1.000 [1.00, 1.00] ≈ |" in fold("2 Fear")  # one seed: its bootstrap interval
+    # msp's score is 1 on the excluded class only: a perfect ranking; xgboost's marks the images h moved
+    assert methods.auroc[methods.method == "msp"].eq(1).all() and methods.fpr_at_95_tpr[1] == 0
+    assert methods.auroc[0] == pytest.approx(0.5 * 0.5 + 0.5)  # 2 of 4 ranked above all 8 others, 2 tied with them
+    assert methods.p_recovery_holm[5] == pytest.approx(2 * 0.5 ** 3)  # 3 images only msp recovers
+    assert methods.ties_best_recovery.all() and (methods.gain_excluded_lo <= methods.gain_excluded).all()
     assert "![Gain against Harm](methods_gain_harm.png)" in text and (report / "methods_gain_harm.png").stat().st_size
 
 

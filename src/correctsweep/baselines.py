@@ -104,6 +104,9 @@ class Detection:
     score_test: np.ndarray
     """float64 [n]: the novelty score of each test image (higher: more likely the excluded class); it may be
     constant, e.g. where the detector had nothing to fit on, which threshold-free metrics report as n/a."""
+    score_correct: np.ndarray
+    """float64 [n]: the same on `correct`, where the threshold was chosen (the fit rows scored as `score_fitted`
+    does: knn never counts a row as its own neighbour)."""
 
 
 class Detector:
@@ -379,5 +382,5 @@ def detect(names: list[str], tap: str, correct: FeatureSet, test: FeatureSet, cf
             score_test = _numpy(detector.score(x_test))
         cut, objective = threshold(score, correct, excluded, cfg)
         out.append(Detection(name, cut, objective, np.where(score_test >= cut, excluded, test.pred_f),
-                             time.perf_counter() - started, score_test))
+                             time.perf_counter() - started, score_test, score))
     return out

@@ -31,30 +31,48 @@ unrelated nets and blow up wherever one seed's full model has a TPR near 0.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib import patheffects
+from matplotlib import colormaps, patheffects
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
+from sklearn.metrics import roc_curve
 
+from correctsweep import predictions, stats
 from correctsweep.atomic import atomic_dir
-from correctsweep.config import Spec, load_spec, sweep_key
+from correctsweep.config import ReportConfig, Spec, load_spec, sweep_key
 from correctsweep.data import class_title
 from correctsweep.errors import CorrectsweepError
 from correctsweep.layout import RunLayout
 from correctsweep.metrics import format_value, nanmean
 from correctsweep.results import TrialResult
+from correctsweep.stats import Interval
+from correctsweep.trust import (
+    DETECTION,
+    FOLD_INTERVALS,
+    METHOD_INTERVALS,
+    FoldTrust,
+    expand,
+    fold_trust,
+    method_rows,
+    seed_text,
+)
 
 MATRICES = {"retention": "Retention", "harm": "Harm", "gain": "Gain", "dfpr": "ΔFPR", "tpr_h": "TPR_h"}
-ACCURACIES = ["accuracy_f", "balanced_accuracy_f", "accuracy_h", "balanced_accuracy_h"]
-METHOD_NUMBERS = ["gain_excluded", "mean_harm", "mean_dfpr", "balanced_accuracy_h", "seconds"]
+METHOD_NUMBERS = ["gain_excluded", "mean_harm", "mean_dfpr", "balanced_accuracy_h", "accuracy_h", *DETECTION,
+                  "seconds"]
+METHOD_COLUMNS = ["fold", "seed", "method", "family", *METHOD_INTERVALS, "accuracy_h", *DETECTION, "detection_na",
+                  "p_recovery", "p_recovery_holm", "ties_best_recovery", "p_correct", "p_correct_holm",
+                  "ties_best_correct", "seconds"]
 COST_NUMBERS = ["train_seconds", "search_seconds", "refit_seconds", "correct_over_train", "tpr_h_excluded",
                 "full_tpr_excluded"]
-FOLD_NUMBERS = ["gain_excluded", "mean_dfpr", "mean_harm", *ACCURACIES, "balanced_accuracy_f_trained",
-                "full_f_same_classes", "tau", "search_seconds"]
+FOLD_OTHER = ["accuracy_f", "accuracy_h", "balanced_accuracy_f_trained", "full_f_same_classes", "tau",
+              "search_seconds"]
+"""folds.csv's numbers without an interval, averaged over seeds as they are (McNemar's p is not)."""
 
 
 def load_run(run_dir: Path) -> tuple[Spec, list[TrialResult]]:
@@ -123,18 +141,18 @@ def _trained_balanced_accuracy(result: TrialResult, excluded) -> float:
     return nanmean([c["tpr_f"] for c in result.per_class if c["class"] != excluded])
 
 
-def fold_table(results: list[TrialResult]) -> pd.DataFrame:
-    """One row per fold x seed. `balanced_accuracy_f_trained` is f's balanced accuracy on the classes it
+def fold_table(results: list[TrialResult], trusts: dict[tuple[str, int], FoldTrust]) -> pd.DataFrame:
+    """One row per fold x seed, trust.FOLD_INTERVALS as Interval cells (from the fold's predictions) and
+    McNemar's p of f against h. `balanced_accuracy_f_trained` is f's balanced accuracy on the classes it
     was trained on and `full_f_same_classes` the full model's (same seed) on those classes: a fold far
     below the full model there had a collapsed or under-trained f, whose Gain is not the corrector's."""
     full = {r.seed: r for r in results if r.excluded is None}
     rows = []
     for r in sorted(results, key=result_order):
-        s, c, t = r.summary, r.corrector, r.train or {}
-        rows.append({"fold": r.fold, "seed": r.seed, "excluded_name": r.names.get(r.excluded, ""),
-                     "gain_excluded": r.per_class_value("gain", r.excluded),
-                     "mean_dfpr": s["macro_dfpr"], "mean_harm": s["macro_harm"],
-                     **{k: s[k] for k in ACCURACIES},
+        c, t, found = r.corrector, r.train or {}, trusts[(r.fold, r.seed)]
+        rows.append({"fold": r.fold, "seed": r.seed, "excluded_name": r.names.get(r.excluded, ""), **found.intervals,
+                     "accuracy_f": r.summary["accuracy_f"],
+                     "accuracy_h": r.summary["accuracy_h"], "mcnemar_p": found.mcnemar_p,
                      "balanced_accuracy_f_trained": _trained_balanced_accuracy(r, r.excluded),
                      "full_f_same_classes": (_trained_balanced_accuracy(full[r.seed], r.excluded)
                                              if r.seed in full else np.nan),
@@ -142,6 +160,24 @@ def fold_table(results: list[TrialResult]) -> pd.DataFrame:
                      "best_epoch": t.get("best_epoch"),
                      "policy": c.policy, "tau": c.tau, "search_seconds": c.search_seconds})
     return pd.DataFrame(rows).astype({"epochs_run": "Int64", "best_epoch": "Int64"})
+
+
+def seeds_table(folds: pd.DataFrame, level: float) -> pd.DataFrame:
+    """Per fold, each of trust.FOLD_INTERVALS over seeds (stats.SeedSummary cells): mean, std and, with 3
+    seeds or more, a t-interval."""
+    return folds.groupby("fold", sort=False)[FOLD_INTERVALS].agg(lambda v: stats.seed_summary(v, level))
+
+
+def seeds_numbers(summaries: pd.DataFrame) -> pd.DataFrame:
+    """seeds_table as numbers: per figure its mean, _std, _lo and _hi (NaN where undefined)."""
+    number = lambda x: np.nan if x is None else x
+    columns = {}
+    for name in FOLD_INTERVALS:
+        cells = summaries[name]
+        columns |= {name: cells.map(lambda s: number(s.mean)), f"{name}_std": cells.map(lambda s: number(s.std)),
+                    f"{name}_lo": cells.map(lambda s: number(s.interval.lo)),
+                    f"{name}_hi": cells.map(lambda s: number(s.interval.hi))}
+    return pd.DataFrame(columns).reset_index()
 
 
 def matrices(long: pd.DataFrame, classes: list[int], folds: list[int]) -> dict[str, tuple[pd.DataFrame, ...]]:
@@ -265,16 +301,14 @@ def _curves_section(folds: pd.DataFrame) -> list[str]:
     return ["## Training curves", text, "![Training curves](training_curves.png)"]
 
 
-def methods_table(results: list[TrialResult]) -> pd.DataFrame:
+def methods_table(results: list[TrialResult], tests: dict[tuple[str, int], pd.DataFrame],
+                  cfg: ReportConfig) -> pd.DataFrame:
     """One row per fold x seed x method (every corrector kind and baseline of a result's `methods`), in
-    the folds with an excluded class: the only ones where baselines run and a Gain of it exists."""
-    rows = [{"fold": r.fold, "seed": r.seed, "method": name, "family": m.family,
-             "gain_excluded": m.gain_excluded, "mean_harm": m.summary["macro_harm"],
-             "mean_dfpr": m.summary["macro_dfpr"], "balanced_accuracy_h": m.summary["balanced_accuracy_h"],
-             "seconds": m.seconds}
-            for r in sorted(results, key=result_order) if r.excluded is not None
-            for name, m in r.methods.items()]
-    return pd.DataFrame(rows, columns=["fold", "seed", "method", "family", *METHOD_NUMBERS])
+    the folds with an excluded class: the only ones where baselines run and a Gain of it exists. Columns:
+    trust.method_rows's, trust.METHOD_INTERVALS as Interval cells."""
+    rows = [row for r in sorted(results, key=result_order) if r.excluded is not None and r.methods
+            for row in method_rows(r, tests[(r.fold, r.seed)], cfg)]
+    return pd.DataFrame(rows, columns=METHOD_COLUMNS)
 
 
 def cost_table(results: list[TrialResult], long: pd.DataFrame, classes: list[int]) -> pd.DataFrame:
@@ -312,22 +346,103 @@ def gain_harm_plot(path: Path, methods: pd.DataFrame, names: dict[int, str]) -> 
     return fig
 
 
-def _methods_section(methods: pd.DataFrame, folds: pd.DataFrame, several: bool, names: dict[int, str]) -> list[str]:
+def roc_curves(path: Path, results: list[TrialResult], tests: dict[tuple[str, int], pd.DataFrame],
+               names: dict[int, str]) -> Figure:
+    """ROC curves of every method's novelty score for the excluded class, a panel per fold with one: colour by
+    method (20 colours: a run has up to 3 kinds and 15 detectors), line style by seed. A score whose curve is
+    undefined (no image of the class, a constant score) is left out, as its AUROC is n/a."""
+    chosen = sorted((r for r in results if r.excluded is not None and r.methods), key=result_order)
+    folds = sorted({r.fold for r in chosen}, key=fold_order)
+    seeds = sorted({r.seed for r in chosen})
+    methods = list(dict.fromkeys(m for r in chosen for m in r.methods))
+    columns = min(4, len(folds))
+    rows = -(-len(folds) // columns)
+    fig = Figure(figsize=(3.6 * columns + 2.2, 3.4 * rows))
+    axes = np.asarray(fig.subplots(rows, columns, squeeze=False)).ravel()
+    for r in chosen:
+        ax, test = axes[folds.index(r.fold)], tests[(r.fold, r.seed)]
+        positive = test.label == r.excluded
+        for name in r.methods:
+            score = test[f"score_{name}"]
+            if stats.detection_metrics(positive, score).reason is None:
+                fpr, tpr, _ = roc_curve(positive, score)
+                ax.plot(fpr, tpr, color=colormaps["tab20"](methods.index(name) % 20), linewidth=1.2,
+                        linestyle=["-", "--", ":", "-."][seeds.index(r.seed) % 4],
+                        label=name if r.seed == seeds[0] else None)
+    for ax, fold in zip(axes, folds):
+        ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle=":")
+        ax.set(xlabel="FPR (other classes flagged)", ylabel="TPR (excluded class flagged)",
+               title=f"fold {class_label(fold, names)}", xlim=(0, 1), ylim=(0, 1.02))
+    for ax in axes[len(folds):]:
+        ax.set_visible(False)
+    handles = {h.get_label(): h for ax in axes for h in ax.get_legend_handles_labels()[0]}
+    fig.legend(handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def _mark(text: str, ties: pd.Series) -> str:
+    """'≈' after a figure where the method is not significantly different from the best in every seed."""
+    return text + " ≈" if ties.notna().any() and ties.dropna().astype(bool).all() else text
+
+
+def _over_seeds(cells: pd.Series, level: float, digits: int = 3) -> str:
+    """One method's figure in one fold: its interval (an Interval cell) or value with one seed, else over seeds."""
+    if len(cells) == 1:
+        only = cells.iloc[0]
+        return str(only) if isinstance(only, Interval) else format_value(float(only), digits)
+    values = [c.value if isinstance(c, Interval) else c for c in cells]
+    return seed_text(stats.seed_summary([np.nan if v is None else v for v in values], level))
+
+
+def _method_text(rows: pd.DataFrame, level: float) -> pd.DataFrame:
+    """The methods of one fold, as text: intervals (or over seeds), the ≈ marks, detection n/a reasons and,
+    with one seed, the Holm-corrected p against the published kind."""
+    out = {}
+    for method, group in rows.groupby("method", sort=False):
+        row = {k: _over_seeds(group[k], level) for k in [*METHOD_INTERVALS, "accuracy_h", *DETECTION]}
+        row["gain_excluded"] = _mark(row["gain_excluded"], group.ties_best_recovery)
+        row["accuracy_h"] = _mark(row["accuracy_h"], group.ties_best_correct)
+        reasons = group.detection_na.dropna().unique()
+        if len(reasons) == len(group):  # undefined in every seed
+            row["auroc"] = f"n/a ({'; '.join(reasons)})"
+        if len(group) == 1:
+            p = lambda x: "—" if np.isnan(x) else f"{x:.2g}"
+            row |= {k: p(group[k].iloc[0]) for k in ("p_recovery_holm", "p_correct_holm")}
+        out[method] = row | {"seconds": _over_seeds(group.seconds, level, 2)}
+    return pd.DataFrame.from_dict(out, orient="index").rename_axis("method")
+
+
+def _methods_section(cells: pd.DataFrame, methods: pd.DataFrame, folds: pd.DataFrame, several: bool,
+                     names: dict[int, str], cfg: ReportConfig, published: str) -> list[str]:
+    level = f"{cfg.level:.0%}"
     out = ["## Correctors and baselines",
            "Every corrector kind and label-free detector of the run, on the same test images of each fold with an "
-           "excluded class: the excluded class's Gain, the mean Harm and ΔFPR over classes, the balanced accuracy "
-           "of h, and seconds (a kind: its search and refit; a detector: its fit and threshold). Kinds choose tau "
-           "and the policy by CV inside `correct`; a detector flags the excluded class (new_class) where its "
-           "novelty score passes a threshold chosen on `correct`, and is never fitted on that class."
-           + (" Per fold: mean ± std over seeds." if several else "")]
+           "excluded class: the excluded class's Gain (its recovery: f never predicts it), the mean Harm and ΔFPR "
+           "over classes, the balanced accuracy and accuracy of h, and seconds (a kind: its search and refit; a "
+           "detector: its fit and threshold). Kinds choose tau and the policy by CV inside `correct`; a detector "
+           "flags the excluded class (new_class) where its novelty score passes a threshold chosen on `correct`, "
+           "and is never fitted on that class. "
+           f"[lo, hi]: {level} stratified bootstrap interval over the test images ({cfg.bootstrap} resamples, f and "
+           "h resampled together). `auroc`, `aupr` (the excluded class positive) and `fpr_at_95_tpr` rank the "
+           "images by the method's novelty score, at no threshold (a kind's: g's probability of the class). "
+           "Exact McNemar tests on the same images, Holm-corrected within a fold: `p_recovery_holm` (of the excluded "
+           "class's images, labelled as it or not) and `p_correct_holm` (every image right or not) test each method "
+           f"against the published kind ({published}); ≈ marks the Gain (recovery) and accuracy "
+           f"(correctness) of the methods not significantly different at {1 - cfg.level:.2g} from the best method "
+           "there, the best included."
+           + (" Per fold: mean ± std over seeds ([lo, hi] a t-interval with 3 seeds or more); ≈ where it holds in "
+              "every seed; the p-values per seed are in `methods.csv`." if several else "")]
     balanced_f = folds.groupby("fold", sort=False).balanced_accuracy_f.mean()
-    for fold, rows in methods.groupby("fold", sort=False):
-        by_method = rows.groupby("method", sort=False)[METHOD_NUMBERS]
+    for fold, rows in cells.groupby("fold", sort=False):
         out += [f"### Fold {class_label(fold, names)} (f: balanced accuracy {format_value(balanced_f[fold])})",
-                markdown_table(by_method.mean(), by_method.std() if several else None)]
+                markdown_table(_method_text(rows, cfg.level))]
     overall = methods.groupby("method", sort=False)[METHOD_NUMBERS]
     out += ["### Every fold: mean ± std over folds and seeds", markdown_table(overall.mean(), overall.std()),
-            "![Gain against Harm](methods_gain_harm.png)"]
+            "![Gain against Harm](methods_gain_harm.png)",
+            "ROC curves of the novelty scores, a panel per fold (a score without a curve is left out: its AUROC "
+            "is n/a).", "![ROC curves](roc_curves.png)"]
     return out
 
 
@@ -341,39 +456,77 @@ def _cost_section(cost: pd.DataFrame, names: dict[int, str]) -> list[str]:
     return ["## Cost of correcting against retraining", text, markdown_table(named(cost.set_index("fold"), names))]
 
 
+@dataclass
+class Uncertain:
+    """The tables with Interval (and SeedSummary) cells that the report's text shows; their numbers are the
+    folds and methods tables."""
+
+    folds: pd.DataFrame
+    """fold_table."""
+    methods: pd.DataFrame
+    """methods_table."""
+    seeds: pd.DataFrame
+    """seeds_table."""
+    cfg: ReportConfig
+    published: str
+    """The published corrector kind(s)."""
+
+
+def _fold_text(cells: pd.DataFrame) -> pd.DataFrame:
+    text = cells.copy()
+    for name in FOLD_INTERVALS:
+        text[name] = text[name].map(str)
+    text["mcnemar_p"] = text.mcnemar_p.map(lambda p: f"{p:.2g}")
+    return text.set_index("fold")
+
+
 def report_markdown(spec: Spec, run_dir: Path, folds: pd.DataFrame, tables: dict, missing: list, several: bool,
-                    methods: pd.DataFrame, cost: pd.DataFrame, names: dict[int, str], nets: list[str]) -> str:
+                    methods: pd.DataFrame, cost: pd.DataFrame, names: dict[int, str], nets: list[str],
+                    uncertain: Uncertain) -> str:
     seeds = folds.groupby("fold", sort=False).seed.agg(lambda s: ", ".join(map(str, s)))
+    cfg = uncertain.cfg
     out = [f"# correctsweep report: {spec.name}",
            f"Run directory `{run_dir}`: {len(folds)} fold × seed results ("
            + "; ".join(f"fold {class_label(f, names)} seed {s}" for f, s in seeds.items()) + f"); {len(names)} "
            f"classes; base net {', '.join(nets)}; corrector objective "
-           f"`{spec.corrector.objective}`. Folds are named by their excluded class. Figures are on `test`; n/a "
-           "marks a ratio with a zero denominator or a fold without results"
+           f"`{spec.corrector.objective}`. Folds are named by their excluded class. Figures are on `test`, "
+           "computed from the per-image record `predictions/` alone; `0.457 [0.41, 0.50]` is a figure and its "
+           f"{cfg.level:.0%} stratified bootstrap interval over the test images ({cfg.bootstrap} resamples, f and h "
+           "resampled together); n/a marks a ratio with a zero denominator or a fold without results, "
+           "`n/a (reason)` a figure undefined in that fold"
            + (", and a ± b is the mean ± sample std over seeds." if several else ".")]
     if missing:
         out += ["**Missing results** (expected from spec.yaml folds × seeds, not found): " + ", ".join(
             f"fold {f} seed {s} (`results/fold={f}/seed={s}.json`)" for f, s in missing) + "."]
     if several:
-        by_fold = folds.groupby("fold", sort=False)[FOLD_NUMBERS]
-        out += ["## Per fold (mean over seeds)", markdown_table(named(by_fold.mean(), names),
-                                                                named(by_fold.std(), names))]
+        by_fold = folds.groupby("fold", sort=False)[FOLD_OTHER]
+        shown = pd.concat([uncertain.seeds.map(seed_text), by_fold.mean()], axis=1)
+        out += ["## Per fold (mean over seeds)",
+                f"Mean ± std over seeds; [lo, hi] is the {cfg.level:.0%} t-interval of the mean where the fold has "
+                "3 seeds or more (`folds_over_seeds.csv`).",
+                markdown_table(named(shown, names), named(by_fold.std(), names))]
     out += ["## Per fold and seed",
-            "The excluded class's Gain, the mean ΔFPR and Harm over classes, accuracy and balanced "
-            "accuracy of the base net f and of the corrected h, f's balanced accuracy on the classes it was "
-            "trained on beside the full model's on the same classes (a fold far below it had a collapsed or "
-            "under-trained f), the base net's epochs run and kept epoch, and the corrector's choice.",
-            markdown_table(named(folds.drop(columns="excluded_name").set_index("fold"), names))]  # the fold names it
+            "The excluded class's Gain and TPR under h, the corrector power P (TPR_h of the excluded class ÷ its "
+            "TPR under the same seed's full model, on the same test images), the mean Harm and ΔFPR over classes, "
+            "balanced accuracy of the base net f and of the corrected h (each with its interval), accuracy of f "
+            "and h, `mcnemar_p` (the exact McNemar test of f against h on which test images each gets right), "
+            "f's balanced accuracy on the classes it was trained on beside the full model's on the same classes "
+            "(a fold far below it had a collapsed or under-trained f), the base net's epochs run and kept epoch, "
+            "and the corrector's choice.",
+            markdown_table(named(_fold_text(uncertain.folds.drop(columns="excluded_name")), names))]
     out += _curves_section(folds)
     if "matrix_gain" in tables:
         out += _table_sections(tables, several, names)
     if methods.method.nunique() > 1:
-        out += _methods_section(methods, folds, several, names)
+        out += _methods_section(uncertain.methods, methods, folds, several, names, cfg, uncertain.published)
     out += _cost_section(cost, names)
     out += ["## Files", "`metrics.parquet` / `metrics.csv`: long format (run, fold, seed, class, metric, value); "
-            "summary metrics have an empty class. `folds.csv`, `matrix_<metric>.csv`, `tpr_h_power.csv`"
-            + (" and their `_std.csv`" if several else "") + ", `methods.csv` (one row per fold, seed and method), "
-            "`cost.csv`: the tables above, with class labels."]
+            "summary metrics have an empty class. `folds.csv` (each interval as `<figure>_lo`, `<figure>_hi`, "
+            "empty where it is n/a), `matrix_<metric>.csv`, `tpr_h_power.csv`"
+            + (" and their `_std.csv`, `folds_over_seeds.csv`" if several else "")
+            + ", `methods.csv` (one row per fold, seed and method, with intervals, detection metrics and tests), "
+            "`cost.csv`: the tables above, with class labels. Every figure is recomputable from "
+            "`predictions/fold=J/seed=S/split=test/*.parquet`."]
     return "\n\n".join(out) + "\n"
 
 
@@ -404,9 +557,18 @@ def collect(run_dir: str | Path) -> Path:
     excluded = sorted({int(f) for f, _ in expected | found if f != "none"})
 
     long = long_table(results, spec.name)
-    folds = fold_table(results)
-    methods, cost = methods_table(results), cost_table(results, long, classes)
+    cfg = spec.report
+    tests = {(r.fold, r.seed): predictions.read(run_dir, r.paths.predictions["test"], f"result fold {r.fold} seed "
+                                                f"{r.seed}") for r in results}
+    full = {s: test for (f, s), test in tests.items() if f == "none"}
+    trusts = {at: fold_trust(r, tests[at], full.get(r.seed), cfg) for r in results for at in [(r.fold, r.seed)]}
+    fold_cells = fold_table(results, trusts)
+    folds = expand(fold_cells, FOLD_INTERVALS)
+    method_cells = methods_table(results, tests, cfg)
+    methods, cost = expand(method_cells, METHOD_INTERVALS), cost_table(results, long, classes)
     several = bool(folds.groupby("fold").seed.nunique().max() > 1)
+    uncertain = Uncertain(fold_cells, method_cells, seeds_table(folds, cfg.level), cfg,
+                          ", ".join(sorted({r.corrector.kind for r in results})))
     tables = {}
     if excluded:
         tables = matrices(long, classes, excluded)
@@ -419,8 +581,11 @@ def collect(run_dir: str | Path) -> Path:
         folds.to_csv(tmp / "folds.csv", index=False)
         methods.to_csv(tmp / "methods.csv", index=False)
         cost.to_csv(tmp / "cost.csv", index=False)
+        if several:
+            seeds_numbers(uncertain.seeds).to_csv(tmp / "folds_over_seeds.csv", index=False)
         if methods.method.nunique() > 1:
             gain_harm_plot(tmp / "methods_gain_harm.png", methods, names)
+            roc_curves(tmp / "roc_curves.png", results, tests, names)
         for name, (mean, std) in tables.items():
             mean.to_csv(tmp / f"{name}.csv")
             if several:
@@ -431,5 +596,5 @@ def collect(run_dir: str | Path) -> Path:
             training_curves(tmp / "training_curves.png", results, names)
         nets = sorted({r.net for r in results})
         (tmp / "report.md").write_text(report_markdown(spec, run_dir, folds, tables, missing, several, methods, cost,
-                                                       names, nets))
+                                                       names, nets, uncertain))
     return out

@@ -191,6 +191,18 @@ class ResourcesConfig:
 
 
 @dataclass
+class ReportConfig:
+    """How collect states the uncertainty of its figures (spec section `report`); checked by `stats.check`."""
+
+    bootstrap: int = 1000
+    """Resamples of the stratified bootstrap over the test images behind every interval (at least 100:
+    with fewer, the 2.5 % and 97.5 % quantiles rest on two or three resamples each)."""
+    level: float = 0.95
+    """Confidence level of the bootstrap and seed intervals, in (0.5, 1); the paired tests flag a
+    difference at 1 - level."""
+
+
+@dataclass
 class Spec:
     name: str = "default"
     """Name of the run; results go to <storage>/<name>/."""
@@ -224,6 +236,8 @@ class Spec:
     baselines_tap: str | None = None
     """The tap whose geometry mahalanobis and knn measure (one of features.taps); null: the layer before
     the net's classifier (fc for the paper net)."""
+    report: ReportConfig = field(default_factory=ReportConfig)
+    """The intervals and tests of collect's report."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -247,8 +261,11 @@ RENAMED = {"data.size": "data.n_images", "base_net.smoothing": "base_net.val_win
 
 
 def sweep_key(spec: Spec) -> str:
-    """The sweep settings a result was made under, base-net settings aside (a `search` varies them)."""
-    return digest(spec.to_dict() | {"base_net": None})
+    """The sweep settings a result was made under, base-net settings aside (a `search` varies them) and the
+    report's, which only collect reads (left out, not nulled: a result of an earlier spec keeps its key)."""
+    settings = spec.to_dict() | {"base_net": None}
+    del settings["report"]
+    return digest(settings)
 
 
 def from_mapping(cls: type, raw: Any, where: str, finite: bool = True) -> Any:
@@ -465,6 +482,9 @@ def validate(spec: Spec) -> Spec:
     _validate_corrector(spec.corrector)
     _validate_run(spec)
     _validate_features(spec)
+    from correctsweep import stats
+
+    stats.check(spec.report)
     return spec
 
 

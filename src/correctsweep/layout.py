@@ -5,6 +5,7 @@
       models/fold=J/seed=S/net-<net key>/             weights.pt, model.json
       features/fold=J/seed=S/split=X/part-<net key>.parquet   (Hive partitions: fold, seed, split)
       correctors/fold=J/seed=S/net-<net key>-corr-<corrector key>/   study.journal, model.ubj, ...
+      predictions/fold=J/seed=S/split=X/part-<net key>.parquet    every method's h and score per image
       results/fold=J/seed=S.json                      the fold x seed's current result
       report/, best/                                  written by collect and best
       tune-<spec key>/                                one Tune experiment per spec
@@ -121,6 +122,11 @@ class RunLayout:
     def features_file(self, fold: str, seed: int, split: str, net_key: str) -> Path:
         return self.root / "features" / f"fold={fold}" / f"seed={seed}" / f"split={split}" / f"part-{net_key}.parquet"
 
+    def predictions_file(self, fold: str, seed: int, split: str, net_key: str) -> Path:
+        """One split's per-image record of a fold x seed (see `predictions`), named like its features file."""
+        return self.root / "predictions" / f"fold={fold}" / f"seed={seed}" / f"split={split}" / \
+            f"part-{net_key}.parquet"
+
     def corrector_dir(self, fold: str, seed: int, net_key: str, corrector_key: str) -> Path:
         return self.root / "correctors" / f"fold={fold}" / f"seed={seed}" / f"net-{net_key}-corr-{corrector_key}"
 
@@ -159,7 +165,7 @@ class RunLayout:
 
     def fold_parts(self, fold: str, seed: int) -> list[str]:
         """What one fold x seed owns in the run directory, relative to it."""
-        return [f"{d}/fold={fold}/seed={seed}" for d in ("models", "features", "correctors")] + \
+        return [f"{d}/fold={fold}/seed={seed}" for d in ("models", "features", "correctors", "predictions")] + \
             [f"results/fold={fold}/seed={seed}.json", f"results/fold={fold}/seed={seed}.samples"]
 
     def pull(self, parts: list[str]) -> None:

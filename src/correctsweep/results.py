@@ -57,6 +57,8 @@ class ResultPaths:
     model: str
     corrector: str
     """The published kind's workdir."""
+    predictions: dict[str, str]
+    """split (correct, test) -> its predictions file (see `predictions`): what collect's figures come from."""
     correctors: dict[str, str] = field(default_factory=dict)
     """kind -> workdir."""
 

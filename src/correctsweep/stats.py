@@ -25,19 +25,8 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
 from correctsweep import metrics
+from correctsweep.config import ReportConfig
 from correctsweep.errors import SpecError
-
-
-@dataclass
-class ReportConfig:
-    """How collect states the uncertainty of its figures (spec section `report`)."""
-
-    bootstrap: int = 1000
-    """Resamples of the stratified bootstrap over the test images behind every interval (at least 100:
-    with fewer, the 2.5 % and 97.5 % quantiles rest on two or three resamples each)."""
-    level: float = 0.95
-    """Confidence level of the bootstrap and seed intervals, in (0.5, 1); the paired tests flag a
-    difference at 1 - level."""
 
 
 def check(cfg: ReportConfig) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from correctsweep import baselines, corrector, metrics, nets
+from correctsweep import baselines, corrector, metrics, nets, predictions
 from correctsweep.atomic import remove_partials, write_json
 from correctsweep.config import Spec, digest, sweep_key
 from correctsweep.data import Dataset, class_indices, dataset_key, load_dataset, make_splits, resolve_fold
@@ -30,10 +30,10 @@ from correctsweep.results import CorrectorRecord, MethodRecord, ResultPaths, Tri
 from correctsweep.train import load_model, pick_device, save_model, train_base_net
 
 # Spec fields that change no stage's output, so no stage key holds them (tests/test_keys.py walks every
-# field): where results go, which trials run, how fast, and the report's tracking.
+# field): where results go, which trials run, how fast, and the report's tracking and intervals.
 NOT_IN_KEYS = {"name", "storage", "folds", "seeds", "search", "num_samples", "tracking", "resources",
                "data.cache_dir", "base_net.device", "base_net.threads", "features.batch_size", "corrector.threads",
-               "corrector.workers", "corrector.kinds", "baselines", "baselines_tap"}
+               "corrector.workers", "corrector.kinds", "baselines", "baselines_tap", "report"}
 
 
 def net_key(spec: Spec, fold: str, seed: int) -> str:
@@ -175,6 +175,7 @@ def _stages(spec: Spec, layout: RunLayout, ds: Dataset, splits, plan: NetPlan, f
                                           spec.corrector, final_layer, plan.feature_tap)
     with clock("write"):
         test = sets["test"]
+        written = _write_predictions(spec, layout, sets, found, detections, fold, seed, key, excluded)
         table = metrics.per_class(test.labels, test.pred_f, result.pred_h, classes)
         out = TrialResult(
             fold=fold, seed=seed, excluded=excluded, classes=classes, class_names=[ds.class_names[c] for c in classes],
@@ -182,8 +183,9 @@ def _stages(spec: Spec, layout: RunLayout, ds: Dataset, splits, plan: NetPlan, f
             summary=metrics.summary(test.labels, test.pred_f, result.pred_h, classes),
             per_class=table.reset_index().to_dict(orient="records"), corrector=_corrector_record(result),
             methods=_methods(found, detections, test, classes, excluded),
-            paths=ResultPaths(layout.relative(model_dir), layout.relative(workdir),
-                              {kind: layout.relative(w) for kind, (_, w) in found.items()}),
+            paths=ResultPaths(model=layout.relative(model_dir), corrector=layout.relative(workdir),
+                              predictions={split: layout.relative(p) for split, p in written.items()},
+                              correctors={kind: layout.relative(w) for kind, (_, w) in found.items()}),
             train=meta.get("train"),
             # the scikit-learn kinds name no device: they run on the CPU
             device={"base_net": device.type, "corrector": result.params.get("device", "cpu"), "threads": threads},
@@ -217,6 +219,28 @@ def _correct(spec: Spec, layout: RunLayout, sets: dict, excluded, key: str, fkey
         result = corrector.search(sets["correct"], sets["test"], cfg, workdir, threads, on_candidate=on_candidate)
         found[kind] = result, workdir
     return found
+
+
+def _write_predictions(spec: Spec, layout: RunLayout, sets: dict, found: dict, detections: list[baselines.Detection],
+                       fold: str, seed: int, key: str, excluded) -> dict[str, Path]:
+    """Every method's h and novelty score per image of `correct` and `test` (see `predictions`); split -> file."""
+    correct, test = sets["correct"], sets["test"]
+    at = None if excluded is None else [int(c) for c in test.meta["classes"]].index(excluded)
+    kinds = {kind: r for kind, (r, _) in found.items()}
+    splits = {"test": ({k: r.pred_h for k, r in kinds.items()} | {d.name: d.pred_h for d in detections},
+                       ({k: r.proba[:, at] for k, r in kinds.items()} if at is not None else {})
+                       | {d.name: d.score_test for d in detections}),
+              "correct": ({d.name: np.where(d.score_correct >= d.threshold, excluded, correct.pred_f)
+                           for d in detections}, {d.name: d.score_correct for d in detections})}
+    out = {}
+    for split, (h, score) in splits.items():
+        fs, path = sets[split], layout.predictions_file(fold, seed, split, key)
+        predictions.write(path, fs.sample_ids, fs.labels, fs.pred_f, spec.corrector.all_kinds + spec.baselines, h,
+                          score)
+        if not spec.search:  # each sampled net of a search keeps its own file; otherwise this result replaces all
+            predictions.remove_others(path)
+        out[split] = path
+    return out
 
 
 def _corrector_record(result: corrector.CorrectorResult) -> CorrectorRecord:
