@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -63,22 +64,44 @@ def write_text(path: str | Path, text: str) -> None:
         Path(tmp).write_text(text)
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def _one_writer(path: Path) -> Iterator[None]:
+    """Hold the lock of the folder `path` for writing it; a second writer waits for the first (a report
+    or selection takes seconds), so that neither removes the other's temporary folder as stale."""
+    with open(path.with_name(f".{path.name}.lock"), "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"another process is writing {path}: waiting for it to finish", flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield an empty folder beside `path`; if the block succeeds it replaces `path` and all it held,
-    so a rerun leaves no stale file of an earlier one behind."""
+    """Yield an empty folder beside `path`; if the block succeeds it replaces `path` and all it held
+    (a folder, or a file in its place), so a rerun leaves no stale file of an earlier one behind."""
     path = Path(path)
-    for pattern in (f"{PARTIAL_PREFIX}{path.name}-*", f"{PARTIAL_PREFIX}old-{path.name}-*"):
-        for stale in path.parent.glob(pattern):
-            shutil.rmtree(stale, ignore_errors=True)  # left by a writer that was killed
-    tmp = path.with_name(f"{PARTIAL_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir(parents=True)  # mkdir, not mkdtemp: the folder keeps the umask's permissions once renamed
-    try:
-        yield tmp
-        old = path.with_name(f"{PARTIAL_PREFIX}old-{path.name}-{uuid.uuid4().hex[:8]}")
-        if path.exists():
-            os.replace(path, old)  # a directory cannot replace a non-empty one: move it aside first
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _one_writer(path):
+        for pattern in (f"{PARTIAL_PREFIX}{path.name}-*", f"{PARTIAL_PREFIX}old-{path.name}-*"):
+            for stale in path.parent.glob(pattern):
+                _remove(stale)  # left by a writer that was killed: the lock says no other one is writing
+        tmp = path.with_name(f"{PARTIAL_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}")
+        tmp.mkdir()  # mkdir, not mkdtemp: the folder keeps the umask's permissions once renamed
+        try:
+            yield tmp
+            old = path.with_name(f"{PARTIAL_PREFIX}old-{path.name}-{uuid.uuid4().hex[:8]}")
+            if path.exists() or path.is_symlink():
+                os.replace(path, old)  # a directory cannot replace a non-empty one: move it aside first
+            os.replace(tmp, path)
+            _remove(old)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

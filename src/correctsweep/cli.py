@@ -50,7 +50,7 @@ def cmd_trial(args) -> None:
 def cmd_sweep(args) -> None:
     from correctsweep.sweep import run_sweep
 
-    run_sweep(load_spec(args.spec, args.set), address=args.address, resume=args.resume)
+    run_sweep(load_spec(args.spec, args.set), address=args.address, resume=args.resume, verbose=args.verbose)
 
 
 def cmd_collect(args) -> None:
@@ -58,6 +58,7 @@ def cmd_collect(args) -> None:
     from correctsweep.layout import RunLayout
 
     layout = RunLayout.at(args.run_dir)
+    layout.check_writable()
     layout.pull(["spec.yaml", "results"])
     report = collect(layout.root)
     layout.push(["report"])
@@ -69,6 +70,7 @@ def cmd_best(args) -> None:
     from correctsweep.layout import RunLayout
 
     layout = RunLayout.at(args.run_dir)
+    layout.check_writable()
     layout.pull(["spec.yaml", "results", "models", "correctors"])
     best = select_best(layout.root)
     layout.push(["best"])
@@ -92,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["sweep"].add_argument("--address", help="Ray cluster to join, e.g. auto (default: start a local Ray)")
     sub.choices["sweep"].add_argument("--resume", action="store_true",
                                       help="continue the interrupted sweep of this spec (finished trials are kept)")
+    sub.choices["sweep"].add_argument("--verbose", action="store_true",
+                                      help="show Ray's and the trials' own output here (default: in RUN_DIR/logs/)")
     for name, fn, help_ in (("collect", cmd_collect, "aggregate a run's results into RUN_DIR/report/"),
                             ("best", cmd_best, "select the best corrector per fold and overall into RUN_DIR/best/")):
         p = sub.add_parser(name, help=help_)

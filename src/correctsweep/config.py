@@ -503,8 +503,10 @@ def _mapping(loader: _SpecLoader, node: yaml.MappingNode):
     yield data  # as SafeLoader does, so an anchored mapping can be referred to inside itself
     seen = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` keys may be overridden: not a repeat
+            continue
         key = loader.construct_object(key_node, deep=True)
-        if key_node.tag != "tag:yaml.org,2002:merge" and isinstance(key, typing.Hashable):
+        if isinstance(key, typing.Hashable):
             if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"key '{key}' is given twice",
                                                         key_node.start_mark)

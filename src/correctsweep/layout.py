@@ -9,6 +9,9 @@
       results/fold=J/seed=S.json                      the fold x seed's current result
       report/, best/                                  written by collect and best
       tune-<spec key>/                                one Tune experiment per spec
+      tune-<spec key>.sha256.json                     its state files' checksums (resumed only if they match)
+      logs/                                           a sweep's per-trial logs and Ray's (ray.log)
+      locks/                                          who runs a fold x seed x net, or the sweep
     <storage>/.cache/                                 decoded datasets (unless data.cache_dir is set)
 
 `fold` is the excluded class (or `none`, the full model). Storage may be a local or shared path or a
@@ -29,29 +32,41 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from correctsweep import reach
 from correctsweep.config import Spec, digest
 from correctsweep.errors import CorrectsweepError
+
+# what pyarrow's filesystems read their credentials from, by URI scheme
+CREDENTIALS = {
+    "s3": "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE; add ?endpoint_override=HOST to the URI "
+          "for a store other than AWS)",
+    "gs": "GOOGLE_APPLICATION_CREDENTIALS to a service-account key file (or run "
+          "`gcloud auth application-default login`)",
+    "hdfs": "HADOOP_HOME and CLASSPATH for libhdfs",
+    "abfs": "AZURE_STORAGE_ACCOUNT_KEY (or AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET)",
+}
+CREDENTIALS["gcs"] = CREDENTIALS["gs"]
 
 
 def is_uri(path: str) -> bool:
     return "://" in str(path)
 
 
-def _uri(path: str) -> str:
+def as_uri(path: str) -> str:
     return path if is_uri(path) else "file://" + str(Path(path).resolve())
 
 
 def copy_tree(src: str, dst: str) -> None:
     """Copy a file or folder between two locations, either of which may be a URI. A missing source
     is not an error: a fold that has not run yet has nothing to pull."""
-    src_fs, src_path = pafs.FileSystem.from_uri(_uri(src))
+    src_fs, src_path = pafs.FileSystem.from_uri(as_uri(src))
     kind = src_fs.get_file_info(src_path).type
     if kind == pafs.FileType.NotFound:
         return
-    dst_fs, dst_path = pafs.FileSystem.from_uri(_uri(dst))
+    dst_fs, dst_path = pafs.FileSystem.from_uri(as_uri(dst))
     # copy_files writes files only: it needs their folder to exist on the destination
     dst_fs.create_dir(dst_path if kind == pafs.FileType.Directory else dst_path.rsplit("/", 1)[0], recursive=True)
-    pafs.copy_files(_uri(src), _uri(dst))
+    pafs.copy_files(as_uri(src), as_uri(dst))
 
 
 def mirror_of(uri: str) -> Path:
@@ -89,8 +104,10 @@ class RunLayout:
         return (mirror_of(spec.storage) if is_uri(spec.storage) else Path(spec.storage)) / ".cache"
 
     def check_writable(self) -> None:
-        """A one-line error, before anything is written, when the run directory cannot be created or
-        written (storage is a file, or a folder without write permission)."""
+        """A one-line error, before anything is written, when the run directory cannot be reached,
+        created or written (storage is a file, a folder without write permission, or a URI that does
+        not answer with this machine's credentials)."""
+        self.check_reachable()
         existing = self.root
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
@@ -98,6 +115,17 @@ class RunLayout:
             what = "a file" if not existing.is_dir() else "not writable"
             raise CorrectsweepError(f"cannot write the run to {self.root}: {existing} is {what}; "
                                     "set storage to a folder you can write")
+
+    def check_reachable(self) -> None:
+        """With URI storage, that the run directory's filesystem answers within reach.TIMEOUT_S."""
+        if not self.remote:
+            return
+        code = ("import pyarrow.fs as f; fs, p = f.FileSystem.from_uri(%r); fs.get_file_info(p)" % self.remote)
+        problem = reach.probe(code)
+        if problem:
+            scheme = self.remote.split("://", 1)[0]
+            raise CorrectsweepError(f"cannot reach storage {self.remote} ({problem}); check the URI and set "
+                                    f"{CREDENTIALS.get(scheme, 'the credentials its filesystem needs')}")
 
     @property
     def spec_file(self) -> Path:
@@ -145,20 +173,30 @@ class RunLayout:
     def lock(self, fold: str, seed: int, key: str) -> Iterator[None]:
         """One writer per fold, seed and net: a second process stops with a line naming the holder
         (two searches appending to one Optuna journal would mark each other's trials failed)."""
-        path = self.root / "locks" / f"fold={fold}-seed={seed}-net-{key}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a+") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                fh.seek(0)
-                raise CorrectsweepError(f"fold {fold} seed {seed} of {self.root} is being run by "
-                                        f"{fh.read().strip() or 'another process'}; wait for it or stop it") from None
-            fh.seek(0)
-            fh.truncate()
-            fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
-            fh.flush()
+        with _hold(self.root / "locks" / f"fold={fold}-seed={seed}-net-{key}.lock",
+                   f"fold {fold} seed {seed} of {self.root} is being run by {{holder}}; wait for it or stop it"):
             yield
+
+    @contextmanager
+    def sweep_lock(self) -> Iterator[None]:
+        """One sweep per run directory at a time (on this machine, for URI storage): a second stops with
+        a line naming the first, before it writes anything or starts Ray."""
+        with _hold(self.root / "locks" / "sweep.lock",
+                   f"a sweep of {self.root} is already running ({{holder}}); wait for it or stop it, "
+                   "or pass --set name=NEW for a separate run"):
+            yield
+
+    @property
+    def logs_dir(self) -> Path:
+        """A sweep's logs: each trial's (trial_log) and Ray's own (ray.log)."""
+        return self.root / "logs"
+
+    def trial_log(self, fold: str, seed: int, trial_id: str) -> Path:
+        return self.logs_dir / f"fold={fold}-seed={seed}-{trial_id}.log"
+
+    def state_record(self, experiment: str) -> str:
+        """Where a sweep records the checksums of its Tune experiment's state files: beside it."""
+        return f"{self.experiments}/{experiment}.sha256.json"
 
     def relative(self, path: Path) -> str:
         return str(Path(path).relative_to(self.root))
@@ -177,3 +215,21 @@ class RunLayout:
         """With URI storage, copy `parts` of the local mirror back to the run directory."""
         for part in parts if self.remote else ():
             copy_tree(str(self.root / part), f"{self.remote}/{part}")
+
+
+@contextmanager
+def _hold(path: Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive lock on `path` while the block runs, writing who holds it there; when another
+    process holds it, a CorrectsweepError with `busy`, whose {holder} names that process."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            raise CorrectsweepError(busy.format(holder=fh.read().strip() or "another process")) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        fh.flush()
+        yield

@@ -7,25 +7,42 @@ from its last completed stage. After the trials, `collect` and `best` run on the
 
 Storage may be a local or shared path, or a URI (s3://, gs://, file://): with a URI each trial
 works in a local mirror of its fold's folders and copies them back with pyarrow's filesystems.
+
+Before anything is written or Ray starts, the sweep checks that storage and tracking answer, holds the
+run directory's sweep lock, and, when the spec was swept before, that the Tune experiment it would
+resume is the one this tool wrote: resuming unpickles Tune's state files, so their SHA-256 checksums
+are recorded beside the experiment after every save (`StateRecord`) and a mismatch is refused.
+
+The console gets one line per trial state and stage and an overall progress line (`ProgressLines`);
+each trial's output goes to its log file under <run>/logs/ and Ray's own messages to logs/ray.log,
+unless --verbose brings Ray's output back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
 import importlib
+import json
+import logging
 import os
+import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
+import pyarrow.fs as pafs
 import ray
 from ray import tune
 
-from correctsweep.atomic import write_text
+from correctsweep import reach
+from correctsweep.atomic import write_json, write_text
 from correctsweep.config import Spec, digest, spec_from_dict
-from correctsweep.errors import SpecError
-from correctsweep.layout import RunLayout, is_uri
+from correctsweep.errors import CorrectsweepError, SpecError
+from correctsweep.layout import RunLayout, as_uri, is_uri
 
 
 def search_space(spec: Spec) -> dict:
@@ -48,8 +65,26 @@ def _scalars(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
 
 
+class _Tee:
+    """A stream writing to the trial's log file and to the worker's own output (which Ray shows
+    on the driver's terminal only with --verbose)."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+
 def run_fold(config: dict) -> None:
-    """The Tune trainable: one fold x seed end to end, reporting every epoch, stage and result."""
+    """The Tune trainable: one fold x seed end to end, reporting every epoch, stage and result; its
+    output (the per-class table, warnings) goes to its log file under <run>/logs/."""
     from correctsweep.trial import run_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per candidate drowns the sweep's own lines
@@ -57,18 +92,28 @@ def run_fold(config: dict) -> None:
     fold, seed = str(config["fold"]), int(config["seed"])
     node = ray.get_runtime_context().get_node_id()
     report = lambda m: tune.report(_scalars(m) | {"node": node})
-    out = run_trial(spec, fold, seed, log=lambda line: print(line, flush=True), report=report)
+    log_path = RunLayout.of(spec).trial_log(fold, seed, tune.get_context().get_trial_id())
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", buffering=1) as fh, contextlib.redirect_stdout(_Tee(fh, sys.stdout)), \
+            contextlib.redirect_stderr(_Tee(fh, sys.stderr)):
+        out = run_trial(spec, fold, seed, log=lambda line: print(line, flush=True), report=report)
     seconds = {f"seconds_{stage}": v for stage, v in out.stage_seconds.items()}
     done = {"stage": "done", "excluded_gain": out.per_class_value("gain", out.excluded),
             "cv_score": out.corrector.cv_score}
     report(done | out.summary | seconds)
 
 
-class ProgressLines(tune.Callback):
-    """One line per trial state change and per finished stage, instead of Tune's wide tables."""
+STAGES = ("train", "features", "corrector")  # what run_fold reports, in order, before "done"
 
-    def __init__(self):
-        self.stage = {}
+
+class ProgressLines(tune.Callback):
+    """One line per trial state change and per finished stage, instead of Tune's wide tables, and an
+    overall line (trials done, running and failed, and an ETA from the stage times measured so far)."""
+
+    def __init__(self, logs: Path):
+        self.logs = logs
+        self.stage, self.since = {}, {}  # trial id -> its current stage, and when that stage began
+        self.seconds = {s: [] for s in STAGES}  # measured seconds of each finished stage
 
     @staticmethod
     def name(trial) -> str:
@@ -81,11 +126,18 @@ class ProgressLines(tune.Callback):
         print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.say(f"{self.name(trial)}: started")
+        self.stage[trial.trial_id], self.since[trial.trial_id] = STAGES[0], time.monotonic()
+        self.say(f"{self.name(trial)}: started (log: {self.logs}/fold={trial.config['fold']}-"
+                 f"seed={trial.config['seed']}-{trial.trial_id}.log)")
+        self.say(self.overall(trials, trial, "RUNNING"))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         stage, last = result.get("stage"), self.stage.get(trial.trial_id)
         if last is not None and stage != last:
+            now = time.monotonic()
+            if last in self.seconds:
+                self.seconds[last].append(now - self.since.get(trial.trial_id, now))
+            self.since[trial.trial_id] = now
             self.say(f"{self.name(trial)}: {last} done")
         self.stage[trial.trial_id] = stage
         if stage == "done":
@@ -94,9 +146,102 @@ class ProgressLines(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.say(f"{self.name(trial)}: finished")
+        self.say(self.overall(trials, trial, "TERMINATED"))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.say(f"{self.name(trial)}: FAILED (see {trial.path}/error.txt)")
+        self.say(self.overall(trials, trial, "ERROR"))
+
+    def overall(self, trials, current, status: str) -> str:
+        states = {t.trial_id: t.status for t in trials} | {current.trial_id: status}
+        done, failed = sum(s == "TERMINATED" for s in states.values()), sum(s == "ERROR" for s in states.values())
+        running = [t for t in trials if states[t.trial_id] == "RUNNING"]
+        line = f"{done} of {len(trials)} trials done, {len(running)} running, {failed} failed"
+        pending = len(trials) - done - failed - len(running)
+        if not pending and not running:
+            return line
+        if not all(self.seconds.values()):
+            return line + "; ETA once every stage has been timed"
+        mean = {s: sum(v) / len(v) for s, v in self.seconds.items()}
+        left = pending * sum(mean.values())
+        for t in running:  # its current stage's expected rest, then the stages after it
+            stage = self.stage.get(t.trial_id, STAGES[0])
+            at = STAGES.index(stage) if stage in STAGES else len(STAGES)
+            left += max(0.0, mean[stage] - (time.monotonic() - self.since[t.trial_id])) if at < len(STAGES) else 0
+            left += sum(mean[s] for s in STAGES[at + 1:])
+        seconds = left / max(1, len(running))
+        return line + f"; ETA {int(seconds // 60)} min {int(seconds % 60)} s"
+
+
+STATE_RECORD_EVERY_S = {"local": 0.0, "remote": 10.0}  # listing a bucket costs requests: not every step
+
+
+def _state_files(experiment: str) -> dict[str, str]:
+    """SHA-256 of every file of a Tune experiment that resuming it unpickles: its top-level state
+    files (tuner.pkl, experiment_state-*.json, basic-variant-state-*.json) and the trials' error.pkl."""
+    fs, root = pafs.FileSystem.from_uri(as_uri(experiment))
+    out = {}
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
+        rel = info.path[len(root):].lstrip("/")
+        if info.type == pafs.FileType.File and ("/" not in rel or rel.endswith("/error.pkl")):
+            with fs.open_input_stream(info.path) as fh:
+                out[rel] = hashlib.sha256(fh.readall()).hexdigest()
+    return out
+
+
+class StateRecord(tune.Callback):
+    """Records the checksums of the experiment's state files beside it after every step (Tune saves
+    its state in a step before the step's callbacks run) and at the end: `check_state` resumes only
+    an experiment whose files still match, i.e. one this tool wrote."""
+
+    def __init__(self, experiment: str, record: str):
+        self.experiment, self.record = experiment, record
+        self.written, self.at = None, 0.0
+
+    def on_step_end(self, iteration, trials, **info):
+        if time.monotonic() - self.at >= STATE_RECORD_EVERY_S["remote" if is_uri(self.record) else "local"]:
+            self.save()
+
+    def on_experiment_end(self, trials, **info):
+        self.save()
+
+    def save(self) -> None:
+        self.at = time.monotonic()
+        files = _state_files(self.experiment)
+        if files and files != self.written:
+            _write_record(self.record, {"sha256": files})
+            self.written = files
+
+
+def _write_record(location: str, obj: dict) -> None:
+    if not is_uri(location):
+        write_json(location, obj)
+        return
+    fs, path = pafs.FileSystem.from_uri(location)
+    with fs.open_output_stream(path) as fh:
+        fh.write(json.dumps(obj, indent=2).encode())
+
+
+def check_state(experiment: str, record: str) -> None:
+    """A one-line error unless the experiment's state files are those the last StateRecord saw."""
+    fresh = (f"delete {experiment} to sweep this spec anew (its trials reuse the trained nets, features and "
+             "corrector searches), or pass --set name=NEW")
+    try:
+        fs, path = pafs.FileSystem.from_uri(as_uri(record))
+        with fs.open_input_stream(path) as fh:
+            recorded = json.loads(fh.readall())["sha256"]
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in recorded.items()):
+            raise TypeError("not a mapping of file to checksum")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise CorrectsweepError(f"not resuming {experiment}: it has no readable record of its state files' checksums "
+                                f"({record}), so this tool cannot tell it wrote them, and resuming runs the code "
+                                f"they hold; {fresh}") from None
+    current = _state_files(experiment)
+    differs = sorted(set(recorded) ^ set(current) | {f for f in recorded if recorded[f] != current.get(f)})
+    if differs:
+        raise CorrectsweepError(f"not resuming {experiment}: {differs[0]} is not the file this tool recorded in "
+                                f"{record} (planted there, or the sweep was killed while Tune saved it), and "
+                                f"resuming runs the code Tune's state files hold; {fresh}")
 
 
 # tracking key -> (module, how to install it)
@@ -123,6 +268,27 @@ def tracking_callbacks(spec: Spec) -> list:
 
         callbacks.append(WandbLoggerCallback(project=spec.tracking["wandb"]))
     return callbacks
+
+
+TRACKING_TIMEOUT_S = 30.0  # importing mlflow alone takes ~5 s on 2 busy cores
+MLFLOW_PROBE = "from mlflow.tracking import MlflowClient; MlflowClient({uri!r}).search_experiments(max_results=1)"
+
+
+def check_tracking(spec: Spec) -> None:
+    """A one-line error, before anything is written, when the MLflow tracking store does not answer.
+    A file store (file://... or a plain path) is MLflow's own local format: MLflow 3 asks to opt in to
+    it with MLFLOW_ALLOW_FILE_STORE, which naming one in the spec does."""
+    uri = spec.tracking.get("mlflow")
+    if uri is None:
+        return
+    if uri.startswith("file:") or "://" not in uri:
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    # the client retries an unreachable server for minutes; the probe asks once, with a timeout
+    problem = reach.probe(MLFLOW_PROBE.format(uri=uri), TRACKING_TIMEOUT_S, env={
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})
+    if problem:
+        raise SpecError(f"tracking.mlflow {uri} does not answer ({problem}); start the server or fix the URI, "
+                        "or track to a local file: tracking={mlflow: 'sqlite:///outputs/mlflow.db'}")
 
 
 def check_folds(spec: Spec) -> list[str]:
@@ -183,59 +349,100 @@ def _offer_resume(experiment: str) -> None:
         print(f"a sweep with this spec already exists at {experiment}: resuming it", flush=True)
 
 
-def run_sweep(spec: Spec, address: str | None = None, resume: bool = False) -> Path:
+def _sigterm_as_sigint(*_) -> None:
+    signal.raise_signal(signal.SIGINT)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a batch scheduler's stop, `kill`) handled as Ctrl-C: Tune saves its state and the sweep
+    shuts down the Ray it started, where Python's default would leave Ray's processes running."""
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+@contextlib.contextmanager
+def _ray_output(logs: Path, verbose: bool) -> Iterator[None]:
+    """Without --verbose, Ray's and Tune's messages (start-up notices, slow-step warnings, the trials'
+    forwarded output) go to logs/ray.log instead of the terminal, which keeps ProgressLines' lines."""
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if verbose else "0"  # the old reporter, silent at verbose=0
+    if verbose:
+        yield
+        return
+    logs.mkdir(parents=True, exist_ok=True)
+    # ray.init(configure_logging=False) clears the "ray" logger's handlers, after which its records
+    # would reach Python's last-resort handler (stderr): they are passed up to a root handler instead
+    ray_logger, root, handler = logging.getLogger("ray"), logging.getLogger(), logging.FileHandler(logs / "ray.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    saved = ray_logger.handlers[:], ray_logger.propagate
+    ray_logger.handlers, ray_logger.propagate = [], True
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        ray_logger.handlers, ray_logger.propagate = saved
+        root.removeHandler(handler)
+        handler.close()
+
+
+def run_sweep(spec: Spec, address: str | None = None, resume: bool = False, verbose: bool = False) -> Path:
     """Run every fold x seed of the spec as Tune trials, then collect and select; returns the local run dir."""
+    spec = absolute(spec)
+    layout = RunLayout.of(spec)
+    layout.check_writable()
+    callbacks = tracking_callbacks(spec)
+    check_tracking(spec)
+    with layout.sweep_lock(), _terminate_as_interrupt():
+        return _sweep(spec, layout, address, resume, verbose, callbacks)
+
+
+def _sweep(spec: Spec, layout: RunLayout, address: str | None, resume: bool, verbose: bool, callbacks: list) -> Path:
     from correctsweep.best import select_best
     from correctsweep.collect import collect
     from correctsweep.trial import core_warning
 
-    spec = absolute(spec)
-    RunLayout.of(spec).check_writable()
-    folds = check_folds(spec)
-    if warning := core_warning(spec):
-        print(f"warning: {warning}", flush=True)
-    layout = RunLayout.of(spec)
-    write_text(layout.spec_file, spec.to_yaml())  # what collect expects: every fold x seed
-    layout.push(["spec.yaml"])
     # One Tune experiment per spec: a changed spec (say, a retuned corrector) is a new experiment in the
     # same run directory, whose trials reuse the models and features the stage cache already holds.
     name = f"tune-{digest(spec.to_dict())}"
-    experiment = f"{layout.experiments}/{name}"
+    experiment, record = f"{layout.experiments}/{name}", layout.state_record(name)
     exists = tune.Tuner.can_restore(experiment)
     if resume and not exists:
         raise SpecError(f"--resume: no sweep of this spec to resume at {experiment}; run without --resume to start one")
-    if exists and not resume:
-        _offer_resume(experiment)
+    if exists:
+        check_state(experiment, record)  # before Tune unpickles anything of it
+        if not resume:
+            _offer_resume(experiment)
+    folds = check_folds(spec)
+    if warning := core_warning(spec):
+        print(f"warning: {warning}", flush=True)
+    write_text(layout.spec_file, spec.to_yaml())  # what collect expects: every fold x seed
+    layout.push(["spec.yaml"])
 
     # Tune saves its experiment state at most every 10 s by default; a kill inside that window loses
     # finished trials from --resume's view. A sweep has tens of trials, so saving often costs nothing.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    if not ray.is_initialized():
-        ray.init(address=address, configure_logging=False, include_dashboard=False)
-    spec = trial_devices(spec, ray.cluster_resources().get("GPU", 0), local=address is None)
-    resources = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
-    trainable = tune.with_resources(run_fold, resources)
-    param_space = {"spec": spec.to_dict(), "fold": tune.grid_search(folds),
-                   "seed": tune.grid_search(list(spec.seeds))} | search_space(spec)
-    run_config = tune.RunConfig(name=name, storage_path=layout.experiments, verbose=0,
-                                failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
-                                callbacks=[ProgressLines(), *tracking_callbacks(spec)])
-    print(f"sweep '{spec.name}': folds {', '.join(folds)} x seeds {spec.seeds}"
-          f"{f' x {spec.num_samples} samples' if spec.search else ''}, {resources} per trial -> {spec.run_dir}",
-          flush=True)
+    started_ray = not ray.is_initialized()
     started = time.perf_counter()
-    if exists:
-        tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True,
-                                   param_space=param_space)
-    else:
-        tuner = tune.Tuner(trainable, param_space=param_space, run_config=run_config,
-                           tune_config=tune.TuneConfig(num_samples=spec.num_samples,
-                                                       max_concurrent_trials=spec.resources.max_concurrent))
-    grid = tuner.fit()
+    try:
+        with _ray_output(layout.logs_dir, verbose):
+            if started_ray:
+                ray.init(address=address, configure_logging=False, include_dashboard=False, log_to_driver=verbose)
+                signal.signal(signal.SIGTERM, _sigterm_as_sigint)  # ray.init installs its core's, which aborts
+            spec = trial_devices(spec, ray.cluster_resources().get("GPU", 0), local=address is None)
+            grid = _fit(spec, layout, folds, name, experiment, record, exists, callbacks, verbose)
+    finally:
+        if started_ray:
+            ray.shutdown()
     errors = [r for r in grid if r.error]
+    if any(not r.error and (r.metrics or {}).get("stage") != "done" for r in grid):
+        raise KeyboardInterrupt  # Tune caught a Ctrl-C (or SIGTERM), saved its state and stopped the trials
     if len(errors) == len(grid):
         first = str(errors[0].error).strip().splitlines()[-1][:200]
-        raise SpecError(f"all {len(grid)} trials failed, e.g. {first}; their errors are under {experiment}")
+        raise SpecError(f"all {len(grid)} trials failed, e.g. {first}; their logs are under {layout.logs_dir} and "
+                        f"their errors under {experiment}")
     layout.pull(["results", "correctors", "models"])
     report = collect(layout.root)
     best = select_best(layout.root)
@@ -244,11 +451,37 @@ def run_sweep(spec: Spec, address: str | None = None, resume: bool = False) -> P
     print(stage_totals(grid))
     print(f"sweep '{spec.name}' finished in {time.perf_counter() - started:.0f} s: "
           f"{len(grid) - len(errors)} of {len(grid)} trials succeeded")
-    print(f"report: {report / 'report.md'}\nbest:   {best / 'best_config.yaml'}")
+    print(f"report: {report / 'report.md'}\nbest:   {best / 'best_config.yaml'}\nlogs:   {layout.logs_dir}/")
     if errors:
-        raise SpecError(f"{len(errors)} trial(s) failed; their errors are under {experiment}; "
-                        f"fix the cause and rerun with --resume")
+        raise SpecError(f"{len(errors)} trial(s) failed; their logs are under {layout.logs_dir} and their errors "
+                        f"under {experiment}; fix the cause and rerun with --resume")
     return layout.root
+
+
+def _fit(spec: Spec, layout: RunLayout, folds: list[str], name: str, experiment: str, record: str, exists: bool,
+         callbacks: list, verbose: bool):
+    """Tune's run of the trials (a restored experiment keeps the callbacks it was created with)."""
+    resources = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
+    trainable = tune.with_resources(run_fold, resources)
+    param_space = {"spec": spec.to_dict(), "fold": tune.grid_search(folds),
+                   "seed": tune.grid_search(list(spec.seeds))} | search_space(spec)
+    run_config = tune.RunConfig(name=name, storage_path=layout.experiments, verbose=1 if verbose else 0,
+                                failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
+                                callbacks=[ProgressLines(layout.logs_dir), StateRecord(experiment, record), *callbacks])
+    print(f"sweep '{spec.name}': folds {', '.join(folds)} x seeds {spec.seeds}"
+          f"{f' x {spec.num_samples} samples' if spec.search else ''}, {resources} per trial -> {spec.run_dir}\n"
+          f"logs: each trial's in {layout.logs_dir}/, Ray's in {layout.logs_dir / 'ray.log'}"
+          f"{'' if verbose else ' (--verbose shows them here)'}", flush=True)
+    if exists:
+        tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True,
+                                   param_space=param_space)
+    else:
+        tuner = tune.Tuner(trainable, param_space=param_space, run_config=run_config,
+                           tune_config=tune.TuneConfig(num_samples=spec.num_samples,
+                                                       max_concurrent_trials=spec.resources.max_concurrent))
+    grid = tuner.fit()
+    StateRecord(experiment, record).save()  # Tune's last save may follow its callbacks' last call
+    return grid
 
 
 def stage_totals(grid) -> str:
