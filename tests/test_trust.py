@@ -97,3 +97,19 @@ def test_undefined_figures_read_n_a_with_a_reason(run_builder):
     raw = (report / "folds.csv").read_text()
     assert "nan" not in raw.lower()  # empty cells, not NaN text
     intervals_hold_their_figures(folds, FOLD_INTERVALS)
+
+
+def test_three_seeds_give_a_t_interval_over_seeds(run_builder):
+    run = run_builder([1, "none"], [0, 1, 2])
+    for seed, corrected in enumerate((1, 2, 4)):
+        run.add("1", seed, corrected=corrected).add("none", seed)
+    report = collect(run.dir)
+    seeds = pd.read_csv(report / "folds_over_seeds.csv", dtype={"fold": str}).set_index("fold")
+    gains = [0.25, 0.5, 1.0]
+    assert seeds.loc["1", "gain_excluded"] == pytest.approx(np.mean(gains))
+    assert seeds.loc["1", "gain_excluded_std"] == pytest.approx(np.std(gains, ddof=1))
+    assert seeds.loc["1", "gain_excluded_lo"] < np.mean(gains) < seeds.loc["1", "gain_excluded_hi"]
+    assert np.isnan(seeds.loc["none", "gain_excluded_lo"])
+    mean_table = (report / "report.md").read_text().split("## Per fold (mean over seeds)")[1].split("\n#")[0]
+    assert "| 1 Surprise | 0.583 ± 0.382 [-0.37, 1.53] |" in mean_table
+    assert "n/a (undefined in every seed)" in mean_table and no_nan_text(mean_table)

@@ -413,9 +413,8 @@ def _method_text(rows: pd.DataFrame, level: float) -> pd.DataFrame:
         row = {k: _over_seeds(group[k], level) for k in [*METHOD_INTERVALS, "accuracy_h", *DETECTION]}
         row["gain_excluded"] = _mark(row["gain_excluded"], group.ties_best_recovery)
         row["accuracy_h"] = _mark(row["accuracy_h"], group.ties_best_correct)
-        reasons = group.detection_na.dropna().unique()
-        if len(reasons) == len(group):  # undefined in every seed
-            row["auroc"] = f"n/a ({'; '.join(reasons)})"
+        if group.detection_na.notna().all():  # undefined in every seed
+            row["auroc"] = f"n/a ({'; '.join(group.detection_na.unique())})"
         if len(group) == 1:
             p = lambda x: "—" if np.isnan(x) else f"{x:.2g}"
             row |= {k: p(group[k].iloc[0]) for k in ("p_recovery_holm", "p_correct_holm")}
@@ -570,7 +569,7 @@ def collect(run_dir: str | Path) -> Path:
     tests = {(r.fold, r.seed): predictions.read(run_dir, r.paths.predictions["test"], f"result fold {r.fold} seed "
                                                 f"{r.seed}") for r in results}
     full = {s: test for (f, s), test in tests.items() if f == "none"}
-    trusts = {at: fold_trust(r, tests[at], full.get(r.seed), cfg) for r in results for at in [(r.fold, r.seed)]}
+    trusts = {(r.fold, r.seed): fold_trust(r, tests[(r.fold, r.seed)], full.get(r.seed), cfg) for r in results}
     fold_cells = fold_table(results, trusts)
     folds = expand(fold_cells, FOLD_INTERVALS)
     method_cells = methods_table(results, tests, cfg)
