@@ -93,6 +93,8 @@ CASES = [
     ("pca dims empty list", setting("corrector.pca_dims=[]"), "corrector.pca_dims"),
     ("unknown tap", setting("features.taps=[conv, eyes]"), "features.taps"),
     ("unknown tracker", setting("tracking={neptune: x}"), "tracking"),
+    ("bootstrap of 50 resamples", setting("report.bootstrap=50"), "report.bootstrap"),
+    ("confidence level over 1", setting("report.level=1.2"), "report.level"),
     ("search of a non-net key", setting("search={data.n_images: {choice: [1, 2]}}"), "search.data.n_images"),
     ("search space malformed", setting("search={base_net.lr: [1, 2]}"), "search.base_net.lr"),
     ("--set without =", setting("base_net.lr"), "must look like key=value"),

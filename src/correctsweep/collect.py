@@ -1,25 +1,35 @@
 """Aggregate a run directory's results into tables, matrices, heatmaps and a Markdown report (SPEC §3).
 
-Reads RUN_DIR/spec.yaml and RUN_DIR/results/fold=J/seed=S.json (one per finished fold x seed) and
-replaces RUN_DIR/report/ with:
+Reads RUN_DIR/spec.yaml, RUN_DIR/results/fold=J/seed=S.json (one per finished fold x seed) and the test
+predictions file each result names (see `predictions`), whence every interval, test and detection metric
+(see `trust`), and replaces RUN_DIR/report/ with:
   metrics.parquet, metrics.csv   long format: run, fold, seed, class, metric, value. Every per-class
                                  metric, plus each summary metric (accuracy_f, macro_gain, ...) with
                                  class null, as it belongs to no class.
-  folds.csv                      one row per fold x seed: the excluded class's name and Gain, mean dfpr and
-                                 harm over classes, accuracies of f and h, f's balanced accuracy on its
+  folds.csv                      one row per fold x seed: the excluded class's name, Gain and TPR_h, P, mean
+                                 harm and dfpr over classes, balanced accuracies of f and h, each with
+                                 <figure>_lo and <figure>_hi (report.level bootstrap interval, empty
+                                 where n/a), accuracies of f and h, McNemar's p of f against h
+                                 (mcnemar_p), f's balanced accuracy on its
                                  trained classes beside the full model's on them, the base net's epochs_run
                                  and best_epoch (empty where the result has no training record), the
                                  corrector's choice.
   matrix_<m>.csv                 rows = class, columns = excluded class, NaN-aware mean over seeds;
   matrix_<m>_std.csv             their sample std, written when some fold has several seeds.
+  folds_over_seeds.csv           with several seeds: per fold each interval figure's mean, _std and, from 3
+                                 seeds on, its t-interval _lo and _hi.
   tpr_h_power.csv (+ _std)       the TPR_h matrix plus `full` (TPR_f of the class in fold none) and `P`.
   heatmap_<m>.png                the matrices, the excluded class's own cell (class j, fold j) outlined.
   training_curves.png            train loss and validation accuracy per epoch, one line per fold x seed,
                                  the kept epoch starred; results without a training history are left out.
   methods.csv                    one row per fold x seed x method (each corrector kind and baseline of the
                                  results' `methods`) in the folds with an excluded class: Gain of that class,
-                                 mean Harm and ΔFPR, balanced accuracy of h, seconds.
+                                 mean Harm and ΔFPR, balanced accuracy of h (each with _lo and _hi), accuracy
+                                 of h, auroc, aupr, fpr_at_95_tpr of its novelty score (detection_na: why
+                                 empty), the paired McNemar tests against the published kind on recovery and
+                                 correctness (p, Holm p, ties_best), seconds.
   methods_gain_harm.png          Gain against Harm, one point per method and fold (with several methods).
+  roc_curves.png                 every method's ROC curve, a panel per fold (with several methods).
   cost.csv                       per fold x seed: the corrector's search and refit seconds beside the base
                                  net's training seconds, their ratio, and the excluded class's TPR under h
                                  and under the full model (the retraining reference).
@@ -404,9 +414,8 @@ def _method_text(rows: pd.DataFrame, level: float) -> pd.DataFrame:
         row = {k: _over_seeds(group[k], level) for k in [*METHOD_INTERVALS, "accuracy_h", *DETECTION]}
         row["gain_excluded"] = _mark(row["gain_excluded"], group.ties_best_recovery)
         row["accuracy_h"] = _mark(row["accuracy_h"], group.ties_best_correct)
-        reasons = group.detection_na.dropna().unique()
-        if len(reasons) == len(group):  # undefined in every seed
-            row["auroc"] = f"n/a ({'; '.join(reasons)})"
+        if group.detection_na.notna().all():  # undefined in every seed
+            row["auroc"] = f"n/a ({'; '.join(group.detection_na.unique())})"
         if len(group) == 1:
             p = lambda x: "—" if np.isnan(x) else f"{x:.2g}"
             row |= {k: p(group[k].iloc[0]) for k in ("p_recovery_holm", "p_correct_holm")}
@@ -561,7 +570,7 @@ def collect(run_dir: str | Path) -> Path:
     tests = {(r.fold, r.seed): predictions.read(run_dir, r.paths.predictions["test"], f"result fold {r.fold} seed "
                                                 f"{r.seed}") for r in results}
     full = {s: test for (f, s), test in tests.items() if f == "none"}
-    trusts = {at: fold_trust(r, tests[at], full.get(r.seed), cfg) for r in results for at in [(r.fold, r.seed)]}
+    trusts = {(r.fold, r.seed): fold_trust(r, tests[(r.fold, r.seed)], full.get(r.seed), cfg) for r in results}
     fold_cells = fold_table(results, trusts)
     folds = expand(fold_cells, FOLD_INTERVALS)
     method_cells = methods_table(results, tests, cfg)

@@ -230,11 +230,12 @@ class Spec:
     """Optional experiment tracking through Tune's callbacks: {mlflow: TRACKING_URI} and/or
     {wandb: PROJECT}, e.g. {mlflow: "sqlite:///outputs/mlflow.db"}. Needs the `tracking` install extra."""
     baselines: list[str] = field(default_factory=list)
-    """Label-free detectors of the unseen class run beside the corrector in folds with an excluded class,
-    as baselines for the new_class policy (see `baselines`): msp, energy (both from f's logits), mahalanobis
-    and knn (both on `baselines_tap`). Each flags the excluded class above a threshold chosen on `correct`."""
+    """Label-free detectors of the unseen class (pytorch-ood's) run beside the corrector in folds with an
+    excluded class, as baselines for the new_class policy (see `baselines`): msp, energy, maxlogit, entropy,
+    gen, klmatching (from f's logits), mahalanobis, rmd, knn (on `baselines_tap`), vim, dice, react, she, nci,
+    fdbd (on f's features and final layer). Each flags the excluded class above a threshold chosen on `correct`."""
     baselines_tap: str | None = None
-    """The tap whose geometry mahalanobis and knn measure (one of features.taps); null: the layer before
+    """The tap whose geometry mahalanobis, rmd and knn measure (one of features.taps); null: the layer before
     the net's classifier (fc for the paper net)."""
     report: ReportConfig = field(default_factory=ReportConfig)
     """The intervals and tests of collect's report."""
