@@ -1,4 +1,4 @@
-"""The `correctsweep` command: data, taps, trial, sweep, collect, best."""
+"""The `correctsweep` command: data, taps, trial, sweep, collect, best, predict, export."""
 
 from __future__ import annotations
 
@@ -77,6 +77,37 @@ def cmd_best(args) -> None:
     print(f"best: {best / 'best_config.yaml'}")
 
 
+def cmd_predict(args) -> None:
+    from correctsweep.predict import main as predict
+
+    predict(args)
+
+
+def cmd_export(args) -> None:
+    from correctsweep.export import main as export
+
+    export(args)
+
+
+def _applying(sub) -> None:
+    """The predict and export sub-commands: they apply the corrected classifier a run selected."""
+    for name, fn, help_ in (("predict", cmd_predict, "apply a fold's corrected classifier h to images"),
+                            ("export", cmd_export, "write a fold's f and g as an ONNX pair with a manifest")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory, or its best/ folder")
+        p.add_argument("--fold", required=True, help="excluded class: its label or name, or 'none'")
+        p.add_argument("--seed", type=int, help="that seed's corrector (default: the one best selected)")
+        p.add_argument("--kind", help="another corrector kind searched in that fold, e.g. fisher")
+        p.set_defaults(fn=fn)
+    predict = sub.choices["predict"]
+    predict.add_argument("input", metavar="INPUT",
+                         help="a folder of images, an image, a .parquet table, or split:test / split:correct")
+    predict.add_argument("--out", default="predictions.parquet",
+                         help="output table: Parquet, or CSV for a .csv suffix (default: predictions.parquet)")
+    predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sub.choices["export"].add_argument("--onnx", required=True, metavar="DIR", help="folder to write the ONNX pair in")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="correctsweep", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("run_dir", metavar="RUN_DIR",
                        help="a run directory, <storage>/<name>: a path (e.g. outputs/smoke) or a URI")
         p.set_defaults(fn=fn)
+    _applying(sub)
     args = parser.parse_args(argv)
     try:
         args.fn(args)

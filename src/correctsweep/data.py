@@ -77,15 +77,20 @@ def class_indices(labels: np.ndarray, classes: list[int], where: str) -> np.ndar
 def resolve_fold(text, ds: Dataset) -> str:
     """'none', or the label of the class that `text` (a label, or a class name in any case) names, as
     the run directory spells it: '03' and 'disgust' are '3' in RAF-DB numbering."""
+    return fold_of(text, ds.class_names)
+
+
+def fold_of(text, class_names: dict[int, str]) -> str:
+    """resolve_fold for classes known by their names alone (a run's result, without its dataset)."""
     text = str(text).strip()
     if text == "none":
         return text
-    if text.isascii() and text.isdigit() and int(text) in ds.class_names:
+    if text.isascii() and text.isdigit() and int(text) in class_names:
         return str(int(text))
-    by_name = {name.casefold(): label for label, name in ds.class_names.items()}
+    by_name = {name.casefold(): label for label, name in class_names.items()}
     if text.casefold() in by_name:
         return str(by_name[text.casefold()])
-    known = ", ".join(ds.named(c) for c in ds.classes)
+    known = ", ".join(class_title(c, class_names) for c in sorted(class_names))
     raise SpecError(f"fold {text!r} is neither a class label nor a class name of this dataset ({known}), "
                     "nor 'none'")
 
@@ -110,10 +115,12 @@ def _to_uint8(im: Image.Image, gray: bool) -> np.ndarray:
 
 
 def decode(blob, gray: bool | None) -> np.ndarray:
-    """One image (encoded bytes or a uint8 array [C, H, W]) as uint8 [C, H, W]; gray None: as it comes
+    """One image (encoded bytes, a Pillow image or a uint8 array [C, H, W]) as uint8 [C, H, W]; gray None: as it comes
     (the first image of a set decides whether the set is grayscale). Raises ValueError with the reason."""
     if blob is None:
         raise ValueError("empty image cell")
+    if isinstance(blob, Image.Image):
+        return _to_uint8(blob, blob.mode in GRAY_MODES if gray is None else gray)
     if isinstance(blob, Unreadable):
         raise ValueError(blob.reason)
     if isinstance(blob, np.ndarray):
@@ -132,7 +139,7 @@ def decode(blob, gray: bool | None) -> np.ndarray:
         raise ValueError(str(e).splitlines()[0][:80] if str(e) else type(e).__name__) from None
 
 
-def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 [N, C, H, W] at size x size (antialiased bilinear, as the nets were always fed)."""
     if images.shape[-2:] == (size, size):
         return images
@@ -140,14 +147,19 @@ def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
     return out.round().clamp(0, 255).to(torch.uint8)
 
 
+def decode_resized(blob, gray: bool | None, size: int) -> torch.Tensor:
+    """One image as the net is fed it: `decode`, then `resize`; uint8 [C, size, size]."""
+    return resize(torch.from_numpy(np.ascontiguousarray(decode(blob, gray)))[None], size)[0]
+
+
 def _decode_all(images, ids, size: int, skip_corrupt: bool):
     """Decode and resize every image; returns (uint8 [N, C, size, size], kept mask)."""
     if isinstance(images, np.ndarray):  # a source that decodes itself (synthetic, CIFAR): one batch
-        return _resize(torch.from_numpy(np.ascontiguousarray(images)), size), np.ones(len(images), dtype=bool)
+        return resize(torch.from_numpy(np.ascontiguousarray(images)), size), np.ones(len(images), dtype=bool)
     gray, out, keep = None, [], np.ones(len(images), dtype=bool)
     for i, blob in enumerate(images):
         try:
-            img = decode(blob, gray)
+            img = decode_resized(blob, gray, size)
         except ValueError as e:
             if not skip_corrupt:
                 raise DataError(f"image '{ids[i]}' cannot be decoded ({e}); fix or remove it, "
@@ -155,7 +167,7 @@ def _decode_all(images, ids, size: int, skip_corrupt: bool):
             keep[i] = False
             continue
         gray = img.shape[0] == 1
-        out.append(_resize(torch.from_numpy(np.ascontiguousarray(img))[None], size)[0])
+        out.append(img)
     if not out:
         raise DataError("no image could be decoded; check data.path and data.source")
     return torch.stack(out), keep

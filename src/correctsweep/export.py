@@ -1,0 +1,260 @@
+"""`correctsweep export RUN_DIR --fold J --onnx DIR`: a fold's corrected classifier as an ONNX pair.
+
+    f.onnx         uint8 images [N, C, S, S] -> f's masked logits [N, K] and `features` [N, d]: the taps g
+                   reads, pooled as `features.pool_taps` pools them and stacked in g's order (one nn.Module
+                   around BaseNet, so the graph's output is exactly g's input)
+    g.onnx         `features` -> g's probabilities [N, K] (columns in the classes' order), the compact-
+                   embedding projection included: XGBoost through onnxmltools, the linear kinds and the
+                   projection as small graphs built with onnx.helper (in float64, as numpy computes them)
+    manifest.json  taps and their pooling, the projection, policy, tau, classes and names, input size and
+                   channels, and the graphs' input and output names
+
+h is then: pred_f = classes[argmax(logits)], and the policy on g's probabilities (`policy.apply_policy`);
+`OnnxPair` does that with onnxruntime. Images are decoded and resized as `predict` does (`data.resize`).
+Needs the optional packages of the `export` extra (onnx, onnxruntime, onnxmltools, onnxscript).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from correctsweep.atomic import atomic_dir, write_json
+from correctsweep.errors import CorrectsweepError
+from correctsweep.features import pool_taps
+from correctsweep.nets import BaseNet
+from correctsweep.policy import apply_policy
+from correctsweep.predict import CorrectedClassifier, Outputs, load_corrected
+
+F_OPSET = 18  # torch.onnx's dynamo exporter writes 18 or later
+G_OPSET = 15  # the newest onnxmltools' XGBoost converter supports (1.16); g's own nodes are valid in it
+NEEDS = "correctsweep export needs the export extra: pip install 'correctsweep[export]' (onnx, onnxruntime, " \
+        "onnxmltools, onnxscript)"
+
+
+class FeatureNet(nn.Module):
+    """f as g reads it: the masked logits and g's input, the chosen taps pooled and stacked. The net reads
+    every tap the features file holds, as extraction did (see `predict`), though g uses some."""
+
+    def __init__(self, net: BaseNet, extracted: list[str], taps: list[str]):
+        super().__init__()
+        self.net, self.extracted, self.taps = net, extracted, taps
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        masked, raw = self.net.forward_taps(x, self.extracted)
+        pooled = pool_taps(raw, masked, self.taps, False, self.net.excluded_index, self.net.pooling)
+        return masked, torch.cat([pooled[t].float() for t in self.taps], dim=1)
+
+
+def _pooling(net: BaseNet, name: str, raw: torch.Tensor) -> str:
+    """How a tap became its columns of g's input, in words (features.pool_taps)."""
+    if name == "logits":
+        return "raw logits, the excluded class's column NaN"
+    if name == "softmax":
+        return "softmax of the masked logits"
+    if name in net.pooling:
+        return "the net's own pooling"
+    return {2: "as is", 3: "mean then max over positions"}.get(raw.dim(), "mean then max over space")
+
+
+def export_f(clf: CorrectedClassifier, path: Path) -> list[dict]:
+    """Write f.onnx; returns each tap's name, pooling and width in g's input."""
+    module = FeatureNet(clf.net.cpu().eval(), clf.extracted, clf.selection.taps).eval()
+    x = torch.zeros(2, clf.channels, clf.image_size, clf.image_size, dtype=torch.uint8)
+    with torch.no_grad():
+        masked, raw = clf.net.forward_taps(x, clf.extracted)
+        pooled = pool_taps(raw, masked, clf.selection.taps, False, clf.net.excluded_index, clf.net.pooling)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            # torch.export's notes on its own internals (deprecations, the LSTM's flat weights) and the
+            # exporter's progress lines: nothing a user of the command can act on
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (x,), str(path), input_names=["images"], output_names=["logits", "features"],
+                              dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=F_OPSET, dynamo=True,
+                              external_data=False)
+    clf.net.to(clf.device)
+    return [{"name": t, "pooling": _pooling(clf.net, t, raw[t] if t in raw else masked),
+             "width": int(pooled[t].shape[1])} for t in clf.selection.taps]
+
+
+def _graph_model(nodes, inputs, outputs, initializers, opsets):
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
+
+
+def _const(name: str, value: np.ndarray):
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(np.ascontiguousarray(value), name)
+
+
+def _projection_nodes(projection, source: str, target: str) -> tuple[list, list]:
+    """(x[:, columns] - shift) @ basis in float64, as Projection.transform, cast back to float32."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Cast", [source], ["p.x"], to=TensorProto.DOUBLE),
+             helper.make_node("Gather", ["p.x", "p.columns"], ["p.kept"], axis=1),
+             helper.make_node("Sub", ["p.kept", "p.shift"], ["p.centred"]),
+             helper.make_node("MatMul", ["p.centred", "p.basis"], ["p.out"]),
+             helper.make_node("Cast", ["p.out"], [target], to=TensorProto.FLOAT)]
+    consts = [_const("p.columns", projection.columns.astype(np.int64)),
+              _const("p.shift", projection.shift.astype(np.float64)),
+              _const("p.basis", projection.basis.astype(np.float64))]
+    return nodes, consts
+
+
+def _linear_nodes(model, source: str, target: str) -> tuple[list, list]:
+    """kinds.linear.LinearModel.predict_proba: each class's best discriminant, then softmax or normalised
+    sigmoids, in float64."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Cast", [source], ["l.x"], to=TensorProto.DOUBLE),
+             helper.make_node("MatMul", ["l.x", "l.coef"], ["l.xw"]),
+             helper.make_node("Add", ["l.xw", "l.intercept"], ["l.each"])]
+    consts = [_const("l.coef", model.coef.T.astype(np.float64)),
+              _const("l.intercept", model.intercept.astype(np.float64))]
+    per_class = []
+    for c in range(int(model.owner.max()) + 1):
+        rows = np.flatnonzero(model.owner == c).astype(np.int64)
+        consts.append(_const(f"l.own{c}", rows))
+        nodes += [helper.make_node("Gather", ["l.each", f"l.own{c}"], [f"l.g{c}"], axis=1),
+                  helper.make_node("ReduceMax", [f"l.g{c}"], [f"l.s{c}"], axes=[1], keepdims=1)]
+        per_class.append(f"l.s{c}")
+    nodes.append(helper.make_node("Concat", per_class, ["l.scores"], axis=1))
+    if model.link == "softmax":
+        nodes.append(helper.make_node("Softmax", ["l.scores"], [target], axis=1))
+    else:
+        nodes += [helper.make_node("Sigmoid", ["l.scores"], ["l.p"]),
+                  helper.make_node("ReduceSum", ["l.p", "l.axis"], ["l.sum"], keepdims=1),
+                  helper.make_node("Div", ["l.p", "l.sum"], [target])]
+        consts.append(_const("l.axis", np.array([1], dtype=np.int64)))
+    return nodes, consts
+
+
+def _xgboost_graph(booster, width: int):
+    """The trees as onnxmltools converts them (one TreeEnsembleClassifier, softmax included): (model, its
+    input name, its probabilities output)."""
+    from onnxmltools import convert_xgboost
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    booster = booster.copy()
+    booster.feature_names = None  # onnxmltools reads features as f0, f1, ... by position
+    model = convert_xgboost(booster, initial_types=[("trees_in", FloatTensorType([None, width]))],
+                            target_opset=G_OPSET)
+    # its outputs (label, probabilities) renamed apart from g's own names
+    renamed = {o.name: f"trees.{o.name}" for o in model.graph.output}
+    for node in model.graph.node:
+        node.output[:] = [renamed.get(name, name) for name in node.output]
+    return model, "trees_in", renamed["probabilities"]
+
+
+def export_g(clf: CorrectedClassifier, path: Path, width: int) -> dict:
+    """Write g.onnx (`features` -> `probabilities`); returns its input and output names and dtypes."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    projection, model = clf.projection, clf.corrector
+    nodes, consts, head = [], [], "features"
+    if projection is not None:
+        nodes, consts = _projection_nodes(projection, "features", "projected")
+        head = "projected"
+    inputs = [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, width])]
+    k, opsets = len(clf.classes), {"": G_OPSET}
+    if clf.selection.kind == "xgboost":
+        trees, trees_in, trees_out = _xgboost_graph(model.booster, projection.dims if projection else width)
+        nodes.append(helper.make_node("Identity", [head], [trees_in]))
+        nodes += list(trees.graph.node) + [helper.make_node("Identity", [trees_out], ["probabilities"])]
+        consts += list(trees.graph.initializer)
+        opsets |= {o.domain: o.version for o in trees.opset_import if o.domain}
+        dtype = TensorProto.FLOAT
+    else:
+        linear, linear_consts = _linear_nodes(model, head, "probabilities")
+        nodes, consts, dtype = nodes + linear, consts + linear_consts, TensorProto.DOUBLE
+    outputs = [helper.make_tensor_value_info("probabilities", dtype, [None, k])]
+    graph = _graph_model(nodes, inputs, outputs, consts, opsets)
+    onnx.checker.check_model(graph, full_check=True)
+    onnx.save(graph, str(path))
+    return {"input": "features", "output": "probabilities",
+            "output_dtype": "float32" if dtype == TensorProto.FLOAT else "float64"}
+
+
+def require_packages() -> None:
+    """A one-line error naming the extra to install when the ONNX packages are missing."""
+    try:
+        import onnx  # noqa: F401
+        import onnxmltools  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise CorrectsweepError(NEEDS) from None
+
+
+def export_onnx(clf: CorrectedClassifier, folder: Path) -> Path:
+    """Write f.onnx, g.onnx and manifest.json into `folder` (replaced whole, only once all three are written)."""
+    require_packages()
+    folder = Path(folder)
+    if not folder.parent.is_dir():
+        raise CorrectsweepError(f"--onnx {folder}: folder {folder.parent} does not exist; create it first")
+    sel = clf.selection
+    with atomic_dir(folder) as tmp:
+        taps = export_f(clf, tmp / "f.onnx")
+        g = export_g(clf, tmp / "g.onnx", sum(t["width"] for t in taps))
+        p = clf.projection
+        write_json(tmp / "manifest.json", {
+            "run": str(sel.run_dir), "fold": sel.fold, "seed": sel.seed, "kind": sel.kind,
+            "classes": sel.classes, "class_names": sel.class_names, "excluded": sel.excluded,
+            "policy": sel.policy, "tau": sel.tau,
+            "input": {"channels": clf.channels, "image_size": clf.image_size, "dtype": "uint8",
+                      "layout": "[N, C, H, W], pixels 0..255",
+                      "resize": "antialiased bilinear to image_size x image_size, rounded (data.resize)",
+                      "channel_mapping": "grayscale images for 1 channel, RGB for 3 (data.decode)"},
+            "f": {"file": "f.onnx", "input": "images", "outputs": {"logits": "logits", "features": "features"},
+                  "logits": "masked: the excluded class's is -inf, so argmax is f's class index"},
+            "g": {"file": "g.onnx"} | g,
+            "taps": taps,
+            "projection": None if p is None else {
+                "dims": p.dims, "inside": "g.onnx", "formula": "(features[:, columns] - shift) @ basis"},
+            "h": f"pred_f = classes[argmax(logits)]; {sel.policy} with tau {sel.tau} on g's probabilities "
+                 "(override: switch to argmax p if it differs from pred_f and p >= tau; new_class: switch to "
+                 "the excluded class if its p >= tau)"})
+    return folder
+
+
+class OnnxPair:
+    """h run by onnxruntime from an exported folder: the check that the pair agrees with `predict`."""
+
+    def __init__(self, folder: str | Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        folder = Path(folder)
+        self.manifest = json.loads((folder / "manifest.json").read_text())
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        load = lambda name: ort.InferenceSession(str(folder / name), options, providers=["CPUExecutionProvider"])
+        self.f, self.g = load("f.onnx"), load("g.onnx")
+
+    def run(self, images: np.ndarray) -> Outputs:
+        """h on uint8 images [N, C, S, S] at the manifest's size."""
+        m = self.manifest
+        logits, features = self.f.run(["logits", "features"], {"images": np.ascontiguousarray(images)})
+        proba = self.g.run(["probabilities"], {"features": features})[0]
+        pred_f = np.asarray(m["classes"])[logits.argmax(1)]
+        return Outputs(pred_f, apply_policy(proba, pred_f, m["classes"], m["policy"], m["tau"], m["excluded"]), proba)
+
+
+def main(args) -> None:
+    """The export sub-command (cli.py parses its arguments)."""
+    require_packages()
+    clf = load_corrected(args.run_dir, args.fold, args.seed, args.kind, "cpu")
+    folder = export_onnx(clf, Path(args.onnx))
+    print(f"{folder}: f.onnx, g.onnx and manifest.json for fold {clf.selection.fold} seed {clf.selection.seed} "
+          f"({clf.selection.kind} corrector)")
