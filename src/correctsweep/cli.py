@@ -59,7 +59,7 @@ def cmd_collect(args) -> None:
 
     layout = RunLayout.at(args.run_dir)
     layout.check_writable()
-    layout.pull(["spec.yaml", "results"])
+    layout.pull(["spec.yaml", "results", "predictions"])
     report = collect(layout.root)
     layout.push(["report"])
     print(f"report: {report / 'report.md'}")
@@ -71,7 +71,7 @@ def cmd_best(args) -> None:
 
     layout = RunLayout.at(args.run_dir)
     layout.check_writable()
-    layout.pull(["spec.yaml", "results", "models", "correctors"])
+    layout.pull(["spec.yaml", "results", "predictions", "models", "correctors"])
     best = select_best(layout.root)
     layout.push(["best"])
     print(f"best: {best / 'best_config.yaml'}")

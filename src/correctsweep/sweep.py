@@ -443,7 +443,7 @@ def _sweep(spec: Spec, layout: RunLayout, address: str | None, resume: bool, ver
         first = str(errors[0].error).strip().splitlines()[-1][:200]
         raise SpecError(f"all {len(grid)} trials failed, e.g. {first}; their logs are under {layout.logs_dir} and "
                         f"their errors under {experiment}")
-    layout.pull(["results", "correctors", "models"])
+    layout.pull(["results", "predictions", "correctors", "models"])
     report = collect(layout.root)
     best = select_best(layout.root)
     layout.push(["report", "best"])
