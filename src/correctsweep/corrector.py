@@ -489,7 +489,7 @@ def predict_proba(workdir: Path, fs: FeatureSet) -> np.ndarray:
     with the taps it chose: the model and, when it saw compact embeddings, their basis, reloaded once
     their checksums verify."""
     workdir = Path(workdir)
-    best = verified(workdir)
+    best = verified(workdir, predictions=False)  # best/ publishes a corrector without its test predictions
     model = KINDS[best.get("kind", "xgboost")].load(workdir)  # a best.json from before kinds is xgboost's
     projection = Projection.load(workdir / "projection.npz") if best.get("pca_dims") else None
     return model.predict_proba(corrector_inputs(fs, _check_taps(fs, fs, best["taps"]), projection)[0])
@@ -530,14 +530,14 @@ def _save(workdir: Path, result: CorrectorResult, model: Model, projection: Proj
     write_json(workdir / "best.json", best | {"objective": objective, "classes": classes, "sha256": files})
 
 
-def verified(workdir: Path) -> dict:
-    """best.json of a finished search, once every output it names matches the checksum it recorded;
-    else a CorrectsweepError naming the file that does not."""
+def verified(workdir: Path, predictions: bool = True) -> dict:
+    """best.json of a finished search, once every output it names (the test predictions aside unless
+    `predictions`) matches the checksum it recorded; else a CorrectsweepError naming the file that does not."""
     workdir = Path(workdir)
     try:
         best = json.loads((workdir / "best.json").read_text())
         files = best["sha256"]
-        names = output_files(best.get("kind", "xgboost"), best.get("pca_dims"))
+        names = output_files(best.get("kind", "xgboost"), best.get("pca_dims"))[0 if predictions else 1:]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         problem = "has no checksums (written before they were recorded)" if isinstance(e, KeyError) else \
             f"is unreadable ({str(e).splitlines()[0][:60]})"
