@@ -258,8 +258,8 @@ def test_bad_spec_value_is_one_line(tmp_path, capsys, name, argv, expect):
     ("name: x\n", ["name=2024-01-01"], lambda s: s.name == "2024-01-01"),
     ("base_net: &b {epochs: 3, patience: 2}\n", ["seeds=[0, 4294967295]"],
      lambda s: s.base_net.epochs == 3 and s.seeds == [0, 4294967295]),
-    ("corrector: {n_trials: '12', timeout_s: 5e-1}\n", [],
-     lambda s: s.corrector.n_trials == 12 and s.corrector.timeout_s == 0.5),
+    ("corrector: {n_candidates: '12', timeout_s: 5e-1}\n", [],
+     lambda s: s.corrector.n_candidates == 12 and s.corrector.timeout_s == 0.5),
     ("data: &d {n_images: 100}\nbase_net: {<<: {epochs: 3}, epochs: 4}\n", [], lambda s: s.base_net.epochs == 4),
 ])
 def test_edge_values_that_are_fine(tmp_path, text, overrides, check):
