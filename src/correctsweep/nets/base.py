@@ -108,27 +108,26 @@ class TapReader:
 
     def __init__(self, body: nn.Module, names: tuple[str, ...]):
         self.body, self.names = body, names
-        nodes = self.nodes(body)
-        if self.traceable(body):
-            self.extractor = create_feature_extractor(body, return_nodes=list(dict.fromkeys([*names, nodes[-1]])))
-            self.output = nodes[-1]
+        graph = self.graph_nodes(body)
+        if graph is not None:
+            self.extractor = create_feature_extractor(body, return_nodes=list(dict.fromkeys([*names, graph[-1]])))
+            self.output = graph[-1]
         else:
             self.extractor = None
 
     @staticmethod
-    def traceable(body: nn.Module) -> bool:
+    def graph_nodes(body: nn.Module) -> list[str] | None:
+        """The body's graph nodes at inference (one FX trace), or None when FX cannot trace it."""
         try:
-            get_graph_node_names(body)
-            return True
+            return get_graph_node_names(body)[1]
         except Exception:  # noqa: BLE001 -- FX raises anything a traced forward raises (TraceError, TypeError, ...)
-            return False
+            return None
 
     @classmethod
     def nodes(cls, body: nn.Module) -> list[str]:
         """The tappable names: graph nodes at inference, or named modules for a body FX cannot trace."""
-        if cls.traceable(body):
-            return get_graph_node_names(body)[1]
-        return [name for name, _ in body.named_modules() if name]
+        graph = cls.graph_nodes(body)
+        return graph if graph is not None else [name for name, _ in body.named_modules() if name]
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self.extractor is not None:
