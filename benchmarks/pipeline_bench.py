@@ -15,6 +15,13 @@ way of doing each stage on the same data, model and candidates:
 Then the fold's own stage seconds (data, train, extract, corrector, write), as a sweep records them,
 and each net of --nets (torchvision names, default resnet18) beside the spec's net on the same images:
 our trainer's images/s over one epoch and `features.extract`'s images/s with each net's default taps.
+Last, the training arithmetic (`--precision-only` runs this part alone): our trainer's images/s with
+NCHW fp32 (the code before base_net.channels_last), channels-last fp32 and channels-last bf16
+autocast, on 1 and 2 threads, the three interleaved over --repeats rounds (median shown) so that a
+noisy neighbour slows all three alike.
+
+Measured (2-core AMD EPYC VM, torch 2.14.1, paper net at 48 px, batch 32, fold 3 of the default):
+see the notes in docs/results/speed.md.
 """
 
 import argparse
@@ -31,7 +38,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from correctsweep import corrector, nets
 from correctsweep.config import load_spec
-from correctsweep.data import load_dataset, make_splits
+from correctsweep.data import load_dataset, make_splits, resolve_fold
 from correctsweep.features import extract, file_meta, pool_taps, read_split, write_split
 from correctsweep.layout import RunLayout
 from correctsweep.train import class_weights, load_model, pick_device, train_base_net
@@ -83,6 +90,8 @@ def main():
     ap.add_argument("--fold", default="3")
     ap.add_argument("--nets", nargs="*", default=["resnet18"], help="torchvision nets measured beside the spec's")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--precision-only", action="store_true", help="only the fp32 / channels-last / bf16 comparison")
+    ap.add_argument("--repeats", type=int, default=3, help="rounds of the precision comparison")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix="correctsweep-bench-"))
@@ -91,6 +100,11 @@ def main():
     threads = spec.base_net.threads or int(spec.resources.cpus_per_trial)
     torch.set_num_threads(threads)
     ds = load_dataset(spec.data, cache_dir=work / ".cache")  # decode/generate outside the timed fold
+    if args.precision_only:
+        splits, targets = make_splits(ds, spec.data), np.searchsorted(ds.classes, ds.labels)
+        excluded_index = ds.classes.index(int(resolve_fold(args.fold, ds)))
+        train_idx = splits["train"][targets[splits["train"]] != excluded_index]
+        return compare_precision(spec, ds, targets, train_idx, splits["val"][:64], excluded_index, args.repeats)
 
     out, fold_seconds = timed(lambda: run_trial(spec, args.fold, 0, log=lambda _: None))
     run = Path(spec.run_dir)
@@ -157,6 +171,7 @@ def main():
     print("the fold's stages, s: "
           + ", ".join(f"{k} {v:.1f} ({v / total:.0%})" for k, v in out.stage_seconds.items()))
     compare_nets(spec, args.nets, ds, targets, train_idx, splits["val"][:64], images, excluded_index, device)
+    compare_precision(spec, ds, targets, train_idx, splits["val"][:64], excluded_index, args.repeats)
 
 
 def compare_nets(spec, names, ds, targets, train_idx, val_idx, images, excluded_index, device):
@@ -173,6 +188,32 @@ def compare_nets(spec, names, ds, targets, train_idx, val_idx, images, excluded_
         rates = (result.images_per_second, len(images) / seconds)
         first = first or rates
         print(f"{arch:24}{rates[0]:12.1f}{rates[1]:15.1f}{rates[0] / first[0]:11.2f}x")
+
+
+
+ARITHMETIC = {"NCHW fp32 (before)": dict(channels_last=False, precision="fp32"),
+              "channels-last fp32": dict(channels_last=True, precision="fp32"),
+              "channels-last bf16": dict(channels_last=True, precision="bf16")}
+
+
+def compare_precision(spec, ds, targets, train_idx, val_idx, excluded_index, repeats):
+    """Our trainer's images/s (2 epochs, validation excluded) under each arithmetic, 1 and 2 threads."""
+    print(f"\ntraining arithmetic, {spec.base_net.arch} on {len(train_idx)} images at {spec.data.image_size}px, "
+          f"batch {spec.base_net.batch_size}, 2 epochs, median of {repeats} interleaved rounds:")
+    print(f"{'':22}" + "".join(f"{f'{t} thread' + 's' * (t > 1):>14}{'ratio':>8}" for t in (1, 2)))
+    rates = {name: {1: [], 2: []} for name in ARITHMETIC}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for _ in range(repeats):
+            for name, how in ARITHMETIC.items():
+                cfg = dataclasses.replace(spec.base_net, epochs=2, min_epochs=0, device="cpu", **how)
+                _, result = train_base_net(ds.images, targets, train_idx, val_idx, len(ds.classes), excluded_index,
+                                           cfg, 0)
+                rates[name][threads].append(result.images_per_second)
+    base = {t: np.median(rates["NCHW fp32 (before)"][t]) for t in (1, 2)}
+    for name in ARITHMETIC:
+        print(f"{name:22}" + "".join(f"{np.median(rates[name][t]):14.1f}{np.median(rates[name][t]) / base[t]:7.2f}x"
+                                     for t in (1, 2)))
 
 
 if __name__ == "__main__":

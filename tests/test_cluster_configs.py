@@ -215,7 +215,7 @@ def test_cluster_spec_uses_only_known_keys_and_valid_values():
 
 
 @pytest.mark.parametrize("override", ["storage=gs://YOUR-BUCKET/correctsweep", "storage=/mnt/shared/correctsweep",
-                                      "data.source=synthetic", "base_net.amp=false"])
+                                      "data.source=synthetic", "base_net.precision=fp32"])
 def test_cluster_spec_takes_the_documented_overrides(override):
     load_spec(SPEC, [override])
 

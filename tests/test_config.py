@@ -91,3 +91,11 @@ def test_a_run_directory_spec_from_before_a_rename_still_loads(tmp_path):
     assert spec.data.n_images == 300 and spec.base_net.val_window == 2
     with pytest.raises(SpecError, match="now called"):
         load_spec(tmp_path / "spec.yaml")
+
+
+def test_precision_is_checked_and_the_old_amp_key_names_its_replacement():
+    with pytest.raises(SpecError, match="'base_net.amp' is replaced by 'base_net.precision'"):
+        load_spec("sweeps/smoke.yaml", ["base_net.amp=false"])
+    with pytest.raises(SpecError, match="base_net.precision.*auto, fp32 or bf16"):
+        load_spec("sweeps/smoke.yaml", ["base_net.precision=fp16"])
+    assert load_spec("sweeps/smoke.yaml", ["base_net.precision=bf16"]).base_net.precision == "bf16"

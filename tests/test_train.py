@@ -35,3 +35,45 @@ def test_augment_shifts_and_flips_each_image_on_its_own():
         candidates = [np.fliplr(src), src]
         assert any(np.array_equal(o[2:-2, 2:-2], np.roll(np.roll(c, dy, 0), dx, 1)[2:-2, 2:-2])
                    for c in candidates for dy in range(-2, 3) for dx in range(-2, 3))
+
+
+def _tiny_fold(n=96, size=24, classes=4):
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8, generator=g)
+    targets = np.arange(n) % classes
+    return images, targets, np.arange(0, n - 16), np.arange(n - 16, n)
+
+
+def test_channels_last_is_the_same_fp32_math():
+    from correctsweep import nets
+    from correctsweep.config import BaseNetConfig
+
+    torch.manual_seed(0)
+    nchw = nets.build(BaseNetConfig(channels_last=False), 4).eval()
+    nhwc = nets.build(BaseNetConfig(channels_last=True), 4).eval()
+    nhwc.load_state_dict(nchw.state_dict())
+    x = _tiny_fold()[0][:8]
+    assert nhwc.prepare(x).is_contiguous(memory_format=torch.channels_last)
+    assert nhwc.body.convs[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert torch.allclose(nchw(x), nhwc(x), atol=1e-5)  # kernels differ in summation order only
+
+
+def test_bf16_trains_on_the_cpu_when_asked_and_auto_keeps_fp32_there(monkeypatch):
+    from correctsweep import train
+    from correctsweep.config import BaseNetConfig
+
+    cpu = torch.device("cpu")
+    assert not train.uses_bf16(BaseNetConfig(precision="auto"), cpu)
+    assert train.uses_bf16(BaseNetConfig(precision="auto"), torch.device("cuda"))
+    assert not train.uses_bf16(BaseNetConfig(precision="fp32"), torch.device("cuda"))
+    seen = []
+    real = torch.autocast
+    # the trainer's own contexts name a dtype; the paper net's LSTM opts out of autocast without one
+    monkeypatch.setattr(train.torch, "autocast",
+                        lambda *a, **k: ("dtype" in k and seen.append(k["enabled"])) or real(*a, **k))
+    images, targets, tr, va = _tiny_fold()
+    cfg = BaseNetConfig(epochs=1, batch_size=16, precision="bf16", device="cpu")
+    model, result = train.train_base_net(images, targets, tr, va, 4, None, cfg, 0)
+    assert seen and all(seen)  # every training and validation pass ran under bf16 autocast
+    assert np.isfinite(result.history[0]["train_loss"]) and model.logit_mask.dtype == torch.float32

@@ -105,8 +105,12 @@ class BaseNetConfig:
     """Early stopping compares the mean validation accuracy over this many last epochs."""
     device: str = "auto"
     """auto (cuda when present), cpu or cuda."""
-    amp: bool = True
-    """Mixed precision (bf16) on the GPU; ignored on the CPU."""
+    precision: str = "auto"
+    """Training arithmetic: fp32, bf16 (autocast; the LSTM stays fp32) or auto, which is bf16 on a GPU and
+    fp32 on the CPU. Features are always extracted in fp32."""
+    channels_last: bool = True
+    """Conv layers in channels-last (NHWC) memory format: the same fp32 math, faster on CPU and GPU; false for
+    a user net whose forward needs contiguous NCHW tensors (e.g. x.view on a conv map)."""
     threads: int | None = None
     """torch CPU threads (default: the trial's CPUs)."""
 
@@ -259,6 +263,8 @@ def digest(obj: Any) -> str:
 # Keys renamed for clarity: a spec with the old name gets a line naming the new one.
 RENAMED = {"data.size": "data.n_images", "base_net.smoothing": "base_net.val_window",
            "corrector.n_trials": "corrector.n_candidates", "corrector.cv_folds": "corrector.cv_splits"}
+# Keys whose values changed meaning too, so a stored spec cannot be renamed for them.
+REPLACED = {"base_net.amp": "'base_net.precision' (auto: bf16 on a GPU; fp32 or bf16 everywhere)"}
 
 
 def sweep_key(spec: Spec) -> str:
@@ -282,6 +288,8 @@ def from_mapping(cls: type, raw: Any, where: str, finite: bool = True) -> Any:
         path = f"{where}.{key}" if where else str(key)
         if path in RENAMED:
             raise SpecError(f"'{path}' is now called '{RENAMED[path]}'; rename it in the spec or --set")
+        if path in REPLACED:
+            raise SpecError(f"'{path}' is replaced by {REPLACED[path]}; change it in the spec or --set")
         if key not in known:
             raise SpecError(f"unknown key '{path}'; known keys here: {', '.join(sorted(known))}")
         values[key] = _coerce(hints[key], value, path, finite)
@@ -405,6 +413,7 @@ def _validate_base_net(b: BaseNetConfig) -> None:
     _check(0 <= b.label_smoothing < 1, "base_net.label_smoothing", "must be in [0, 1)")
     _check(b.val_window >= 1, "base_net.val_window", "must be >= 1")
     _check(b.device in ("auto", "cpu", "cuda"), "base_net.device", "must be auto, cpu or cuda")
+    _check(b.precision in ("auto", "fp32", "bf16"), "base_net.precision", "must be auto, fp32 or bf16")
 
 
 def _validate_corrector(c: CorrectorConfig) -> None:

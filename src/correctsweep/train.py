@@ -2,10 +2,11 @@
 Every net (see `nets`) gets this same trainer.
 
 The images stay resident on the training device (uint8, so FER+ at 100x100 is ~0.3 GB) and batches
-are gathered by index, which removes the DataLoader from the hot loop. On a GPU the forward pass
-runs in bf16 autocast. The learning rate warms up linearly, then follows a cosine decay, and the
-gradient norm is clipped: the published recipe (plain Adam, LSTM over 144 steps) sometimes stalls
-or diverges early, and these keep every fold trainable without changing the model.
+are gathered by index, which removes the DataLoader from the hot loop. The forward pass runs in bf16
+autocast where `base_net.precision` resolves to bf16 (by default on a GPU only). The learning rate
+warms up linearly, then follows a cosine decay, and the gradient norm is clipped: the published recipe
+(plain Adam, LSTM over 144 steps) sometimes stalls or diverges early, and these keep every fold
+trainable without changing the model.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ def pick_device(name: str, key: str = "base_net.device") -> torch.device:
     if name == "cuda" and not cuda:
         raise CorrectsweepError(f"{key} is cuda but no GPU is visible here; set it to auto or cpu")
     return torch.device("cuda" if name == "cuda" or (name == "auto" and cuda) else "cpu")
+
+
+def uses_bf16(cfg: BaseNetConfig, device: torch.device) -> bool:
+    """Whether training on `device` runs in bf16 autocast: base_net.precision, auto meaning on a GPU."""
+    return cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
 
 
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -93,12 +99,12 @@ def weighted_cross_entropy(logits: torch.Tensor, y: torch.Tensor, weights: torch
 
 @torch.no_grad()
 def predict(model: BaseNet, images: torch.Tensor, device: torch.device, batch_size: int = 512,
-            amp: bool = True) -> torch.Tensor:
+            bf16: bool = False) -> torch.Tensor:
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out.append(model(x).argmax(1))
     return torch.cat(out).cpu()
 
@@ -138,7 +144,7 @@ def _optimiser(model: BaseNet, cfg: BaseNetConfig, steps_per_epoch: int):
 
 
 def _train_epoch(model, x_train, y_train, loss_fn, optimizer, schedule, cfg: BaseNetConfig,
-                 generator: torch.Generator, use_amp: bool) -> torch.Tensor:
+                 generator: torch.Generator, bf16: bool) -> torch.Tensor:
     """One pass over the training images in a seeded random order; returns the summed loss (on the
     device: reading it would sync the GPU every step)."""
     model.train()
@@ -148,7 +154,7 @@ def _train_epoch(model, x_train, y_train, loss_fn, optimizer, schedule, cfg: Bas
         if len(batch) < 2:  # BatchNorm cannot train on a single image
             continue
         x = augment(x_train[batch], generator) if cfg.augment else x_train[batch]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = loss_fn(model(x), y_train[batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -182,6 +188,7 @@ def train_base_net(images: torch.Tensor, targets: np.ndarray, train_idx: np.ndar
     absent) and keep the epoch with the best validation accuracy on images[val_idx]."""
     torch.manual_seed(seed)
     device = pick_device(cfg.device)
+    bf16 = uses_bf16(cfg, device)
     model = nets.build(cfg, num_classes, excluded_index).to(device)
     x_train = images[torch.from_numpy(train_idx)].to(device)
     loss_fn, y_train = _trained_loss(targets[train_idx], num_classes, excluded_index, cfg.label_smoothing, device)
@@ -191,13 +198,12 @@ def train_base_net(images: torch.Tensor, targets: np.ndarray, train_idx: np.ndar
     stopping, train_seconds, started = EarlyStopping(cfg), 0.0, time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        loss_sum = _train_epoch(model, x_train, y_train, loss_fn, optimizer, schedule, cfg, generator,
-                                cfg.amp and device.type == "cuda")
+        loss_sum = _train_epoch(model, x_train, y_train, loss_fn, optimizer, schedule, cfg, generator, bf16)
         train_seconds += time.perf_counter() - t0
         if not torch.isfinite(loss_sum):  # checked once an epoch: a per-step check would sync the GPU
             raise CorrectsweepError(f"the base net's training loss became {loss_sum.item()} in epoch {epoch}; "
                                     "lower base_net.lr or keep base_net.grad_clip > 0")
-        val_acc = (predict(model, x_val, device, amp=cfg.amp) == y_val).float().mean().item()
+        val_acc = (predict(model, x_val, device, bf16=bf16) == y_val).float().mean().item()
         record = {"epoch": epoch, "train_loss": loss_sum.item() / len(train_idx), "val_accuracy": val_acc,
                   "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
         stopping.update(record, model)
@@ -212,7 +218,7 @@ def train_base_net(images: torch.Tensor, targets: np.ndarray, train_idx: np.ndar
 
 
 # The base_net settings that build a net (the rest only train it): saved with the weights to rebuild it.
-NET_FIELDS = ("arch", "module", "init_args", "heads", "dropout")
+NET_FIELDS = ("arch", "module", "init_args", "heads", "dropout", "channels_last")
 
 
 def save_model(model: BaseNet, folder: Path, meta: dict, cfg: BaseNetConfig) -> dict:

@@ -46,7 +46,7 @@ def check(cfg) -> None:
 
 
 def build(cfg, num_classes: int, excluded_index: int | None = None) -> BaseNet:
-    return BaseNet(family(cfg).build(cfg, num_classes), num_classes, excluded_index)
+    return BaseNet(family(cfg).build(cfg, num_classes), num_classes, excluded_index, cfg.channels_last)
 
 
 @dataclass
@@ -84,5 +84,7 @@ def probe(cfg, num_classes: int, channels: int, image_size: int) -> Probe:
     except SpecError:
         raise
     except Exception as e:  # noqa: BLE001 -- any net's forward may raise anything on a wrong input size
+        layout = (" (or set base_net.channels_last: false if it needs contiguous NCHW tensors)"
+                  if cfg.channels_last else "")
         raise SpecError(f"base net {name} fails on {image_size}x{image_size} images ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:100]}); change data.image_size or the net") from None
+                        f"{str(e).splitlines()[0][:100]}); change data.image_size or the net{layout}") from None
