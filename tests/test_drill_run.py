@@ -471,35 +471,49 @@ def plant(tmp_path, record: bool, change=None):
     return experiment
 
 
-RESUME_CASES = [
-    ("no record beside the experiment", False, lambda e, m: (e / "tuner.pkl").write_bytes(pickle.dumps(Planted(m))),
-     "no readable record"),
-    ("tuner.pkl replaced", True, lambda e, m: (e / "tuner.pkl").write_bytes(pickle.dumps(Planted(m))),
-     "tuner.pkl is not the file"),
-    ("experiment state edited", True, lambda e, m: (e / "experiment_state-2026.json").write_text('{"x": 1}'),
-     "experiment_state-2026.json is not the file"),
-    ("a state file added", True, lambda e, m: (e / "basic-variant-state-2027.json").write_bytes(
-        pickle.dumps(Planted(m))), "basic-variant-state-2027.json is not the file"),
-    ("a trial's error.pkl planted", True, lambda e, m: (e / "trial_0" / "error.pkl").write_bytes(
-        pickle.dumps(Planted(m))), "trial_0/error.pkl is not the file"),
-    ("the record edited", True, lambda e, m: (e.parent / f"{e.name}.sha256.json").write_text('{"sha256": 5}'),
-     "no readable record"),
+UNREADABLE_RECORDS = [
+    ("no record beside the experiment", False, lambda e, m: (e / "tuner.pkl").write_bytes(pickle.dumps(Planted(m)))),
+    ("the record edited", True, lambda e, m: (e.parent / f"{e.name}.state.json").write_text('{"sha256": 5}')),
+    ("a recorded file's content changed", True, lambda e, m: (e.parent / f"{e.name}.state.json").write_text(
+        (e.parent / f"{e.name}.state.json").read_text().replace('"gAS', '"gAT'))),
 ]
 
 
 @pytest.mark.parametrize("resume", [False, True])
-@pytest.mark.parametrize("name, record, change, expect", RESUME_CASES, ids=[c[0] for c in RESUME_CASES])
-def test_a_planted_tune_state_is_never_resumed(tmp_path, capsys, name, record, change, expect, resume):
+@pytest.mark.parametrize("name, record, change", UNREADABLE_RECORDS, ids=[c[0] for c in UNREADABLE_RECORDS])
+def test_an_experiment_without_a_readable_record_is_never_resumed(tmp_path, capsys, name, record, change, resume):
     plant(tmp_path, record, change)
     args = ["sweep", SMOKE, "--set", f"storage={tmp_path}"] + (["--resume"] if resume else [])
-    err = refused(tmp_path, capsys, args, expect)
+    err = refused(tmp_path, capsys, args, "no readable record")
     assert "not resuming" in err and not (tmp_path / "pwned").exists()
 
 
-def test_an_unchanged_experiment_passes_the_check(tmp_path):
+PLANTED = [
+    ("tuner.pkl replaced", lambda e, m: (e / "tuner.pkl").write_bytes(pickle.dumps(Planted(m)))),
+    ("experiment state edited", lambda e, m: (e / "experiment_state-2026.json").write_text('{"x": 1}')),
+    ("a state file added", lambda e, m: (e / "basic-variant-state-2027.json").write_bytes(pickle.dumps(Planted(m)))),
+    ("a trial's error.pkl planted", lambda e, m: (e / "trial_0" / "error.pkl").write_bytes(pickle.dumps(Planted(m)))),
+    ("a state file deleted", lambda e, m: (e / "tuner.pkl").unlink()),
+]
+
+
+@pytest.mark.parametrize("name, change", PLANTED, ids=[c[0] for c in PLANTED])
+def test_a_changed_state_file_is_set_back_to_the_recorded_one_before_tune_reads_it(tmp_path, name, change):
     experiment, record = experiment_of(tmp_path)
     plant(tmp_path, record=True)
-    sweep.check_state(str(experiment), record)
+    recorded = {p.relative_to(experiment): p.read_bytes() for p in experiment.rglob("*") if p.is_file()}
+    change(experiment, tmp_path / "pwned")
+    assert sweep.restore_state(str(experiment), record)  # names what it set back
+    assert {p.relative_to(experiment): p.read_bytes() for p in experiment.rglob("*") if p.is_file()} == recorded
+    assert not (tmp_path / "pwned").exists() and not list(experiment.rglob(".tmp-*"))
+
+
+def test_an_unchanged_experiment_is_resumed_as_it_is(tmp_path):
+    experiment, record = experiment_of(tmp_path)
+    plant(tmp_path, record=True)
+    before = {p: p.read_bytes() for p in experiment.rglob("*") if p.is_file()}
+    assert sweep.restore_state(str(experiment), record) == []
+    assert {p: p.read_bytes() for p in experiment.rglob("*") if p.is_file()} == before
 
 
 # --- family 7: the console -------------------------------------------------------------------------------

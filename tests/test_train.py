@@ -77,3 +77,14 @@ def test_bf16_trains_on_the_cpu_when_asked_and_auto_keeps_fp32_there(monkeypatch
     model, result = train.train_base_net(images, targets, tr, va, 4, None, cfg, 0)
     assert seen and all(seen)  # every training and validation pass ran under bf16 autocast
     assert np.isfinite(result.history[0]["train_loss"]) and model.logit_mask.dtype == torch.float32
+
+
+def test_the_paper_nets_pool_before_relu_order_is_the_same_function():
+    from correctsweep.nets.paper import conv_block
+
+    torch.manual_seed(0)
+    block, x = conv_block(3, 8), torch.randn(4, 3, 12, 12, requires_grad=True)
+    published = lambda t: block[2](torch.relu(block[1](block[0](t))))  # conv, BN, ReLU, max-pool
+    ours, = torch.autograd.grad((block(x) ** 2).sum(), x)
+    theirs, = torch.autograd.grad((published(x) ** 2).sum(), x)
+    assert torch.equal(block(x), published(x)) and torch.equal(ours, theirs)

@@ -9,7 +9,7 @@
       results/fold=J/seed=S.json                      the fold x seed's current result
       report/, best/                                  written by collect and best
       tune-<spec key>/                                one Tune experiment per spec
-      tune-<spec key>.sha256.json                     its state files' checksums (resumed only if they match)
+      tune-<spec key>.state.json                      its state files and checksums (what a resume starts from)
       logs/                                           a sweep's per-trial logs and Ray's (ray.log)
       locks/                                          who runs a fold x seed x net, or the sweep
     <storage>/.cache/                                 decoded datasets (unless data.cache_dir is set)
@@ -195,8 +195,8 @@ class RunLayout:
         return self.logs_dir / f"fold={fold}-seed={seed}-{trial_id}.log"
 
     def state_record(self, experiment: str) -> str:
-        """Where a sweep records the checksums of its Tune experiment's state files: beside it."""
-        return f"{self.experiments}/{experiment}.sha256.json"
+        """Where a sweep records its Tune experiment's state files, with their checksums: beside it."""
+        return f"{self.experiments}/{experiment}.state.json"
 
     def relative(self, path: Path) -> str:
         return str(Path(path).relative_to(self.root))

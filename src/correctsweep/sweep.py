@@ -10,8 +10,9 @@ works in a local mirror of its fold's folders and copies them back with pyarrow'
 
 Before anything is written or Ray starts, the sweep checks that storage and tracking answer, holds the
 run directory's sweep lock, and, when the spec was swept before, that the Tune experiment it would
-resume is the one this tool wrote: resuming unpickles Tune's state files, so their SHA-256 checksums
-are recorded beside the experiment after every save (`StateRecord`) and a mismatch is refused.
+resume is the one this tool wrote: resuming unpickles Tune's state files, so they are recorded beside
+the experiment, with their SHA-256 checksums, after every save (`StateRecord`), and a resume first puts
+the recorded files back (a kill between Tune's save and the record's, or a planted file, changes nothing).
 
 The console gets one line per trial state and stage and an overall progress line (`ProgressLines`);
 each trial's output goes to its log file under <run>/logs/ and Ray's own messages to logs/ray.log,
@@ -20,6 +21,7 @@ unless --verbose brings Ray's output back.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import hashlib
@@ -39,7 +41,7 @@ import ray
 from ray import tune
 
 from correctsweep import reach
-from correctsweep.atomic import write_json, write_text
+from correctsweep.atomic import atomic_path, write_json, write_text
 from correctsweep.config import Spec, digest, spec_from_dict
 from correctsweep.errors import CorrectsweepError, SpecError
 from correctsweep.layout import RunLayout, as_uri, is_uri
@@ -176,23 +178,27 @@ class ProgressLines(tune.Callback):
 STATE_RECORD_EVERY_S = {"local": 0.0, "remote": 10.0}  # listing a bucket costs requests: not every step
 
 
-def _state_files(experiment: str) -> dict[str, str]:
-    """SHA-256 of every file of a Tune experiment that resuming it unpickles: its top-level state
-    files (tuner.pkl, experiment_state-*.json, basic-variant-state-*.json) and the trials' error.pkl."""
+def _state_files(experiment: str) -> dict[str, bytes]:
+    """Every file of a Tune experiment that resuming it unpickles: its top-level state files (tuner.pkl,
+    experiment_state-*.json, basic-variant-state-*.json) and the trials' error.pkl, by relative path."""
     fs, root = pafs.FileSystem.from_uri(as_uri(experiment))
     out = {}
     for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
         rel = info.path[len(root):].lstrip("/")
         if info.type == pafs.FileType.File and ("/" not in rel or rel.endswith("/error.pkl")):
             with fs.open_input_stream(info.path) as fh:
-                out[rel] = hashlib.sha256(fh.readall()).hexdigest()
+                out[rel] = fh.readall()
     return out
 
 
+def _sha256(files: dict[str, bytes]) -> dict[str, str]:
+    return {rel: hashlib.sha256(data).hexdigest() for rel, data in files.items()}
+
+
 class StateRecord(tune.Callback):
-    """Records the checksums of the experiment's state files beside it after every step (Tune saves
-    its state in a step before the step's callbacks run) and at the end: `check_state` resumes only
-    an experiment whose files still match, i.e. one this tool wrote."""
+    """Records the experiment's state files beside it after every step (Tune saves its state in a step
+    before the step's callbacks run) and at the end, with their checksums: `restore_state` resumes from
+    these, i.e. from a state this tool wrote, whatever a kill or a stranger left in the experiment."""
 
     def __init__(self, experiment: str, record: str):
         self.experiment, self.record = experiment, record
@@ -208,9 +214,11 @@ class StateRecord(tune.Callback):
     def save(self) -> None:
         self.at = time.monotonic()
         files = _state_files(self.experiment)
-        if files and files != self.written:
-            _write_record(self.record, {"sha256": files})
-            self.written = files
+        sha = _sha256(files)
+        if files and sha != self.written:
+            content = {rel: base64.b64encode(data).decode() for rel, data in files.items()}
+            _write_record(self.record, {"sha256": sha, "content": content})
+            self.written = sha
 
 
 def _write_record(location: str, obj: dict) -> None:
@@ -222,26 +230,44 @@ def _write_record(location: str, obj: dict) -> None:
         fh.write(json.dumps(obj, indent=2).encode())
 
 
-def check_state(experiment: str, record: str) -> None:
-    """A one-line error unless the experiment's state files are those the last StateRecord saw."""
-    fresh = (f"delete {experiment} to sweep this spec anew (its trials reuse the trained nets, features and "
-             "corrector searches), or pass --set name=NEW")
+def _read_record(record: str) -> dict[str, bytes]:
+    """The state files a StateRecord saved, each checked against its recorded checksum."""
+    fs, path = pafs.FileSystem.from_uri(as_uri(record))
+    with fs.open_input_stream(path) as fh:
+        raw = json.loads(fh.readall())
+    files = {rel: base64.b64decode(text, validate=True) for rel, text in raw["content"].items()}
+    if not files or _sha256(files) != raw["sha256"] or any(rel.startswith("/") or ".." in rel.split("/")
+                                                           for rel in files):
+        raise ValueError("its files do not match their checksums")
+    return files
+
+
+def restore_state(experiment: str, record: str) -> list[str]:
+    """Put back the state files the last StateRecord saved, so that Tune resumes from them and unpickles
+    nothing else: a file a kill left half-saved, or newer than the record, or planted, is set back to its
+    recorded content or removed. Returns the files it set back; a one-line error when there is no
+    readable record."""
     try:
-        fs, path = pafs.FileSystem.from_uri(as_uri(record))
-        with fs.open_input_stream(path) as fh:
-            recorded = json.loads(fh.readall())["sha256"]
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in recorded.items()):
-            raise TypeError("not a mapping of file to checksum")
+        recorded = _read_record(record)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        raise CorrectsweepError(f"not resuming {experiment}: it has no readable record of its state files' checksums "
-                                f"({record}), so this tool cannot tell it wrote them, and resuming runs the code "
-                                f"they hold; {fresh}") from None
+        raise CorrectsweepError(f"not resuming {experiment}: it has no readable record of its state files ({record}), "
+                                "so this tool cannot tell it wrote them, and resuming runs the code they hold; "
+                                f"delete {experiment} to sweep this spec anew (its trials reuse the trained nets, "
+                                "features and corrector searches), or pass --set name=NEW") from None
     current = _state_files(experiment)
-    differs = sorted(set(recorded) ^ set(current) | {f for f in recorded if recorded[f] != current.get(f)})
-    if differs:
-        raise CorrectsweepError(f"not resuming {experiment}: {differs[0]} is not the file this tool recorded in "
-                                f"{record} (planted there, or the sweep was killed while Tune saved it), and "
-                                f"resuming runs the code Tune's state files hold; {fresh}")
+    fs, root = pafs.FileSystem.from_uri(as_uri(experiment))
+    changed = sorted(rel for rel in set(recorded) | set(current) if recorded.get(rel) != current.get(rel))
+    for rel in changed:
+        if rel in recorded:
+            if is_uri(experiment):
+                with fs.open_output_stream(f"{root}/{rel}") as fh:
+                    fh.write(recorded[rel])
+            else:
+                with atomic_path(Path(experiment) / rel) as tmp:
+                    Path(tmp).write_bytes(recorded[rel])
+        else:
+            fs.delete_file(f"{root}/{rel}")
+    return changed
 
 
 # tracking key -> (module, how to install it)
@@ -412,9 +438,12 @@ def _sweep(spec: Spec, layout: RunLayout, address: str | None, resume: bool, ver
     if resume and not exists:
         raise SpecError(f"--resume: no sweep of this spec to resume at {experiment}; run without --resume to start one")
     if exists:
-        check_state(experiment, record)  # before Tune unpickles anything of it
         if not resume:
             _offer_resume(experiment)
+        set_back = restore_state(experiment, record)  # before Tune unpickles anything of it
+        if set_back:
+            print(f"resuming from the state this tool last recorded ({record}); set back {', '.join(set_back)}, "
+                  "which a kill left newer than the record or someone else wrote", flush=True)
     folds = check_folds(spec)
     if warning := core_warning(spec):
         print(f"warning: {warning}", flush=True)
