@@ -16,20 +16,19 @@ Then the fold's own stage seconds (data, train, extract, corrector, write), as a
 and each net of --nets (torchvision names, default resnet18) beside the spec's net on the same images:
 our trainer's images/s over one epoch and `features.extract`'s images/s with each net's default taps.
 Last, the training arithmetic (`--precision-only` runs this part alone): our trainer's images/s with
-NCHW fp32 (the code before base_net.channels_last), channels-last fp32 and channels-last bf16
-autocast, on 1 and 2 threads, the three interleaved over --repeats rounds (median shown) so that a
-noisy neighbour slows all three alike.
-
-Measured (2-core AMD EPYC VM, torch 2.14.1, paper net at 48 px, batch 32, fold 3 of the default):
-see the notes in docs/results/speed.md.
+the code before (NCHW fp32, the paper net's ReLU before its max-pool), then each change added in turn:
+max-pool before ReLU, channels-last, bf16 autocast; on 1 and 2 threads, interleaved over --repeats
+rounds (median shown) so that a noisy neighbour slows them all alike.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import optuna
@@ -41,6 +40,7 @@ from correctsweep.config import load_spec
 from correctsweep.data import load_dataset, make_splits, resolve_fold
 from correctsweep.features import extract, file_meta, pool_taps, read_split, write_split
 from correctsweep.layout import RunLayout
+from correctsweep.nets import paper
 from correctsweep.train import class_weights, load_model, pick_device, train_base_net
 from correctsweep.trial import run_trial
 
@@ -191,28 +191,38 @@ def compare_nets(spec, names, ds, targets, train_idx, val_idx, images, excluded_
 
 
 
-ARITHMETIC = {"NCHW fp32 (before)": dict(channels_last=False, precision="fp32"),
-              "channels-last fp32": dict(channels_last=True, precision="fp32"),
-              "channels-last bf16": dict(channels_last=True, precision="bf16")}
+def published_block(c_in: int, c_out: int) -> torch.nn.Sequential:
+    """The paper net's conv block as it was before (ReLU, then max-pool): the code being compared against."""
+    return torch.nn.Sequential(torch.nn.Conv2d(c_in, c_out, 3, padding=1), torch.nn.BatchNorm2d(c_out),
+                               torch.nn.ReLU(inplace=True), torch.nn.MaxPool2d(2))
+
+
+# name -> (base_net overrides, the paper net's blocks as before)
+ARITHMETIC = {"before: NCHW fp32": (dict(channels_last=False, precision="fp32"), True),
+              "NCHW, pool before ReLU": (dict(channels_last=False, precision="fp32"), False),
+              "channels-last fp32": (dict(channels_last=True, precision="fp32"), False),
+              "channels-last bf16": (dict(channels_last=True, precision="bf16"), False)}
 
 
 def compare_precision(spec, ds, targets, train_idx, val_idx, excluded_index, repeats):
-    """Our trainer's images/s (2 epochs, validation excluded) under each arithmetic, 1 and 2 threads."""
+    """Our trainer's images/s (one epoch, validation excluded) under each arithmetic, 1 and 2 threads."""
     print(f"\ntraining arithmetic, {spec.base_net.arch} on {len(train_idx)} images at {spec.data.image_size}px, "
-          f"batch {spec.base_net.batch_size}, 2 epochs, median of {repeats} interleaved rounds:")
-    print(f"{'':22}" + "".join(f"{f'{t} thread' + 's' * (t > 1):>14}{'ratio':>8}" for t in (1, 2)))
+          f"batch {spec.base_net.batch_size}, one epoch each, median of {repeats} interleaved rounds, "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}:")
+    print(f"{'':26}" + "".join(f"{f'{t} thread' + 's' * (t > 1):>14}{'ratio':>8}" for t in (1, 2)))
     rates = {name: {1: [], 2: []} for name in ARITHMETIC}
     for threads in (1, 2):
         torch.set_num_threads(threads)
         for _ in range(repeats):
-            for name, how in ARITHMETIC.items():
-                cfg = dataclasses.replace(spec.base_net, epochs=2, min_epochs=0, device="cpu", **how)
-                _, result = train_base_net(ds.images, targets, train_idx, val_idx, len(ds.classes), excluded_index,
-                                           cfg, 0)
+            for name, (how, before) in ARITHMETIC.items():
+                cfg = dataclasses.replace(spec.base_net, epochs=1, min_epochs=0, device="cpu", **how)
+                with mock.patch.object(paper, "conv_block", published_block) if before else contextlib.nullcontext():
+                    _, result = train_base_net(ds.images, targets, train_idx, val_idx, len(ds.classes),
+                                               excluded_index, cfg, 0)
                 rates[name][threads].append(result.images_per_second)
-    base = {t: np.median(rates["NCHW fp32 (before)"][t]) for t in (1, 2)}
+    base = {t: np.median(rates["before: NCHW fp32"][t]) for t in (1, 2)}
     for name in ARITHMETIC:
-        print(f"{name:22}" + "".join(f"{np.median(rates[name][t]):14.1f}{np.median(rates[name][t]) / base[t]:7.2f}x"
+        print(f"{name:26}" + "".join(f"{np.median(rates[name][t]):14.1f}{np.median(rates[name][t]) / base[t]:7.2f}x"
                                      for t in (1, 2)))
 
 
