@@ -215,3 +215,17 @@ def test_bad_input_is_one_line_and_writes_nothing(run, tmp_path, capsys, name, a
     assert len(err.splitlines()) == 1 and err.startswith("correctsweep: error:"), err
     assert expect in err, err
     assert not list((tmp_path / "out").iterdir())  # neither the output nor a temporary file
+
+
+def test_a_shipped_run_predicts_without_its_data_or_cache(run, tmp_path):
+    """What ships is the run's spec.yaml and best/ (the net, the corrector): nothing of the data it was
+    trained on, whose decoded cache would otherwise be read for the channel count."""
+    shipped = tmp_path / "shipped" / "smoke"
+    shipped.mkdir(parents=True)
+    shutil.copy(run / "spec.yaml", shipped / "spec.yaml")
+    shutil.copytree(run / "best", shipped / "best")
+    assert not (shipped.parent / ".cache").exists()
+    images = torch.randint(0, 256, (4, 3, 48, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    clf, ours = load_corrected(shipped / "best", fold=3, device="cpu"), load_corrected(run, fold=3, device="cpu")
+    assert clf.channels == ours.channels and (clf.predict(images) == ours.predict(images)).all()
+    assert not (shipped.parent / ".cache").exists()

@@ -169,13 +169,14 @@ class Outputs:
 class CorrectedClassifier:
     """A fold's h, loaded and checked (see `load_corrected`)."""
 
-    def __init__(self, selection: Selection, spec: Spec, channels: int, device: str = "auto"):
+    def __init__(self, selection: Selection, spec: Spec, device: str = "auto"):
         self.selection = selection
         self.spec = spec
-        self.channels = channels
-        """The run's dataset's channels: 1 (grayscale, so colour inputs are converted) or 3."""
         self.device = pick_device(device, "--device")
         self.net, meta = load_model(selection.net_dir, self.device)
+        # nets saved before model.json recorded it: the run's dataset (its decoded cache) knows
+        self.channels = int(meta.get("channels") or run_dataset(spec, selection.run_dir).images.shape[1])
+        """The channels f was trained on: 1 (grayscale, so colour inputs are converted) or 3."""
         if list(meta["classes"]) != selection.classes or meta["excluded"] != selection.excluded:
             raise CorrectsweepError(f"net {selection.net_dir} was trained for classes {meta['classes']} without "
                                     f"{meta['excluded']}, not for fold {selection.fold}; rerun `correctsweep best`")
@@ -281,11 +282,10 @@ def run_dataset(spec: Spec, run_dir: Path):
 def load_corrected(path: str | Path, fold, seed: int | None = None, kind: str | None = None,
                    device: str = "auto") -> CorrectedClassifier:
     """The corrected classifier h of `fold` in a run directory (RUN_DIR or RUN_DIR/best): best's choice, or
-    fold x `seed`'s corrector of `kind`. Reads the run's dataset (its decoded-data cache) once, for the
-    channel count its images were decoded to."""
+    fold x `seed`'s corrector of `kind`. Needs the run directory's spec.yaml, the net and the corrector,
+    not the data it was trained on."""
     selection = locate(path, fold, seed, kind)
-    spec = run_spec(selection.run_dir)
-    return CorrectedClassifier(selection, spec, int(run_dataset(spec, selection.run_dir).images.shape[1]), device)
+    return CorrectedClassifier(selection, run_spec(selection.run_dir), device)
 
 
 # ---------------------------------------------------------------- the command: a loop over batches

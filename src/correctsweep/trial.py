@@ -285,8 +285,8 @@ def _base_net(spec: Spec, ds, splits, excluded, seed, model_dir: Path, log, repo
                           report and report({"stage": "train"} | r))
     model, res = train_base_net(ds.images, targets, keep(splits["train"]), keep(splits["val"]), len(classes),
                                 excluded_index, spec.base_net, seed, on_epoch=on_epoch)
-    meta = save_model(model, model_dir, {"classes": classes, "excluded": excluded, "train": dataclasses.asdict(res)},
-                      spec.base_net)
+    meta = save_model(model, model_dir, {"classes": classes, "excluded": excluded, "channels": int(ds.images.shape[1]),
+                                         "train": dataclasses.asdict(res)}, spec.base_net)
     return model, meta
 
 
