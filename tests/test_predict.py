@@ -131,8 +131,10 @@ def test_onnx_pair_agrees_with_predict(run, tmp_path):
         ds = run_dataset(clf.spec, run)
         images = ds.images[make_splits(ds, clf.spec.data)["test"]]
         ref, got = clf.run(images), OnnxPair(folder).run(images.numpy())
-        diff = np.abs(got.proba - ref.proba).max()
-        assert diff < 1e-2, kind  # ORT's float32 kernels against torch's, amplified by whitening
+        diff = np.abs(got.proba - ref.proba).max(1)
+        # ORT's float32 kernels against torch's, amplified by whitening; and a tap within that noise of one
+        # of XGBoost's split thresholds takes the other branch, moving its image by a leaf's value
+        assert (diff > 1e-3).mean() <= 0.02 and diff.max() < 0.1, (kind, np.sort(diff)[-3:])
         sel = clf.selection
         conf = ref.proba.max(1) if sel.policy == "override" else ref.proba[:, clf.classes.index(3)]
         near = np.abs(conf - sel.tau) <= diff
