@@ -44,6 +44,8 @@ def keys(spec: Spec) -> dict:
 def expected(path: str) -> set:
     if path in NOT_IN_KEYS or path.split(".")[0] in NOT_IN_KEYS:
         return set()
+    if path == "data.path":  # the smoke spec's source is synthetic; a file source's path counts through its
+        return set()          # resolved form and files (test_a_relative_and_an_absolute_data_path_share_one_net)
     stage = path.split(".")[0]
     if stage in ("data", "base_net"):
         return {"net", "features", "corrector"}
@@ -74,3 +76,21 @@ def test_each_spec_field_changes_exactly_the_keys_it_determines(path, value):
 def test_not_in_keys_names_real_fields():
     paths = {p for p, _ in leaves(SPEC)}
     assert all(p in paths or any(q.startswith(p + ".") for q in paths) for p in NOT_IN_KEYS)
+
+
+def test_a_relative_and_an_absolute_data_path_share_one_net(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from correctsweep.config import load_spec
+    from correctsweep.trial import net_key
+
+    spec_file = str(Path(__file__).parents[1] / "sweeps" / "ferplus.yaml")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "part-0.parquet").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    key = lambda path: net_key(load_spec(spec_file, [f"data.path={path}"]), "3", 0)
+    before = key("data")
+    assert before == key(str(data))  # a sweep resolves the path, `correctsweep trial` keeps it as written
+    (data / "part-1.parquet").write_bytes(b"y")
+    assert key("data") != before  # the files still count

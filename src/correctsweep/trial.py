@@ -39,7 +39,9 @@ NOT_IN_KEYS = {"name", "storage", "folds", "seeds", "search", "num_samples", "tr
 def net_key(spec: Spec, fold: str, seed: int) -> str:
     """What the trained net depends on: the dataset's content (a regenerated synthetic set or changed
     files must not reuse a stale net), its split, every training setting, the fold and the seed."""
-    data = dataclasses.asdict(spec.data) | {"cache_dir": None, "dataset": dataset_key(spec.data)}
+    # the path as written is left out: dataset_key holds it resolved, so a sweep (which makes paths absolute)
+    # and `correctsweep trial` (relative, as the spec says) share one net
+    data = dataclasses.asdict(spec.data) | {"cache_dir": None, "path": None, "dataset": dataset_key(spec.data)}
     net = dataclasses.asdict(spec.base_net) | {"device": None, "threads": None}
     return digest({"data": data, "net": net, "fold": fold, "seed": seed})
 
