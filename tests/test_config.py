@@ -8,7 +8,8 @@ from correctsweep.errors import SpecError
 
 def test_defaults_reproduce_published_net():
     spec = spec_from_dict({})
-    assert spec.base_net.heads == 4 and spec.base_net.dropout == 0.5 and spec.data.image_size == 100
+    paper = spec.base_net.settings["paper"]
+    assert paper.heads == 4 and paper.dropout == 0.5 and spec.data.image_size == 100
     assert spec.folds == ["all", "none"]
 
 
@@ -19,7 +20,10 @@ def test_override_nested_key_and_type():
 
 @pytest.mark.parametrize("raw, overrides, key", [
     ({"data": {"sorce": "x"}}, [], "data.sorce"),
-    ({}, ["base_net.heads=3"], "base_net.heads"),
+    ({}, ["base_net.paper.heads=3"], "base_net.paper.heads"),
+    ({}, ["base_net.paper.dropout=1"], "base_net.paper.dropout"),
+    ({}, ["data.synthetic.n_images=10"], "data.synthetic.n_images"),
+    ({}, ["detectors.knn.k=0"], "detectors.knn.k"),
     ({}, ["data.train_fraction=0.8", "data.correct_fraction=0.3"], "data.correct_fraction"),
     ({}, ["corrector.objective=accuracy"], "corrector.objective"),
     ({}, ["base_net.epochs=many"], "base_net.epochs"),
@@ -41,23 +45,27 @@ def test_missing_spec_file(tmp_path):
         load_spec(tmp_path / "nope.yaml")
 
 
-@pytest.mark.parametrize("raw, overrides, old, new", [
-    ({"data": {"size": 500}}, [], "data.size", "data.n_images"),
-    ({}, ["base_net.smoothing=3"], "base_net.smoothing", "base_net.val_window"),
+@pytest.mark.parametrize("override, new", [
+    ("data.n_images=500", "data.synthetic.n_images"),
+    ("corrector.pca_dims=16", "corrector.xgboost.pca_dims"),
+    ("corrector.max_rounds=10", "corrector.xgboost.max_rounds"),
+    ("corrector.whiten_dims=8", "corrector.fisher.whiten_dims"),
+    ("base_net.heads=2", "base_net.paper.heads"),
+    ("detectors.k=5", "detectors.knn.k"),
 ])
-def test_renamed_keys_name_the_new_one(raw, overrides, old, new):
-    with pytest.raises(SpecError, match=f"'{old}' is now called '{new}'"):
-        spec_from_dict(raw, overrides)
+def test_a_plugin_setting_in_its_section_s_place_names_where_it_lives(override, new):
+    with pytest.raises(SpecError, match=f"unknown key '{override.split('=')[0]}'.*{re.escape(new)}"):
+        spec_from_dict({}, [override])
 
 
 @pytest.mark.parametrize("value, ok", [("null", True), ("16", True), ("[null, 32, 64]", True), ("0", False),
                                        ("[]", False), ("[8, x]", False), ("true", False)])
 def test_pca_dims_values(value, ok):
     if ok:
-        spec_from_dict({}, [f"corrector.pca_dims={value}"])
+        spec_from_dict({}, [f"corrector.xgboost.pca_dims={value}"])
     else:
-        with pytest.raises(SpecError, match="corrector.pca_dims"):
-            spec_from_dict({}, [f"corrector.pca_dims={value}"])
+        with pytest.raises(SpecError, match=r"corrector\.xgboost\.pca_dims"):
+            spec_from_dict({}, [f"corrector.xgboost.pca_dims={value}"])
 
 
 @pytest.mark.parametrize("overrides, key", [
@@ -65,36 +73,51 @@ def test_pca_dims_values(value, ok):
     (["corrector.kinds=[xgboost, svm]"], "corrector.kinds"),
     (["corrector.kinds=[fisher, fisher]"], "corrector.kinds"),
     (["corrector.kinds=[fisher, logistic]"], "corrector.kinds"),  # leaves out corrector.kind (xgboost)
-    (["corrector.whiten_dims=0"], "corrector.whiten_dims"),
-    (["corrector.whiten_dims=[16, null]"], "corrector.whiten_dims"),
-    (["baselines=[msp, odin]"], "baselines"),
+    (["corrector.kinds=[xgboost, fisher]", "corrector.fisher.whiten_dims=0"], "corrector.fisher.whiten_dims"),
+    (["corrector.logistic.whiten_dims=[16, null]"], "corrector.logistic.whiten_dims"),  # checked though not run
+    (["detectors.names=[msp, odin]"], "detectors.names"),
+    (["detectors.names=[msp, msp]"], "detectors.names"),
+    (["corrector.svm={C: 1}"], "corrector.svm"),
+    (["corrector.kind=collections:OrderedDict"], "corrector.kind"),  # imports, but is no kind
+    (["data.source=no_such_package.sources:Mine"], "data.source"),
+    (["detectors.names=[no_such_package:Score]"], "detectors.names"),
+    (["base_net.arch=no_such_package:Net"], "base_net.arch"),
 ])
-def test_kinds_and_baselines_name_the_key(overrides, key):
+def test_kinds_and_detectors_name_the_key(overrides, key):
     with pytest.raises(SpecError, match="'" + re.escape(key) + "'"):
         spec_from_dict({}, overrides)
 
 
 def test_kind_alone_or_in_a_list():
     assert spec_from_dict({}, ["corrector.kind=fisher"]).corrector.all_kinds == ["fisher"]
-    spec = spec_from_dict({}, ["corrector.kinds=[xgboost, fisher, logistic]", "baselines=[msp, energy, knn]"])
+    spec = spec_from_dict({}, ["corrector.kinds=[xgboost, fisher, logistic]", "detectors.names=[msp, energy, knn]"])
     assert spec.corrector.all_kinds == ["xgboost", "fisher", "logistic"] and spec.corrector.kind == "xgboost"
     assert spec_from_dict({}, ["corrector.kind=logistic", "corrector.kinds=[fisher, logistic]"]).corrector.kind == \
         "logistic"
-    assert spec_from_dict({}).corrector.all_kinds == ["xgboost"] and spec_from_dict({}).baselines == []
+    assert spec_from_dict({}).corrector.all_kinds == ["xgboost"] and spec_from_dict({}).detectors.names == []
 
 
-def test_a_run_directory_spec_from_before_a_rename_still_loads(tmp_path):
-    # a spec.yaml the tool wrote itself before data.size became data.n_images
-    (tmp_path / "spec.yaml").write_text("name: old\nstorage: outputs\ndata:\n  size: 300\nfolds: [none]\nseeds: [0]\n"
-                                        "base_net:\n  smoothing: 2\nfeatures: {}\ncorrector: {}\nresources: {}\n")
-    spec = load_spec(tmp_path / "spec.yaml", stored=True)
-    assert spec.data.n_images == 300 and spec.base_net.val_window == 2
-    with pytest.raises(SpecError, match="now called"):
-        load_spec(tmp_path / "spec.yaml")
+def test_a_run_directory_spec_an_older_version_wrote_is_refused_in_one_line(tmp_path):
+    # a spec.yaml the tool wrote before data.n_images moved under data.synthetic
+    (tmp_path / "spec.yaml").write_text("name: old\nstorage: outputs\ndata:\n  n_images: 300\nfolds: [none]\n"
+                                        "seeds: [0]\nbase_net: {}\nfeatures: {}\ncorrector: {}\nresources: {}\n")
+    with pytest.raises(SpecError, match=r"run's spec file .*unknown key 'data\.n_images'.*data\.synthetic\.n_images"
+                                        r".*rerun one trial"):
+        load_spec(tmp_path / "spec.yaml", stored=True)
 
 
-def test_precision_is_checked_and_the_old_amp_key_names_its_replacement():
-    with pytest.raises(SpecError, match="'base_net.amp' is replaced by 'base_net.precision'"):
+def test_the_spec_writes_each_plugin_s_settings_under_its_name_and_reads_them_back():
+    spec = spec_from_dict({}, ["corrector.kinds=[xgboost, fisher]", "corrector.fisher.whiten_dims=16",
+                               "detectors.names=[knn, msp]", "data.synthetic.n_images=300"])
+    raw = spec.to_dict()
+    assert raw["corrector"]["fisher"] == {"whiten_dims": 16} and raw["corrector"]["xgboost"]["max_rounds"] == 400
+    assert raw["detectors"] == {"names": ["knn", "msp"], "tap": None, "knn": {"k": 10}}  # msp has no settings
+    assert raw["data"]["synthetic"] == {"n_images": 300} and "settings" not in raw["corrector"]
+    assert spec_from_dict(raw).to_dict() == raw
+
+
+def test_precision_is_checked():
+    with pytest.raises(SpecError, match="unknown key 'base_net.amp'"):
         load_spec("sweeps/smoke.yaml", ["base_net.amp=false"])
     with pytest.raises(SpecError, match="base_net.precision.*auto, fp32 or bf16"):
         load_spec("sweeps/smoke.yaml", ["base_net.precision=fp16"])

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from correctsweep import config
-from correctsweep.config import CorrectorConfig
+from correctsweep.config import CorrectorConfig, from_mapping
 from correctsweep.corrector import _setup, load_result, predict_proba, search
 from correctsweep.errors import SpecError
 from correctsweep.features import FeatureSet
-from correctsweep.kinds import KINDS
+from correctsweep.plugins import KINDS
 from correctsweep.kinds.linear import Fisher, LinearModel
 from correctsweep.metrics import per_class
 
@@ -33,15 +33,16 @@ def separable_set(n, seed, excluded=EXCLUDED):
 
 
 def cfg_for(kind, **kw):
-    return CorrectorConfig(**({"kind": kind, "n_candidates": 6, "cv_splits": 3, "max_rounds": 30,
-                               "early_stopping_rounds": 5, "tau_grid": 21, "seed": 0} | kw))
+    return from_mapping(CorrectorConfig, {"kind": kind, "n_candidates": 6, "cv_splits": 3, "tau_grid": 21, "seed": 0,
+                                          "xgboost": {"max_rounds": 30, "early_stopping_rounds": 5}} | kw, "corrector")
 
 
 def test_the_spec_takes_every_registered_kind_and_each_kind_checks_its_own_settings():
-    spec = config.spec_from_dict({"corrector": {"kinds": list(KINDS), "kind": "fisher"}})
-    assert spec.corrector.all_kinds == list(KINDS)
-    for overrides, key in ((["corrector.pca_dims=0"], "pca_dims"), (["corrector.whiten_dims=[4, null]"], "whiten_dims"),
-                           (["corrector.max_rounds=0"], "max_rounds")):
+    spec = config.spec_from_dict({"corrector": {"kinds": KINDS.names(), "kind": "fisher"}})
+    assert spec.corrector.all_kinds == KINDS.names()
+    for overrides, key in ((["corrector.xgboost.pca_dims=0"], "pca_dims"),
+                           (["corrector.fisher.whiten_dims=[4, null]"], "whiten_dims"),
+                           (["corrector.xgboost.max_rounds=0"], "max_rounds")):
         with pytest.raises(SpecError, match=key):
             config.spec_from_dict({}, overrides)
 
@@ -61,7 +62,7 @@ def test_a_saved_kind_reloads_to_its_test_probabilities(tmp_path, kind):
     correct, test = separable_set(240, 0), separable_set(120, 1)
     result = search(correct, test, cfg_for(kind, n_candidates=3), tmp_path, threads=1)
     best = json.loads((tmp_path / "best.json").read_text())
-    assert best["kind"] == kind and (tmp_path / KINDS[kind].model_file).is_file()
+    assert best["kind"] == kind and (tmp_path / KINDS.get(kind).model_file).is_file()
     assert np.allclose(predict_proba(tmp_path, test), result.proba, atol=1e-6)
     assert np.allclose(predict_proba(tmp_path, test).sum(1), 1, atol=1e-5)
     assert (load_result(tmp_path).pred_h == result.pred_h).all() and load_result(tmp_path).kind == kind

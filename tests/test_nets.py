@@ -7,7 +7,7 @@ from layouts import write_cifar10
 
 from correctsweep import nets
 from correctsweep.cli import main
-from correctsweep.config import BaseNetConfig, load_spec
+from correctsweep.config import BaseNetConfig, load_spec, spec_from_dict
 from correctsweep.data import load_dataset
 from correctsweep.errors import SpecError
 from correctsweep.features import extract
@@ -15,7 +15,8 @@ from correctsweep.trial import plan_net
 
 
 def probe(**kw):
-    return nets.probe(BaseNetConfig(**kw), 5, 3, 32)
+    """The net a spec's base_net section names, checked as a spec is, then probed on 32 px images."""
+    return nets.probe(spec_from_dict({"base_net": kw}).base_net, 5, 3, 32)
 
 
 @pytest.mark.parametrize("arch, feature", [("resnet18", "flatten"), ("mobilenet_v3_small", "classifier.1"),
@@ -42,9 +43,9 @@ def test_taps_are_pooled_by_shape():
 
 
 def test_a_user_module_and_one_fx_cannot_trace():
-    traced = probe(module="user_nets:TinyNet", init_args={"width": 4})
+    traced = probe(arch="user_nets:TinyNet", init_args={"width": 4})
     assert "features.1" in traced.shapes and traced.net.feature_tap() == "flatten"
-    hooked = probe(module="user_nets:BranchyNet")  # read through forward hooks on named modules
+    hooked = probe(arch="user_nets:BranchyNet")  # read through forward hooks on named modules
     assert set(hooked.shapes) == {"features", "features.0", "features.1", "features.2", "head", "logits", "softmax"}
     masked, raw = hooked.net.forward_taps(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), ["features.0", "logits"])
     assert raw["features.0"].shape == (2, 8, 32, 32) and masked.shape == (2, 5)
@@ -52,18 +53,20 @@ def test_a_user_module_and_one_fx_cannot_trace():
 
 @pytest.mark.parametrize("settings, match", [
     ({"arch": "resnet81"}, "close names: resnet18"),
-    ({"arch": "paper", "heads": 3}, "must divide 128"),
+    ({"arch": "paper", "paper": {"heads": 3}}, "must divide 128"),
+    ({"arch": "paper", "init_args": {"heads": 2}}, "base_net.paper.heads"),
+    ({"arch": "torchvision"}, "must name a torchvision model"),
     ({"arch": "resnet18", "init_args": {"weights": "IMAGENET1K_V1"}}, "weights=None: no downloads"),
     ({"arch": "resnet18", "init_args": {"depth": 3}}, "init_args do not fit resnet18"),
-    ({"module": "user_nets:NotAModule"}, "is not an nn.Module class"),
-    ({"module": "no_such_package.nets:Net"}, "does not import"),
-    ({"module": "user_nets"}, "must look like package.module:Class"),
-    ({"module": "user_nets:WrongOutput"}, r"returns \(2, 2\) for 2 images, not \[B, K\]"),
+    ({"arch": "user_nets:NotAModule"}, "is not an nn.Module class"),
+    ({"arch": "no_such_package.nets:Net"}, "does not import"),
+    ({"arch": "user_nets:"}, "must look like package.module:Class"),
+    ({"arch": "user_nets:Missing"}, "user_nets has no Missing"),
+    ({"arch": "user_nets:WrongOutput"}, r"returns \(2, 2\) for 2 images, not \[B, K\]"),
     ({"arch": "alexnet"}, "fails on 32x32 images"),
 ])
 def test_bad_nets_are_one_line_errors(settings, match):
     with pytest.raises(SpecError, match=match):
-        nets.check(BaseNetConfig(**settings))
         probe(**settings)
 
 
@@ -71,14 +74,14 @@ def test_bad_taps_name_close_nodes(tmp_path):
     spec = load_spec("sweeps/smoke.yaml", [f"data.cache_dir={tmp_path}"])
     ds = load_dataset(spec.data)
     for overrides, match in ((["base_net.arch=resnet18", "features.taps=[layer4.1.relu_2]"], "close names: layer4"),
-                             (["baselines=[msp]", "features.taps=[fc, softmax]"], "reads the tap 'logits'"),
-                             (["baselines_tap=fc7"], "'fc7' is not a tap"),
-                             (["baselines=[knn]", "baselines_tap=conv", "features.taps=[fc, logits]"],
-                              "'baselines_tap' names 'conv'")):
+                             (["detectors.names=[msp]", "features.taps=[fc, softmax]"], "reads the tap 'logits'"),
+                             (["detectors.tap=fc7"], "'fc7' is not a tap"),
+                             (["detectors.names=[knn]", "detectors.tap=conv", "features.taps=[fc, logits]"],
+                              "'detectors.tap' names 'conv'")):
         with pytest.raises(SpecError, match=match):
             plan_net(load_spec("sweeps/smoke.yaml", [f"data.cache_dir={tmp_path}", *overrides]), ds)
     plan = plan_net(dataclasses.replace(spec, base_net=BaseNetConfig(arch="resnet18")), ds)
-    assert plan.taps == ["flatten", "logits"] and plan.baselines_tap == "flatten"
+    assert plan.taps == ["flatten", "logits"] and plan.detectors_tap == "flatten"
 
 
 def test_taps_command_lists_nodes_and_marks_the_first_picks(tmp_path, capsys):
@@ -90,11 +93,11 @@ def test_taps_command_lists_nodes_and_marks_the_first_picks(tmp_path, capsys):
     assert row["layer1.0.conv1"].split()[1] == "64x12x12" and row["logits"].split()[1] == "7"
 
 
-SMOKE = ["--set", "base_net.epochs=1", "--set", "corrector.n_candidates=2", "--set", "baselines=[msp, knn]"]
+SMOKE = ["--set", "base_net.epochs=1", "--set", "corrector.n_candidates=2", "--set", "detectors.names=[msp, knn]"]
 
 
 @pytest.mark.parametrize("net", ["base_net.arch=paper", "base_net.arch=resnet18", "base_net.arch=mobilenet_v3_small",
-                                 "base_net.module=user_nets:TinyNet"])
+                                 "base_net.arch=user_nets:TinyNet"])
 def test_smoke_trial_for_each_kind_of_net(tmp_path, net):
     write_cifar10(tmp_path / "cifar", train_per_class=10, test_per_class=4)
     args = ["trial", "sweeps/smoke.yaml", "--fold", "cat", "--set", f"storage={tmp_path}", "--set",

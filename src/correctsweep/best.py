@@ -44,8 +44,8 @@ from correctsweep.collect import fold_order, load_run, markdown_table
 from correctsweep.config import CorrectorConfig
 from correctsweep.corrector import STUDY_NAME, damaged_record, study_storage, verified
 from correctsweep.errors import CorrectsweepError
-from correctsweep.kinds import KINDS
 from correctsweep.metrics import format_value
+from correctsweep.plugins import KINDS
 from correctsweep.policy import objective_score
 from correctsweep.results import TrialResult
 
@@ -146,7 +146,7 @@ def _artifacts(run_dir: Path, e: dict) -> dict[str, tuple[Path, bytes]]:
     for name, (source, file, folder) in ARTIFACTS.items():
         if name == "corrector_projection" and not e["pca_dims"]:
             continue
-        file = file or KINDS[e["kind"]].model_file
+        file = file or KINDS.get(e["kind"]).model_file
         data = read[file] if file in read else _checked_bytes(run_dir, e, _source(run_dir, e, source, file),
                                                                 checksums[source].get(file), records[source])
         out[name] = (Path(f"fold={e['fold']}", f"seed={e['seed']}", folder, file), data)

@@ -54,9 +54,10 @@ from sklearn.metrics import roc_curve
 
 from correctsweep import predictions, stats
 from correctsweep.atomic import atomic_dir
-from correctsweep.config import ReportConfig, Spec, load_spec, sweep_key
+from correctsweep.config import ReportConfig, Spec, load_spec
 from correctsweep.data import class_title
 from correctsweep.errors import CorrectsweepError
+from correctsweep.keys import sweep_key
 from correctsweep.layout import RunLayout
 from correctsweep.metrics import format_value, nanmean
 from correctsweep.results import TrialResult

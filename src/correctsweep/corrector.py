@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -71,7 +70,9 @@ from correctsweep.config import CorrectorConfig
 from correctsweep.data import class_indices
 from correctsweep.errors import CorrectsweepError
 from correctsweep.features import FeatureSet
-from correctsweep.kinds import KINDS, Kind, Model, SearchSetup, corrector_inputs, fit_projection
+from correctsweep.hashing import sha256
+from correctsweep.kinds import Kind, Model, SearchSetup, corrector_inputs, fit_projection
+from correctsweep.plugins import KINDS
 from correctsweep.policy import apply_policy, best_choice, policies_for
 from correctsweep.projection import Projection
 from correctsweep.workers import ProcessWorkers, RayWorkers
@@ -382,7 +383,7 @@ def _work(job: WorkerJob) -> None:
     threadpool_limits(job.setup.threads)  # the linear kinds' BLAS, as XGBoost's nthread
     # a worker killed holding ask.lock holds up its siblings for the grace period, then they take it
     lock = optuna.storages.journal.JournalFileOpenLock(str(job.workdir / "ask"), grace_period=10)
-    _candidate_loop(_load_study(job.workdir), job.setup, KINDS[job.setup.cfg.kind](job.setup), job.deadline,
+    _candidate_loop(_load_study(job.workdir), job.setup, KINDS.get(job.setup.cfg.kind)(job.setup), job.deadline,
                     slot=job.slot, ask_lock=_held(lock))
 
 
@@ -453,14 +454,14 @@ def search(correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig, workdir:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     setup = _setup(correct, test, cfg, threads, taps)
-    kind = KINDS[cfg.kind](setup)
+    kind = KINDS.get(cfg.kind)(setup)
     study = _open_study(workdir, cfg.seed)
     if _finished(study, cfg) and (workdir / "best.json").exists():
         try:
             return load_result(workdir)
         except CorrectsweepError as e:
             print(f"{e}: refitting the search's winner", flush=True)
-    _remove_outputs(workdir)  # whatever is there did not verify (or the search is unfinished): rewritten below
+    _remove_outputs(workdir, cfg.kind)  # what is there did not verify (or the search is unfinished): rewritten below
     spent = _run_candidates(study, setup, kind, workdir, on_candidate)
     done = study.get_trials(deepcopy=False, states=FINISHED)
     if not any(t.state == TrialState.COMPLETE for t in done):
@@ -490,23 +491,20 @@ def predict_proba(workdir: Path, fs: FeatureSet) -> np.ndarray:
     their checksums verify."""
     workdir = Path(workdir)
     best = verified(workdir, predictions=False)  # best/ publishes a corrector without its test predictions
-    model = KINDS[best.get("kind", "xgboost")].load(workdir)  # a best.json from before kinds is xgboost's
+    model = KINDS.get(best["kind"]).load(workdir)
     projection = Projection.load(workdir / "projection.npz") if best.get("pca_dims") else None
     return model.predict_proba(corrector_inputs(fs, _check_taps(fs, fs, best["taps"]), projection)[0])
 
 
 def output_files(kind: str, pca_dims: int | None) -> list[str]:
     """The files a search writes beside best.json, whose checksums best.json records."""
-    return ["predictions.parquet", KINDS[kind].model_file] + (["projection.npz"] if pca_dims else [])
+    return ["predictions.parquet", KINDS.get(kind).model_file] + (["projection.npz"] if pca_dims else [])
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _remove_outputs(workdir: Path) -> None:
-    """Remove a search's outputs (best.json first: without it nothing else is read), files or not."""
-    for name in ["best.json", *{f for kind in KINDS for f in output_files(kind, 1)}]:
+def _remove_outputs(workdir: Path, kind: str) -> None:
+    """Remove a search's outputs (best.json first: without it nothing else is read), files or not. The
+    workdir is keyed by the kind's settings, so only its kind's files can be there."""
+    for name in ["best.json", *output_files(kind, 1)]:
         path = workdir / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -537,7 +535,7 @@ def verified(workdir: Path, predictions: bool = True) -> dict:
     try:
         best = json.loads((workdir / "best.json").read_text())
         files = best["sha256"]
-        names = output_files(best.get("kind", "xgboost"), best.get("pca_dims"))[0 if predictions else 1:]
+        names = output_files(best["kind"], best.get("pca_dims"))[0 if predictions else 1:]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         problem = "has no checksums (written before they were recorded)" if isinstance(e, KeyError) else \
             f"is unreadable ({str(e).splitlines()[0][:60]})"

@@ -25,9 +25,11 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from correctsweep.atomic import atomic_path
-from correctsweep.config import DataConfig, digest
+from correctsweep.config import DataConfig, as_dict, settings_of
 from correctsweep.errors import DataError, SpecError
-from correctsweep.sources import RAFDB_CLASSES, SOURCES, Records, Unreadable
+from correctsweep.hashing import digest
+from correctsweep.plugins import SOURCES
+from correctsweep.sources import RAFDB_CLASSES, Records, Source, Unreadable
 
 MIN_PER_CLASS = 8  # one image at least in each of train, val, correct and test, with room to stratify
 GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
@@ -178,13 +180,19 @@ def _decode_all(images, ids, size: int, skip_corrupt: bool):
 
 def dataset_key(cfg: DataConfig) -> str:
     """What the decoded images depend on: the source's files (or the generator's settings) and size."""
-    source = SOURCES[cfg.source]
-    key = {"source": cfg.source, "size": cfg.image_size, "skip": cfg.skip_corrupt} | source.cache_key(cfg)
+    source = _source(cfg)
+    key = {"source": cfg.source, "settings": as_dict(source.settings), "size": cfg.image_size,
+           "skip": cfg.skip_corrupt} | source.cache_key(cfg)
     if source.needs_path:
         path = Path(cfg.path).resolve()
         files = [path] if path.is_file() else sorted(path.rglob("*"))  # folders too: an emptied class counts
         key |= {"path": str(path), "files": [(str(f), *_stat(f)) for f in files]}
     return digest(key)
+
+
+def _source(cfg: DataConfig) -> Source:
+    """The reader of data.source, given its settings."""
+    return SOURCES.get(cfg.source)(settings_of(cfg, cfg.source))
 
 
 def _stat(f: Path) -> tuple[int, int]:
@@ -197,7 +205,7 @@ def _stat(f: Path) -> tuple[int, int]:
 
 def load_dataset(cfg: DataConfig, cache_dir: str | Path | None = None) -> Dataset:
     """Load (from the cache when possible) the dataset that `cfg` names, checked, named and subsampled."""
-    source = SOURCES[cfg.source]
+    source = _source(cfg)
     if source.needs_path and not Path(cfg.path).exists():
         raise DataError(f"data.path '{cfg.path}' does not exist; point it at {source.layout} "
                         "(e.g. --set data.path=/path/to/data)")

@@ -4,8 +4,9 @@
                    reads, pooled as `features.pool_taps` pools them and stacked in g's order (one nn.Module
                    around BaseNet, so the graph's output is exactly g's input)
     g.onnx         `features` -> g's probabilities [N, K] (columns in the classes' order), the compact-
-                   embedding projection included: XGBoost through onnxmltools, the linear kinds and the
-                   projection as small graphs built with onnx.helper (in float64, as numpy computes them)
+                   embedding projection included: the kind's model gives its own graph (Model.to_onnx:
+                   XGBoost through onnxmltools, the linear kinds as small graphs in float64, as numpy
+                   computes them), the projection is a small graph built here
     manifest.json  taps and their pooling, the projection, policy, tau, classes and names, input size and
                    channels, and the graphs' input and output names
 
@@ -30,11 +31,11 @@ from correctsweep.atomic import atomic_dir, write_json
 from correctsweep.errors import CorrectsweepError
 from correctsweep.features import pool_taps
 from correctsweep.nets import BaseNet
+from correctsweep.onnxgraph import OPSET, OnnxNodes, cast, const, node
 from correctsweep.policy import apply_policy
 from correctsweep.predict import CorrectedClassifier, Outputs, load_corrected
 
 F_OPSET = 18  # torch.onnx's dynamo exporter writes 18 or later
-G_OPSET = 15  # the newest onnxmltools' XGBoost converter supports (1.16); g's own nodes are valid in it
 NEEDS = "correctsweep export needs the export extra: pip install 'correctsweep[export]' (onnx, onnxruntime, " \
         "onnxmltools, onnxscript)"
 
@@ -83,107 +84,39 @@ def export_f(clf: CorrectedClassifier, path: Path) -> list[dict]:
              "width": int(pooled[t].shape[1])} for t in clf.selection.taps]
 
 
-def _graph_model(nodes, inputs, outputs, initializers, opsets):
-    from onnx import helper
-
-    graph = helper.make_graph(nodes, "g", inputs, outputs, initializers)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
-
-
-def _const(name: str, value: np.ndarray):
-    from onnx import numpy_helper
-
-    return numpy_helper.from_array(np.ascontiguousarray(value), name)
-
-
-def _projection_nodes(projection, source: str, target: str) -> tuple[list, list]:
+def _projection_nodes(projection, source: str, target: str) -> OnnxNodes:
     """(x[:, columns] - shift) @ basis in float64, as Projection.transform, cast back to float32."""
-    from onnx import TensorProto, helper
-
-    nodes = [helper.make_node("Cast", [source], ["p.x"], to=TensorProto.DOUBLE),
-             helper.make_node("Gather", ["p.x", "p.columns"], ["p.kept"], axis=1),
-             helper.make_node("Sub", ["p.kept", "p.shift"], ["p.centred"]),
-             helper.make_node("MatMul", ["p.centred", "p.basis"], ["p.out"]),
-             helper.make_node("Cast", ["p.out"], [target], to=TensorProto.FLOAT)]
-    consts = [_const("p.columns", projection.columns.astype(np.int64)),
-              _const("p.shift", projection.shift.astype(np.float64)),
-              _const("p.basis", projection.basis.astype(np.float64))]
-    return nodes, consts
-
-
-def _linear_nodes(model, source: str, target: str) -> tuple[list, list]:
-    """kinds.linear.LinearModel.predict_proba: each class's best discriminant, then softmax or normalised
-    sigmoids, in float64."""
-    from onnx import TensorProto, helper
-
-    nodes = [helper.make_node("Cast", [source], ["l.x"], to=TensorProto.DOUBLE),
-             helper.make_node("MatMul", ["l.x", "l.coef"], ["l.xw"]),
-             helper.make_node("Add", ["l.xw", "l.intercept"], ["l.each"])]
-    consts = [_const("l.coef", model.coef.T.astype(np.float64)),
-              _const("l.intercept", model.intercept.astype(np.float64))]
-    per_class = []
-    for c in range(int(model.owner.max()) + 1):
-        rows = np.flatnonzero(model.owner == c).astype(np.int64)
-        consts.append(_const(f"l.own{c}", rows))
-        nodes += [helper.make_node("Gather", ["l.each", f"l.own{c}"], [f"l.g{c}"], axis=1),
-                  helper.make_node("ReduceMax", [f"l.g{c}"], [f"l.s{c}"], axes=[1], keepdims=1)]
-        per_class.append(f"l.s{c}")
-    nodes.append(helper.make_node("Concat", per_class, ["l.scores"], axis=1))
-    if model.link == "softmax":
-        nodes.append(helper.make_node("Softmax", ["l.scores"], [target], axis=1))
-    else:
-        nodes += [helper.make_node("Sigmoid", ["l.scores"], ["l.p"]),
-                  helper.make_node("ReduceSum", ["l.p", "l.axis"], ["l.sum"], keepdims=1),
-                  helper.make_node("Div", ["l.p", "l.sum"], [target])]
-        consts.append(_const("l.axis", np.array([1], dtype=np.int64)))
-    return nodes, consts
-
-
-def _xgboost_graph(booster, width: int):
-    """The trees as onnxmltools converts them (one TreeEnsembleClassifier, softmax included): (model, its
-    input name, its probabilities output)."""
-    from onnxmltools import convert_xgboost
-    from onnxmltools.convert.common.data_types import FloatTensorType
-
-    booster = booster.copy()
-    booster.feature_names = None  # onnxmltools reads features as f0, f1, ... by position
-    model = convert_xgboost(booster, initial_types=[("trees_in", FloatTensorType([None, width]))],
-                            target_opset=G_OPSET)
-    # its outputs (label, probabilities) renamed apart from g's own names
-    renamed = {o.name: f"trees.{o.name}" for o in model.graph.output}
-    for node in model.graph.node:
-        node.output[:] = [renamed.get(name, name) for name in node.output]
-    return model, "trees_in", renamed["probabilities"]
+    nodes = [cast(source, "p.x", "float64"), node("Gather", ["p.x", "p.columns"], ["p.kept"], axis=1),
+             node("Sub", ["p.kept", "p.shift"], ["p.centred"]), node("MatMul", ["p.centred", "p.basis"], ["p.out"]),
+             cast("p.out", target, "float32")]
+    return OnnxNodes(nodes, [const("p.columns", projection.columns.astype(np.int64)),
+                             const("p.shift", projection.shift.astype(np.float64)),
+                             const("p.basis", projection.basis.astype(np.float64))])
 
 
 def export_g(clf: CorrectedClassifier, path: Path, width: int) -> dict:
-    """Write g.onnx (`features` -> `probabilities`); returns its input and output names and dtypes."""
+    """Write g.onnx (`features` -> `probabilities`): the projection, if any, then the kind's own graph;
+    returns its input and output names and dtype."""
     import onnx
     from onnx import TensorProto, helper
 
-    projection, model = clf.projection, clf.corrector
-    nodes, consts, head = [], [], "features"
-    if projection is not None:
-        nodes, consts = _projection_nodes(projection, "features", "projected")
-        head = "projected"
-    inputs = [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, width])]
-    k, opsets = len(clf.classes), {"": G_OPSET}
-    if clf.selection.kind == "xgboost":
-        trees, trees_in, trees_out = _xgboost_graph(model.booster, projection.dims if projection else width)
-        nodes.append(helper.make_node("Identity", [head], [trees_in]))
-        nodes += list(trees.graph.node) + [helper.make_node("Identity", [trees_out], ["probabilities"])]
-        consts += list(trees.graph.initializer)
-        opsets |= {o.domain: o.version for o in trees.opset_import if o.domain}
-        dtype = TensorProto.FLOAT
-    else:
-        linear, linear_consts = _linear_nodes(model, head, "probabilities")
-        nodes, consts, dtype = nodes + linear, consts + linear_consts, TensorProto.DOUBLE
-    outputs = [helper.make_tensor_value_info("probabilities", dtype, [None, k])]
-    graph = _graph_model(nodes, inputs, outputs, consts, opsets)
-    onnx.checker.check_model(graph, full_check=True)
-    onnx.save(graph, str(path))
-    return {"input": "features", "output": "probabilities",
-            "output_dtype": "float32" if dtype == TensorProto.FLOAT else "float64"}
+    to_onnx = getattr(clf.corrector, "to_onnx", None)
+    if to_onnx is None:
+        raise CorrectsweepError(f"the {clf.selection.kind} corrector cannot be exported: its model has no to_onnx "
+                                "(see docs/extending.md)")
+    pieces = [_projection_nodes(clf.projection, "features", "projected")] if clf.projection is not None else []
+    pieces.append(to_onnx("projected" if pieces else "features", "probabilities"))
+    g = pieces[-1]
+    dtype = TensorProto.DOUBLE if g.dtype == "float64" else TensorProto.FLOAT
+    opsets = {"": OPSET} | {domain: v for piece in pieces for domain, v in piece.opsets.items()}
+    graph = helper.make_graph([n for piece in pieces for n in piece.nodes], "g",
+                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, width])],
+                              [helper.make_tensor_value_info("probabilities", dtype, [None, len(clf.classes)])],
+                              [c for piece in pieces for c in piece.initializers])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return {"input": "features", "output": "probabilities", "output_dtype": g.dtype}
 
 
 def require_packages() -> None:

@@ -33,8 +33,9 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from correctsweep import reach
-from correctsweep.config import Spec, digest
+from correctsweep.config import Spec
 from correctsweep.errors import CorrectsweepError
+from correctsweep.hashing import digest
 
 # what pyarrow's filesystems read their credentials from, by URI scheme
 CREDENTIALS = {

@@ -31,10 +31,11 @@ import yaml
 from correctsweep.atomic import atomic_path
 from correctsweep.config import Spec, load_spec
 from correctsweep.data import decode_resized, fold_of, load_dataset, make_splits
-from correctsweep.errors import CorrectsweepError, DataError
+from correctsweep.errors import CorrectsweepError, DataError, SpecError
 from correctsweep.features import FeatureSet, extract
-from correctsweep.kinds import KINDS, Model, corrector_inputs
+from correctsweep.kinds import Model, corrector_inputs
 from correctsweep.layout import RunLayout
+from correctsweep.plugins import KINDS
 from correctsweep.policy import apply_policy
 from correctsweep.projection import Projection
 from correctsweep.results import TrialResult
@@ -129,7 +130,7 @@ def _selection(run_dir: Path, fold: str, found: dict, names: dict) -> Selection:
     config = found["corrector"] / "best.json"
     try:
         best = json.loads(config.read_text())
-        return Selection(run_dir, fold, int(found["seed"]), best.get("kind", "xgboost"), found["net"],
+        return Selection(run_dir, fold, int(found["seed"]), best["kind"], found["net"],
                          found["corrector"], [int(c) for c in best["classes"]], list(names["class_names"]),
                          None if fold == "none" else int(fold), list(best["taps"]), best.get("pca_dims"),
                          best["policy"], float(best["tau"]))
@@ -140,10 +141,11 @@ def _selection(run_dir: Path, fold: str, found: dict, names: dict) -> Selection:
 
 def load_corrector(selection: Selection) -> tuple[Model, Projection | None]:
     """g and the compact-embedding basis it saw, each load failing in one line naming the file."""
-    kind = KINDS.get(selection.kind)
-    if kind is None:
+    try:
+        kind = KINDS.get(selection.kind)
+    except SpecError:
         raise CorrectsweepError(f"corrector {selection.corrector_dir} is of kind {selection.kind!r}, which this "
-                                f"installation lacks (it has {', '.join(KINDS)})")
+                                f"installation lacks (it has {', '.join(KINDS.names())})") from None
     try:
         model = kind.load(selection.corrector_dir)
         projection = Projection.load(selection.corrector_dir / "projection.npz") if selection.pca_dims else None

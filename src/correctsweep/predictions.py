@@ -5,7 +5,7 @@ anyone can recompute one with pandas, pyarrow or DuckDB and no project code:
     select * from read_parquet('RUN_DIR/predictions/**/*.parquet', hive_partitioning=1)
 
 Columns: sample_id, label (true), pred_f (the base net's prediction), then for every corrector kind and
-detector of the spec (corrector.all_kinds, then baselines) `h_<method>`, its h, and `score_<method>`, its
+detector of the spec (corrector.all_kinds, then detectors.names) `h_<method>`, its h, and `score_<method>`, its
 novelty score for the excluded class (higher: more likely that class): for a kind, its model g's
 probability of the class (`CorrectorResult.proba`), for a detector its score. Every file of a run has
 every column, null where a method has none, so the glob above reads without union_by_name:

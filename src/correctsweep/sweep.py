@@ -42,8 +42,9 @@ from ray import tune
 
 from correctsweep import reach
 from correctsweep.atomic import atomic_path, write_json, write_text
-from correctsweep.config import Spec, digest, spec_from_dict
+from correctsweep.config import Spec, spec_from_dict
 from correctsweep.errors import CorrectsweepError, SpecError
+from correctsweep.hashing import digest
 from correctsweep.layout import RunLayout, as_uri, is_uri
 
 
@@ -58,8 +59,12 @@ def trial_spec(config: dict) -> Spec:
     """The trial's spec: the sweep's spec with this trial's sampled base-net values filled in."""
     raw = copy.deepcopy(config["spec"])
     for key, value in config.items():
-        if key.startswith("base_net."):
-            raw["base_net"][key.split(".", 1)[1]] = value
+        if key.startswith("base_net."):  # a base_net field, or a setting of the net's family (base_net.paper.heads)
+            *sections, name = key.split(".")
+            node = raw
+            for section in sections:
+                node = node.setdefault(section, {})
+            node[name] = value
     return spec_from_dict(raw)
 
 

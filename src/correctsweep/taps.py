@@ -44,7 +44,7 @@ def tap_table(spec: Spec) -> str:
         rows.append((name, "x".join(map(str, shape)), pooled_width(shape, name, net.pooling), ", ".join(notes),
                      math.prod(shape)))
     width = max(len(r[0]) for r in rows)
-    lines = [f"{spec.base_net.module or spec.base_net.arch} on {ds.images.shape[1]}x{ds.images.shape[2]}x"
+    lines = [f"{spec.base_net.arch} on {ds.images.shape[1]}x{ds.images.shape[2]}x"
              f"{ds.images.shape[3]} images, K = {len(ds.classes)}: {len(rows)} taps (features.taps names them)",
              f"{'tap':<{width}}  {'shape per image':<16} {'pooled':>7}  notes"]
     for name, shape, pooled, notes, _ in rows:

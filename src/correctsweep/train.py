@@ -11,7 +11,6 @@ trainable without changing the model.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -27,8 +26,8 @@ import torch.nn.functional as F
 
 from correctsweep import nets
 from correctsweep.atomic import atomic_path, write_json
-from correctsweep.config import BaseNetConfig
-from correctsweep.errors import CorrectsweepError
+from correctsweep.config import BaseNetConfig, as_dict, from_mapping, settings_of
+from correctsweep.errors import CorrectsweepError, SpecError
 from correctsweep.nets import BaseNet
 
 
@@ -217,8 +216,11 @@ def train_base_net(images: torch.Tensor, targets: np.ndarray, train_idx: np.ndar
                               len(train_idx) * len(history) / max(train_seconds, 1e-9), history)
 
 
-# The base_net settings that build a net (the rest only train it): saved with the weights to rebuild it.
-NET_FIELDS = ("arch", "module", "init_args", "heads", "dropout", "channels_last")
+def net_settings(cfg: BaseNetConfig) -> dict:
+    """The base_net settings that build a net (the rest only train it), saved with the weights to rebuild it:
+    the arch, its constructor's arguments, the memory format and the family's own settings."""
+    return {"arch": cfg.arch, "init_args": cfg.init_args, "channels_last": cfg.channels_last} | {
+        cfg.arch: as_dict(settings_of(cfg, cfg.arch))}
 
 
 def save_model(model: BaseNet, folder: Path, meta: dict, cfg: BaseNetConfig) -> dict:
@@ -234,7 +236,7 @@ def save_model(model: BaseNet, folder: Path, meta: dict, cfg: BaseNetConfig) -> 
         torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
         sha = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
     meta = meta | {"weights_sha256": sha, "num_classes": model.num_classes, "excluded_index": model.excluded_index,
-                   "net": {k: getattr(cfg, k) for k in NET_FIELDS}}
+                   "net": net_settings(cfg)}
     write_json(folder / "model.json", meta)
     return meta
 
@@ -247,9 +249,10 @@ def load_model(folder: Path, device: torch.device | str = "cpu") -> tuple[BaseNe
         weights = (folder / "weights.pt").read_bytes()
         if hashlib.sha256(weights).hexdigest() != meta["weights_sha256"]:
             raise ValueError("the weights' checksum differs from model.json's")
-        cfg = dataclasses.replace(BaseNetConfig(), **meta["net"])
+        cfg = from_mapping(BaseNetConfig, meta["net"], "base_net")
         model = nets.build(cfg, meta["num_classes"], meta["excluded_index"])
         model.load_state_dict(torch.load(io.BytesIO(weights), map_location=device, weights_only=True))
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError) as e:  # JSONDecodeError: ValueError
+    # JSONDecodeError is a ValueError; SpecError: settings this version does not know
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, SpecError) as e:
         raise CorrectsweepError(f"saved net {folder} is broken ({str(e).splitlines()[0][:80]})") from None
     return model.to(device).eval(), meta

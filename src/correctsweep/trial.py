@@ -18,44 +18,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from correctsweep import baselines, corrector, metrics, nets, predictions
+from correctsweep import corrector, detectors, metrics, nets, predictions
 from correctsweep.atomic import remove_partials, write_json
-from correctsweep.config import Spec, digest, sweep_key
-from correctsweep.data import Dataset, class_indices, dataset_key, load_dataset, make_splits, resolve_fold
+from correctsweep.config import Spec
+from correctsweep.data import Dataset, class_indices, load_dataset, make_splits, resolve_fold
 from correctsweep.errors import CorrectsweepError
 from correctsweep.features import extract, file_meta, read_split, write_split
+from correctsweep.keys import corrector_key, features_key, net_key, sweep_key
 from correctsweep.layout import RunLayout
 from correctsweep.policy import policies_for
 from correctsweep.results import CorrectorRecord, MethodRecord, ResultPaths, TrialResult
 from correctsweep.train import load_model, pick_device, save_model, train_base_net
-
-# Spec fields that change no stage's output, so no stage key holds them (tests/test_keys.py walks every
-# field): where results go, which trials run, how fast, and the report's tracking and intervals.
-NOT_IN_KEYS = {"name", "storage", "folds", "seeds", "search", "num_samples", "tracking", "resources",
-               "data.cache_dir", "base_net.device", "base_net.threads", "features.batch_size", "corrector.threads",
-               "corrector.workers", "corrector.kinds", "baselines", "baselines_tap", "report"}
-
-
-def net_key(spec: Spec, fold: str, seed: int) -> str:
-    """What the trained net depends on: the dataset's content (a regenerated synthetic set or changed
-    files must not reuse a stale net), its split, every training setting, the fold and the seed."""
-    # the path as written is left out: dataset_key holds it resolved, so a sweep (which makes paths absolute)
-    # and `correctsweep trial` (relative, as the spec says) share one net
-    data = dataclasses.asdict(spec.data) | {"cache_dir": None, "path": None, "dataset": dataset_key(spec.data)}
-    net = dataclasses.asdict(spec.base_net) | {"device": None, "threads": None}
-    return digest({"data": data, "net": net, "fold": fold, "seed": seed})
-
-
-def features_key(spec: Spec, net: str, taps: list[str]) -> str:
-    """What a features file depends on: the net and which taps it holds (not the batch size)."""
-    return digest({"net": net, "taps": taps, "full": spec.features.full})
-
-
-def corrector_key(cfg, features: str) -> str:
-    """What a corrector search depends on: its features and every corrector setting but threads and
-    workers (how fast it runs, not what it searches) and `kinds`, which says which searches run (cfg.kind
-    names this one's): adding a kind to a spec keeps the other kinds' journals."""
-    return digest(dataclasses.asdict(cfg) | {"threads": None, "workers": None, "kinds": None, "features": features})
 
 
 def trial_threads(spec: Spec) -> int:
@@ -74,8 +47,8 @@ class NetPlan:
 
     taps: list[str]
     """features.taps, or the net's defaults."""
-    baselines_tap: str
-    """baselines_tap, or the layer before the net's classifier."""
+    detectors_tap: str
+    """detectors.tap, or the layer before the net's classifier."""
     feature_tap: str
     """The layer before the net's classifier: what the detectors on f's final layer read."""
     name: str
@@ -89,9 +62,9 @@ def plan_net(spec: Spec, ds: Dataset) -> NetPlan:
     taps = list(spec.features.taps or probe.net.default_taps())
     probe.check_taps(taps)
     feature = probe.net.feature_tap()
-    plan = NetPlan(taps, spec.baselines_tap or feature, feature, spec.base_net.module or spec.base_net.arch)
-    probe.check_taps([plan.baselines_tap], "baselines_tap")
-    baselines.validate(spec.baselines, plan.baselines_tap, taps, probe.net.final_layer() is not None, feature)
+    plan = NetPlan(taps, spec.detectors.tap or feature, feature, spec.base_net.arch)
+    probe.check_taps([plan.detectors_tap], "detectors.tap")
+    detectors.validate(spec.detectors.names, plan.detectors_tap, taps, probe.net.final_layer() is not None, feature)
     return plan
 
 
@@ -155,7 +128,7 @@ def _stages(spec: Spec, layout: RunLayout, ds: Dataset, splits, plan: NetPlan, f
         model, meta = _base_net(spec, ds, splits, excluded, seed, model_dir, log, report)
     device = pick_device(spec.base_net.device)
     final = model.final_layer()
-    final_layer = baselines.FinalLayer(final[0].numpy(), final[1].numpy()) if final else None
+    final_layer = detectors.FinalLayer(final[0].numpy(), final[1].numpy()) if final else None
     with clock("extract"):
         fkey = features_key(spec, key, plan.taps)
         sets = _features(spec, layout, ds, splits, model, meta, excluded, key, fkey, plan.taps, seed, device, log)
@@ -171,9 +144,9 @@ def _stages(spec: Spec, layout: RunLayout, ds: Dataset, splits, plan: NetPlan, f
         found = _correct(spec, layout, sets, excluded, key, fkey, fold, seed, threads, log, report)
     result, workdir = found[spec.corrector.kind]
     detections = []
-    if spec.baselines and excluded is not None:  # they flag the excluded class, which fold none lacks
-        with clock("baselines"):
-            detections = baselines.detect(spec.baselines, plan.baselines_tap, sets["correct"], sets["test"],
+    if spec.detectors.names and excluded is not None:  # they flag the excluded class, which fold none lacks
+        with clock("detectors"):
+            detections = detectors.detect(spec.detectors, plan.detectors_tap, sets["correct"], sets["test"],
                                           spec.corrector, final_layer, plan.feature_tap)
     with clock("write"):
         test = sets["test"]
@@ -223,7 +196,7 @@ def _correct(spec: Spec, layout: RunLayout, sets: dict, excluded, key: str, fkey
     return found
 
 
-def _write_predictions(spec: Spec, layout: RunLayout, sets: dict, found: dict, detections: list[baselines.Detection],
+def _write_predictions(spec: Spec, layout: RunLayout, sets: dict, found: dict, detections: list[detectors.Detection],
                        fold: str, seed: int, key: str, excluded) -> dict[str, Path]:
     """Every method's h and novelty score per image of `correct` and `test` (see `predictions`); split -> file."""
     correct, test = sets["correct"], sets["test"]
@@ -237,7 +210,7 @@ def _write_predictions(spec: Spec, layout: RunLayout, sets: dict, found: dict, d
     out = {}
     for split, (h, score) in splits.items():
         fs, path = sets[split], layout.predictions_file(fold, seed, split, key)
-        predictions.write(path, fs.sample_ids, fs.labels, fs.pred_f, spec.corrector.all_kinds + spec.baselines, h,
+        predictions.write(path, fs.sample_ids, fs.labels, fs.pred_f, spec.corrector.all_kinds + spec.detectors.names, h,
                           score)
         if not spec.search:  # each sampled net of a search keeps its own file; otherwise this result replaces all
             predictions.remove_others(path)
@@ -253,7 +226,7 @@ def _corrector_record(result: corrector.CorrectorResult) -> CorrectorRecord:
                            result.seconds_per_candidate, result.n_candidates)
 
 
-def _methods(found: dict, detections: list[baselines.Detection], test, classes, excluded) -> dict[str, MethodRecord]:
+def _methods(found: dict, detections: list[detectors.Detection], test, classes, excluded) -> dict[str, MethodRecord]:
     """Every kind's and detector's h on `test`, scored alike: what collect's methods table compares."""
     scored = {kind: (r.pred_h, dict(family="corrector", policy=r.policy, tau=r.tau, cv_score=r.cv_score,
                                     seconds=r.search_seconds + r.refit_seconds)) for kind, (r, _) in found.items()}

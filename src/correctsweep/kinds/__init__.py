@@ -1,13 +1,6 @@
-"""Corrector kinds by name: see base.Kind for the interface. A kind is one module here with a Kind subclass
-that sets `name`; defining it registers it in KINDS, against which the spec's corrector.kind and
-corrector.kinds are checked (and each kind's own `check`). The package imports every module in it."""
+"""Corrector kinds: one module each, a `Kind` subclass that sets `name` (see base.Kind for the interface).
+Defining it registers it in plugins.KINDS, which imports this package's modules on first look-up."""
 
-import importlib
-import pkgutil
+from correctsweep.kinds.base import Kind, Model, SearchSetup, corrector_inputs, fit_projection, stack_taps
 
-from correctsweep.kinds.base import KINDS, Kind, Model, SearchSetup, corrector_inputs, fit_projection, stack_taps
-
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
-
-__all__ = ["KINDS", "Kind", "Model", "SearchSetup", "corrector_inputs", "fit_projection", "stack_taps"]
+__all__ = ["Kind", "Model", "SearchSetup", "corrector_inputs", "fit_projection", "stack_taps"]

@@ -13,8 +13,10 @@ out-of-fold probabilities with the tau scan (policy.best_choice), prunes, refits
     refit(X, names, attrs)  the winner (its trial attributes) fitted on all of `correct`: a Model
     load(workdir)           the saved Model
 
-A Model has predict_proba(X) (columns in the classes' order) and save(workdir), which writes the
-kind's `model_file` as plain data (no pickles).
+A kind's own spec keys are its `Settings` dataclass (under corrector.<name>), checked by `check`, and
+reach it as `self.settings`. A Model has predict_proba(X) (columns in the classes' order), save(workdir),
+which writes the kind's `model_file` as plain data (no pickles), and, if the kind can be exported,
+to_onnx(source, target), its probabilities as ONNX nodes (see `onnxgraph`).
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from typing import ClassVar, Protocol
 import numpy as np
 import optuna
 
-from correctsweep.config import CorrectorConfig
+from correctsweep.config import CorrectorConfig, settings_of
 from correctsweep.features import FeatureSet
+from correctsweep.plugins import KINDS, Plugin
 from correctsweep.projection import Projection
 
 CVSplits = Iterator[tuple[np.ndarray, np.ndarray, dict]]
@@ -94,22 +97,14 @@ class Model(Protocol):
     def save(self, workdir: Path) -> None: ...
 
 
-KINDS: dict[str, type[Kind]] = {}
-"""corrector.kind -> its class: every Kind subclass that sets `name`, registered as it is defined."""
-
-
-class Kind(ABC):
-    name: ClassVar[str]
+class Kind(Plugin, ABC):
+    registry = KINDS
     model_file: ClassVar[str]
     """The file Model.save writes in the corrector's workdir (best copies it)."""
 
-    def __init_subclass__(cls, **kw):
-        super().__init_subclass__(**kw)
-        if "name" in vars(cls):
-            KINDS[cls.name] = cls
-
     def __init__(self, setup: SearchSetup):
         self.setup = setup
+        self.settings = settings_of(setup.cfg, setup.cfg.kind)
         # parameters no candidate changes that belong to the machine (device, threads): stored with each
         # candidate, and replaced by this machine's when the winner is refit
         self.fixed: dict = {}
@@ -125,11 +120,6 @@ class Kind(ABC):
 
     def finish(self, infos: list[dict]) -> dict:
         return {}
-
-    @classmethod
-    def check(cls, cfg: CorrectorConfig) -> None:
-        """A SpecError naming the first of this kind's settings in `cfg` that holds an impossible value."""
-        return None
 
     @abstractmethod
     def refit(self, X: np.ndarray, names: list[str], attrs: dict) -> Model:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -31,6 +32,7 @@ import xgboost as xgb
 from correctsweep.atomic import atomic_path
 from correctsweep.errors import SpecError
 from correctsweep.kinds.base import CVSplits, Kind, positive_ints
+from correctsweep.onnxgraph import OPSET, OnnxNodes, node
 from correctsweep.train import pick_device
 
 CACHED_SUBSETS = 4  # tap subsets whose CV matrices are kept; each holds k (train, valid) pairs
@@ -53,21 +55,50 @@ class BoostedModel:
         with atomic_path(Path(workdir) / Boosted.model_file) as tmp:
             Path(tmp).write_bytes(self.booster.save_raw("ubj"))  # not save_model: it picks the format by suffix
 
+    def to_onnx(self, source: str, target: str) -> OnnxNodes:
+        """The trees as onnxmltools converts them: one TreeEnsembleClassifier, softmax included."""
+        from onnxmltools import convert_xgboost
+        from onnxmltools.convert.common.data_types import FloatTensorType
+
+        booster = self.booster.copy()
+        booster.feature_names = None  # onnxmltools reads features as f0, f1, ... by position
+        model = convert_xgboost(booster, initial_types=[("trees_in", FloatTensorType([None, booster.num_features()]))],
+                                target_opset=OPSET)
+        # its outputs (label, probabilities) renamed apart from g's own names
+        renamed = {o.name: f"trees.{o.name}" for o in model.graph.output}
+        for n in model.graph.node:
+            n.output[:] = [renamed.get(name, name) for name in n.output]
+        nodes = [node("Identity", [source], ["trees_in"]), *model.graph.node,
+                 node("Identity", [renamed["probabilities"]], [target])]
+        return OnnxNodes(nodes, list(model.graph.initializer), {o.domain: o.version for o in model.opset_import
+                                                                 if o.domain})
+
+
+@dataclass
+class BoostedSettings:
+    pca_dims: Any = None
+    """Compact embeddings: project the chosen taps (standardised) onto this many whitened principal
+    components fitted on `correct` only, before XGBoost sees them. null = full width; a list lets the search
+    choose among its entries (null allowed), e.g. [null, 32, 64]."""
+    max_rounds: int = 400
+    """Upper bound on boosting rounds; early stopping picks the number actually used."""
+    early_stopping_rounds: int = 20
+    """Stop boosting after this many rounds without a better validation log-loss."""
+
 
 class Boosted(Kind):
     name = "xgboost"
     model_file = "model.ubj"
+    Settings = BoostedSettings
 
     @classmethod
-    def check(cls, cfg) -> None:
-        if not positive_ints(cfg.pca_dims, allow_none=True):
-            raise SpecError("'corrector.pca_dims' must be null, a positive integer or a list of them (null allowed), "
-                            "e.g. [null, 64]")
+    def check(cls, settings: BoostedSettings) -> None:
+        if not positive_ints(settings.pca_dims, allow_none=True):
+            raise SpecError("'corrector.xgboost.pca_dims' must be null, a positive integer or a list of them (null "
+                            "allowed), e.g. [null, 64]")
         for key in ("max_rounds", "early_stopping_rounds"):
-            if getattr(cfg, key) < 1:
-                raise SpecError(f"'corrector.{key}' must be >= 1")
-        if cfg.device not in ("auto", "cpu", "cuda"):
-            raise SpecError("'corrector.device' must be auto, cpu or cuda")
+            if getattr(settings, key) < 1:
+                raise SpecError(f"'corrector.xgboost.{key}' must be >= 1")
 
     def __init__(self, setup):
         super().__init__(setup)
@@ -91,7 +122,7 @@ class Boosted(Kind):
         }
 
     def suggest_dims(self, trial: optuna.Trial) -> int | None:
-        dims = self.setup.cfg.pca_dims
+        dims = self.settings.pca_dims
         return trial.suggest_categorical("pca_dims", dims) if isinstance(dims, list) else dims
 
     def _matrices(self, taps: tuple[str, ...], dims: int | None) -> list:
@@ -104,16 +135,16 @@ class Boosted(Kind):
         return out
 
     def cv(self, params: dict, taps: tuple[str, ...], dims: int | None) -> CVSplits:
-        cfg = self.setup.cfg
+        settings = self.settings
         for dtrain, dvalid, valid in self.matrices(taps, dims):
-            booster = xgb.train(params, dtrain, cfg.max_rounds, evals=[(dvalid, "valid")],
-                                early_stopping_rounds=cfg.early_stopping_rounds, verbose_eval=False)
+            booster = xgb.train(params, dtrain, settings.max_rounds, evals=[(dvalid, "valid")],
+                                early_stopping_rounds=settings.early_stopping_rounds, verbose_eval=False)
             rounds = booster.best_iteration + 1
             yield valid, booster.predict(dvalid, iteration_range=(0, rounds)), {"rounds": rounds}
 
     def finish(self, infos: list[dict]) -> dict:
         k, rounds = len(infos), np.mean([i["rounds"] for i in infos])
-        return {"n_rounds": min(self.setup.cfg.max_rounds, max(1, int(round(rounds * k / (k - 1)))))}
+        return {"n_rounds": min(self.settings.max_rounds, max(1, int(round(rounds * k / (k - 1)))))}
 
     def refit(self, X: np.ndarray, names: list[str], attrs: dict) -> BoostedModel:
         params = attrs["params"]

@@ -32,6 +32,7 @@ import warnings
 from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -43,10 +44,11 @@ from sklearn.linear_model import LogisticRegression
 from correctsweep.atomic import atomic_path
 from correctsweep.errors import SpecError
 from correctsweep.kinds.base import CVSplits, Kind, positive_ints
+from correctsweep.onnxgraph import OnnxNodes, cast, const, node
 
 MODEL_FILE = "model.npz"
 CACHED_SUBSETS = 4  # (tap subset, dims) projections of `correct` kept for the next candidates
-WHITEN_DIMS = (4, 128)  # searched (log scale) when corrector.whiten_dims is null
+WHITEN_DIMS = (4, 128)  # searched (log scale) when whiten_dims is null
 MAX_CLUSTERS = 8  # fisher's clusters of the excluded class, searched from 1 (one discriminant)
 MIN_CLUSTER_ROWS = 5  # fewer rows per cluster than this and a cluster's centre is mostly noise
 MAX_ITER = 1000  # lbfgs on whitened inputs converges in far fewer; the default 100 can stop short
@@ -84,25 +86,55 @@ class LinearModel:
         with np.load(Path(workdir) / MODEL_FILE, allow_pickle=False) as z:
             return cls(z["coef"], z["intercept"], z["owner"], link)
 
+    def to_onnx(self, source: str, target: str) -> OnnxNodes:
+        """predict_proba in float64: each class's best discriminant, then softmax or normalised sigmoids."""
+        nodes = [cast(source, "l.x", "float64"), node("MatMul", ["l.x", "l.coef"], ["l.xw"]),
+                 node("Add", ["l.xw", "l.intercept"], ["l.each"])]
+        consts = [const("l.coef", self.coef.T.astype(np.float64)),
+                  const("l.intercept", self.intercept.astype(np.float64))]
+        per_class = []
+        for c in range(int(self.owner.max()) + 1):
+            consts.append(const(f"l.own{c}", np.flatnonzero(self.owner == c).astype(np.int64)))
+            nodes += [node("Gather", ["l.each", f"l.own{c}"], [f"l.g{c}"], axis=1),
+                      node("ReduceMax", [f"l.g{c}"], [f"l.s{c}"], axes=[1], keepdims=1)]
+            per_class.append(f"l.s{c}")
+        nodes.append(node("Concat", per_class, ["l.scores"], axis=1))
+        if self.link == "softmax":
+            nodes.append(node("Softmax", ["l.scores"], [target], axis=1))
+        else:
+            total = node("ReduceSum", ["l.p", "l.axis"], ["l.sum"], keepdims=1)
+            nodes += [node("Sigmoid", ["l.scores"], ["l.p"]), total, node("Div", ["l.p", "l.sum"], [target])]
+            consts.append(const("l.axis", np.array([1], dtype=np.int64)))
+        return OnnxNodes(nodes, consts, dtype="float64")
+
+
+@dataclass
+class WhitenedSettings:
+    whiten_dims: Any = None
+    """The whitened principal components (fitted on `correct`) the kind sees. null: the search picks 4 to
+    128 (log scale); an integer fixes it; a list lets the search choose among its entries. Components
+    without variance on `correct` are dropped."""
+
 
 class Whitened(Kind):
     """What fisher and logistic share: whitened inputs, CV by plain refits, linear models."""
 
     model_file = MODEL_FILE
     link: str
+    Settings = WhitenedSettings
 
     def __init__(self, setup):
         super().__init__(setup)
         self.inputs = functools.lru_cache(maxsize=CACHED_SUBSETS)(setup.inputs)
 
     @classmethod
-    def check(cls, cfg) -> None:
-        if cfg.whiten_dims is not None and not positive_ints(cfg.whiten_dims, allow_none=False):
-            raise SpecError("'corrector.whiten_dims' must be null (searched), a positive integer or a list of them, "
-                            "e.g. [16, 64]")
+    def check(cls, settings: WhitenedSettings) -> None:
+        if settings.whiten_dims is not None and not positive_ints(settings.whiten_dims, allow_none=False):
+            raise SpecError(f"'corrector.{cls.name}.whiten_dims' must be null (searched), a positive integer or a "
+                            "list of them, e.g. [16, 64]")
 
     def suggest_dims(self, trial: optuna.Trial) -> int:
-        dims = self.setup.cfg.whiten_dims
+        dims = self.settings.whiten_dims
         if isinstance(dims, list):
             return trial.suggest_categorical("pca_dims", dims)
         return trial.suggest_int("pca_dims", *WHITEN_DIMS, log=True) if dims is None else dims

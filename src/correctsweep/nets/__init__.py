@@ -1,52 +1,27 @@
-"""Base nets by name (the spec's base_net.arch, or base_net.module for a user's own class).
+"""Base nets by name (the spec's base_net.arch).
 
-A family of nets is one module here with `names()` (the base_net.arch values it builds), `check(cfg)`
-(its settings, before anything runs) and `build(cfg, num_classes) -> nn.Module` (the body). The package
-finds every such module itself, so adding a family is one new module; `user` builds base_net.module.
-Every body is wrapped in `base.BaseNet`, so every net gets the same trainer, masking, taps and caching.
+A family of nets is one module here with a `base.Family` subclass: the base_net.arch values it claims,
+its settings and their check, and `build(cfg, num_classes) -> nn.Module` (the body). Defining it registers
+it (plugins.NETS); `user` builds a user's "package.module:Class". Every body is wrapped in `base.BaseNet`,
+so every net gets the same trainer, masking, taps and caching.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
-import pkgutil
 from dataclasses import dataclass
-from types import ModuleType
 
 import torch
 
 from correctsweep.errors import SpecError
-from correctsweep.nets import user
-from correctsweep.nets.base import DERIVED_TAPS, BaseNet
+from correctsweep.nets.base import DERIVED_TAPS, BaseNet, Family
+from correctsweep.plugins import NETS
 
-_modules = (importlib.import_module(f"{__name__}.{m.name}") for m in pkgutil.iter_modules(__path__))
-FAMILIES = [module for module in _modules if hasattr(module, "names")]
-
-__all__ = ["DERIVED_TAPS", "BaseNet", "Probe", "build", "check", "probe"]
-
-
-def family(cfg) -> ModuleType:
-    """The module that builds the net `cfg` (a BaseNetConfig) names, or a SpecError with close names."""
-    if cfg.module:
-        return user
-    known = []
-    for module in FAMILIES:
-        if cfg.arch in module.names():
-            return module
-        known += module.names()
-    close = difflib.get_close_matches(cfg.arch, known, n=4, cutoff=0.5)
-    raise SpecError(f"base_net.arch '{cfg.arch}' is neither 'paper' nor a torchvision classification model"
-                    + (f"; close names: {', '.join(close)}" if close else "; e.g. resnet18, mobilenet_v3_small")
-                    + " (or set base_net.module to package.module:Class)")
-
-
-def check(cfg) -> None:
-    family(cfg).check(cfg)
+__all__ = ["DERIVED_TAPS", "BaseNet", "Family", "Probe", "build", "probe"]
 
 
 def build(cfg, num_classes: int, excluded_index: int | None = None) -> BaseNet:
-    return BaseNet(family(cfg).build(cfg, num_classes), num_classes, excluded_index, cfg.channels_last)
+    return BaseNet(NETS.get(cfg.arch).build(cfg, num_classes), num_classes, excluded_index, cfg.channels_last)
 
 
 @dataclass
@@ -71,7 +46,7 @@ def probe(cfg, num_classes: int, channels: int, image_size: int) -> Probe:
     """The net `cfg` names, checked before any trial writes anything: a SpecError in one line when its
     forward fails on the data's images or its output is not [B, K]."""
     net = build(cfg, num_classes).eval()
-    name = cfg.module or cfg.arch
+    name = cfg.arch
     x = torch.zeros(2, channels, image_size, image_size, dtype=torch.uint8)
     try:
         with torch.no_grad():

@@ -13,11 +13,31 @@ A body names its other taps one of two ways:
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import torch
 import torch.nn as nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
+from correctsweep.plugins import NETS, Plugin
+
 DERIVED_TAPS = ("logits", "softmax")
+
+
+class Family(Plugin):
+    """A family of base nets: the base_net.arch values it `claims` and how it builds their bodies. Its own
+    settings (Settings) go under base_net.<arch>; init_args, if it takes them, go to the constructor."""
+
+    registry = NETS
+
+    @classmethod
+    def check_args(cls, arch: str, init_args: dict) -> None:
+        """A SpecError when `init_args` cannot go to `arch`'s constructor."""
+
+    @classmethod
+    @abstractmethod
+    def build(cls, cfg, num_classes: int) -> nn.Module:
+        """The body for `cfg` (a BaseNetConfig): images [B, 3, H, W] in [-1, 1] -> logits [B, K]."""
 
 
 class BaseNet(nn.Module):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 
+from correctsweep.config import settings_of
 from correctsweep.errors import SpecError
+from correctsweep.nets.base import Family
 
 
 def conv_block(c_in: int, c_out: int) -> nn.Sequential:
@@ -50,17 +54,34 @@ class PaperNet(nn.Module):
         return logits, {"conv": conv, "lstm": lstm, "attn": attn, "attn_weights": weights, "fc": hidden}
 
 
-def names() -> list[str]:
-    return ["paper"]
+@dataclass
+class PaperSettings:
+    heads: int = 4
+    """Attention heads (must divide 128)."""
+    dropout: float = 0.5
+    """Dropout before the last linear layer."""
 
 
-def check(cfg) -> None:
-    if cfg.heads < 1 or 128 % cfg.heads:
-        raise SpecError("'base_net.heads' must divide 128 (1, 2, 4, 8, ...)")
-    if cfg.init_args:
-        raise SpecError("'base_net.init_args' is for base_net.module; the paper net's settings are base_net.heads "
-                        "and base_net.dropout")
+class Paper(Family):
+    """The published net (the default)."""
 
+    name = "paper"
+    Settings = PaperSettings
 
-def build(cfg, num_classes: int) -> nn.Module:
-    return PaperNet(num_classes, cfg.heads, cfg.dropout)
+    @classmethod
+    def check(cls, settings: PaperSettings) -> None:
+        if settings.heads < 1 or 128 % settings.heads:
+            raise SpecError("'base_net.paper.heads' must divide 128 (1, 2, 4, 8, ...)")
+        if not 0 <= settings.dropout < 1:
+            raise SpecError("'base_net.paper.dropout' must be in [0, 1)")
+
+    @classmethod
+    def check_args(cls, arch: str, init_args: dict) -> None:
+        if init_args:
+            raise SpecError("'base_net.init_args' is for torchvision and users' nets; the paper net's settings are "
+                            "base_net.paper.heads and base_net.paper.dropout")
+
+    @classmethod
+    def build(cls, cfg, num_classes: int) -> nn.Module:
+        settings = settings_of(cfg, cfg.arch)
+        return PaperNet(num_classes, settings.heads, settings.dropout)

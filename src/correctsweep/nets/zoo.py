@@ -9,21 +9,34 @@ import torchvision
 from torchvision.models import get_model, list_models
 
 from correctsweep.errors import SpecError
+from correctsweep.nets.base import Family
 
 
-def names() -> list[str]:
-    return list_models(module=torchvision.models)
+class Torchvision(Family):
+    """Every model of torchvision.models: base_net.arch is the model's name."""
 
+    name = "torchvision"
 
-def check(cfg) -> None:
-    for key in ("weights", "num_classes"):
-        if key in cfg.init_args:
-            raise SpecError(f"'base_net.init_args.{key}' is set by correctsweep (weights=None: no downloads; "
-                            "num_classes: the dataset's classes); remove it")
+    @classmethod
+    def claims(cls, name: str) -> bool:
+        return name in cls.spellings()
 
+    @classmethod
+    def spellings(cls) -> list[str]:
+        return list_models(module=torchvision.models)
 
-def build(cfg, num_classes: int) -> nn.Module:
-    try:
-        return get_model(cfg.arch, weights=None, num_classes=num_classes, **cfg.init_args)
-    except TypeError as e:
-        raise SpecError(f"base_net.init_args do not fit {cfg.arch} ({str(e)[:100]}); fix or remove them") from None
+    @classmethod
+    def check_args(cls, arch: str, init_args: dict) -> None:
+        if arch == cls.name:
+            raise SpecError("'base_net.arch' must name a torchvision model, e.g. resnet18, not 'torchvision'")
+        for key in ("weights", "num_classes"):
+            if key in init_args:
+                raise SpecError(f"'base_net.init_args.{key}' is set by correctsweep (weights=None: no downloads; "
+                                "num_classes: the dataset's classes); remove it")
+
+    @classmethod
+    def build(cls, cfg, num_classes: int) -> nn.Module:
+        try:
+            return get_model(cfg.arch, weights=None, num_classes=num_classes, **cfg.init_args)
+        except TypeError as e:
+            raise SpecError(f"base_net.init_args do not fit {cfg.arch} ({str(e)[:100]}); fix or remove them") from None

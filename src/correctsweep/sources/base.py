@@ -1,7 +1,8 @@
 """What a dataset source hands to `data`: its images (encoded or decoded), labels, ids, split and names.
 
 A source is one module in this package with a `Source` subclass naming itself; defining it registers
-it in SOURCES (the spec's `data.source` -> its reader), and the package imports every module in it.
+it in plugins.SOURCES (the spec's `data.source` -> its reader), which imports every module here on
+first look-up. Its own settings (Settings) go under data.<name> and reach it as `self.settings`.
 Sources only read: decoding, resizing, label numbering, naming, checks and caching are `data`'s, the
 same for every source.
 """
@@ -13,9 +14,11 @@ import stat
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
+
+from correctsweep.plugins import SOURCES, Plugin
 
 # The emotion sets' classes, numbered as in RAF-DB (SPEC §1): the names of `data.classes: rafdb`.
 RAFDB_CLASSES = {1: "Surprise", 2: "Fear", 3: "Disgust", 4: "Happiness", 5: "Sadness", 6: "Anger", 7: "Neutral"}
@@ -61,27 +64,20 @@ class Records:
     their own names unless the spec's data.classes names them."""
 
 
-SOURCES: dict[str, Source] = {}
-"""data.source -> its reader: every Source subclass that sets `name`, registered as it is defined."""
-
-
-class Source(ABC):
-    name: ClassVar[str]
-    """The spec's data.source."""
-
-    def __init_subclass__(cls, **kw):
-        super().__init_subclass__(**kw)
-        if "name" in vars(cls):
-            SOURCES[cls.name] = cls()
+class Source(Plugin, ABC):
+    registry = SOURCES
     needs_path: ClassVar[bool] = True
     """Whether data.path must be set."""
     layout: ClassVar[str] = ""
     """What data.path must point at, for the one-line errors."""
+
+    def __init__(self, settings: Any = None):
+        self.settings = settings if settings is not None else self.Settings()
 
     @abstractmethod
     def read(self, path: Path | None, cfg) -> Records:
         """The dataset under `path` (cfg: the spec's DataConfig, for sources that generate or subset)."""
 
     def cache_key(self, cfg) -> dict:
-        """What the records depend on besides the files under data.path (a generator's settings)."""
+        """What the records depend on besides the files under data.path and the source's settings."""
         return {}

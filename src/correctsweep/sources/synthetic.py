@@ -3,20 +3,34 @@ numbering with RAF-DB basic's class frequencies."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from correctsweep import synthetic
+from correctsweep.errors import SpecError
 from correctsweep.sources.base import RAFDB_CLASSES, Records, Source
+
+
+@dataclass
+class SyntheticSettings:
+    n_images: int = 4000
+    """Number of images generated (class frequencies follow RAF-DB basic)."""
 
 
 class Synthetic(Source):
     name = "synthetic"
     needs_path = False
+    Settings = SyntheticSettings
+
+    @classmethod
+    def check(cls, settings: SyntheticSettings) -> None:
+        if settings.n_images < 50:
+            raise SpecError("'data.synthetic.n_images' must be at least 50")
 
     def read(self, path: Path | None, cfg) -> Records:
-        images, labels = synthetic.generate(cfg.n_images, cfg.image_size, cfg.split_seed)
+        images, labels = synthetic.generate(self.settings.n_images, cfg.image_size, cfg.split_seed)
         return Records(images, labels, [f"synthetic-{i:06d}" for i in range(len(labels))], [""] * len(labels),
                        RAFDB_CLASSES)
 
     def cache_key(self, cfg) -> dict:
-        return {"n": cfg.n_images, "seed": cfg.split_seed, "version": synthetic.VERSION}
+        return {"seed": cfg.split_seed, "version": synthetic.VERSION}

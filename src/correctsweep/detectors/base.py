@@ -1,4 +1,4 @@
-"""Label-free detectors of the unseen class: the baselines of the new_class policy, from pytorch-ood.
+"""Label-free detectors of the unseen class: the new_class policy's reference, from pytorch-ood.
 
 Each detector gives every image a novelty score (higher: more likely the class f never saw) from f's
 stored logits or taps, and h flags the excluded class j where the score reaches a threshold: h = j if
@@ -23,7 +23,7 @@ weight and bias (`FinalLayer`, rows of the excluded class dropped: f never train
                             covariance (Lee et al., 2018): Mahalanobis
                 rmd         the relative Mahalanobis distance, less a background Gaussian's (Ren et al.,
                             2021): RMD
-                knn         distance to the KNN_K-th nearest fit row, rows L2-normalised (Sun et al.,
+                knn         distance to the k-th nearest fit row (detectors.knn.k), rows L2-normalised (Sun et al.,
                             2022): KNN; a fit row never counts itself, or `correct`'s scores would run
                             lower than a new image's and the threshold picked there too low
   from features vim         residual norm off the principal subspace less the energy (Wang et al., 2022): ViM
@@ -42,41 +42,27 @@ its mean) plus 1e-6 on the diagonal: the score is d2 / (2 N) for the squared dis
 empirical covariance, up to that ridge, with no shrinkage. Two guards keep that inverse sound on a
 ReLU tap: columns constant on the fit rows (dead units, which carry no covariance) are dropped, and it
 is computed in float64, as are all but the final-layer detectors.
+
+A detector is one `Detector` subclass that sets `name` (and `reads`, and its `Settings` if it has any):
+defining it registers it in plugins.DETECTORS, which imports this package's modules on first look-up;
+one outside the package is named in the spec as "package.module:Class".
 """
 
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pytorch_ood.detector import (
-    DICE,
-    GEN,
-    KNN,
-    RMD,
-    SHE,
-    EnergyBased,
-    Entropy,
-    KLMatching,
-    Mahalanobis,
-    MaxLogit,
-    MaxSoftmax,
-    ReAct,
-    ViM,
-    fDBD,
-)
-from pytorch_ood.detector import NCI as NCIDetector
 
-from correctsweep.config import CorrectorConfig
+from correctsweep.config import CorrectorConfig, DetectorsConfig, settings_of
 from correctsweep.errors import SpecError
 from correctsweep.features import FeatureSet
+from correctsweep.plugins import DETECTORS, Plugin
 from correctsweep.policy import scan
 
-KNN_K = 10  # Sun et al. use k = 50 on ImageNet-sized sets; `correct` here has a few hundred rows per class
 QUANTILES = 201  # thresholds in 0.5 % steps of the score: an excluded class can be ~2 % of the rows
 LOGITS, TAP, FEATURES = "logits", "tap", "features"  # what a detector reads, see the module docstring
 
@@ -109,15 +95,17 @@ class Detection:
     does: knn never counts a row as its own neighbour)."""
 
 
-class Detector:
+class Detector(Plugin):
     """A novelty score, fitted on the trained classes' rows of `correct` (never the excluded class's)."""
 
-    name: ClassVar[str]
+    registry = DETECTORS
     reads: ClassVar[str] = LOGITS
+    """What it reads: LOGITS, TAP (detectors.tap) or FEATURES (f's feature tap, with f's final layer)."""
 
-    def __init__(self, head: torch.nn.Linear | None):
+    def __init__(self, head: torch.nn.Linear | None, settings: Any = None):
         self.head = head
         """f's final layer over its trained classes (FEATURES detectors only)."""
+        self.settings = settings if settings is not None else self.Settings()
 
     def fit(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """x [n, d], float32 for FEATURES detectors (f's final layer is float32), float64 for the others;
@@ -131,201 +119,29 @@ class Detector:
         return self.score(x)
 
 
-class Msp(Detector):
-    name = "msp"
-
-    def score(self, x):
-        return 1.0 + MaxSoftmax.score(x)  # pytorch-ood's -max softmax on the [0, 1) scale of earlier runs
-
-
-class Energy(Detector):
-    name = "energy"
-
-    def score(self, x):
-        return EnergyBased.score(x)
-
-
-class MaxLogitScore(Detector):
-    name = "maxlogit"
-
-    def score(self, x):
-        return MaxLogit.score(x)
-
-
-class EntropyScore(Detector):
-    name = "entropy"
-
-    def score(self, x):
-        return Entropy.score(x)
-
-
-class GenScore(Detector):
-    name = "gen"
-
-    def score(self, x):
-        return GEN.score(x, gamma=0.1)
-
-
-class KLMatchingScore(Detector):
-    name = "klmatching"
-
-    def fit(self, x, y):
-        self.ood = KLMatching(None).fit_logits(x, y)
-
-    def score(self, x):
-        return self.ood.predict_logits(x)
-
-
-@contextmanager
-def _float64():
-    """pytorch-ood allocates a fitted detector's state in torch's default dtype."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
-
-
-class MahalanobisScore(Detector):
-    name = "mahalanobis"
-    reads = TAP
-    gaussian: ClassVar[type] = Mahalanobis
-
-    def fit(self, x, y):
-        self.columns = x.std(0) > 0
-        with _float64():
-            # contiguous labels 0..C-1, as pytorch-ood requires, even where a trained class has no row here
-            self.ood = self.gaussian(None).fit_features(x[:, self.columns], torch.unique(y, return_inverse=True)[1])
-
-    def score(self, x):
-        return self.ood.predict_features(x[:, self.columns])
-
-
-class RMDScore(MahalanobisScore):
-    name = "rmd"
-    gaussian = RMD
-
-
-class KNNScore(Detector):
-    name = "knn"
-    reads = TAP
-
-    def fit(self, x, y):
-        self.k = min(KNN_K, len(x) - 1)
-        self.ood = KNN(None, k=self.k).fit_features(x, y)
-
-    def score(self, x):
-        return self.ood.predict_features(x)
-
-    def score_fitted(self, x):
-        self.ood.set_hyperparameters(k=self.k + 1)  # each row is its own nearest neighbour: skip it
-        try:
-            return self.ood.predict_features(x)
-        finally:
-            self.ood.set_hyperparameters(k=self.k)
-
-
-class ViMScore(Detector):
-    name = "vim"
-    reads = FEATURES
-
-    def fit(self, x, y):
-        # about half the feature dimensions as the principal subspace, as ViM's paper keeps for ResNet-50's 2048
-        self.ood = ViM(None, d=x.shape[1] // 2, w=self.head.weight, b=self.head.bias).fit_features(x, y)
-
-    def score(self, x):
-        return self.ood.predict_features(x)
-
-
-class DICEScore(Detector):
-    name = "dice"
-    reads = FEATURES
-
-    def fit(self, x, y):
-        self.ood = DICE(None, w=self.head.weight, b=self.head.bias, p=0.9).fit_features(x, y)
-
-    def score(self, x):
-        return self.ood.predict_features(x)
-
-
-class ReActScore(Detector):
-    name = "react"
-    reads = FEATURES
-
-    def fit(self, x, y):
-        # pytorch-ood's ReAct clips feature maps: the features as 1 x 1 maps, the head flattening them back
-        self.ood = ReAct(None, head=lambda maps: self.head(maps.flatten(1)), percentile=0.9)
-        self.ood.fit_feature_maps(x[:, :, None, None], y)
-
-    def score(self, x):
-        return self.ood.predict_feature_maps(x[:, :, None, None])
-
-
-class SHEScore(Detector):
-    name = "she"
-    reads = FEATURES
-
-    def fit(self, x, y):
-        # SHE compares an image with the mean of its predicted class's correctly classified rows; where a
-        # class f can predict has none, there is nothing to compare with and the score stays constant
-        right = y[self.head(x).argmax(1) == y]
-        self.ood = SHE(None, self.head).fit_features(x, y) if right.unique().numel() == self.head.out_features else None
-
-    def score(self, x):
-        return torch.zeros(len(x)) if self.ood is None else self.ood.predict_features(x)
-
-
-class NCIScore(Detector):
-    name = "nci"
-    reads = FEATURES
-
-    def fit(self, x, y):
-        self.ood = NCIDetector(None, self.head).fit_features(x)
-
-    def score(self, x):
-        return self.ood.predict_features(x)
-
-
-class FDBDScore(Detector):
-    name = "fdbd"
-    reads = FEATURES
-
-    def fit(self, x, y):
-        self.ood = fDBD(None, self.head).fit_features(x)
-
-    def score(self, x):
-        return self.ood.predict_features(x)
-
-
-DETECTORS: dict[str, type[Detector]] = {d.name: d for d in (
-    Msp, Energy, MaxLogitScore, EntropyScore, GenScore, KLMatchingScore, MahalanobisScore, RMDScore, KNNScore,
-    ViMScore, DICEScore, ReActScore, SHEScore, NCIScore, FDBDScore)}
-
-
 def _source(name: str, tap: str, final_tap: str) -> str:
     """The tap a detector reads."""
-    return {LOGITS: "logits", TAP: tap, FEATURES: final_tap}[DETECTORS[name].reads]
+    return {LOGITS: "logits", TAP: tap, FEATURES: final_tap}[DETECTORS.get(name).reads]
 
 
 def validate(names: list[str], tap: str, taps: list[str], has_final_layer: bool, final_tap: str = "fc") -> None:
     """A SpecError in one line for the first of `names` that is unknown, repeated, or lacks its input: the
-    tap it reads among `taps` (`tap` the baselines tap, `final_tap` the input of f's final layer) or, for
+    tap it reads among `taps` (`tap` the detectors' tap, `final_tap` the input of f's final layer) or, for
     the detectors on f's final layer, that layer."""
     for i, name in enumerate(names):
-        if name not in DETECTORS:
-            raise SpecError(f"'baselines' has no detector {name!r}; choose among {', '.join(DETECTORS)}")
+        reads = DETECTORS.get(name).reads
         if name in names[:i]:
-            raise SpecError(f"'baselines' lists {name} twice")
+            raise SpecError(f"'detectors.names' lists {name} twice")
         source, saved = _source(name, tap, final_tap), ", ".join(taps)
-        if source not in taps and DETECTORS[name].reads == TAP:
-            raise SpecError(f"'baselines_tap' names '{source}', which {name} reads and features.taps ({saved}) "
+        if source not in taps and reads == TAP:
+            raise SpecError(f"'detectors.tap' names '{source}', which {name} reads and features.taps ({saved}) "
                             "lacks; add it to features.taps or name a saved tap")
         if source not in taps:
-            raise SpecError(f"'baselines': {name} reads the tap '{source}', which features.taps ({saved}) lacks; "
-                            "add it to features.taps")
-        if DETECTORS[name].reads == FEATURES and not has_final_layer:
-            raise SpecError(f"'baselines': {name} needs f's final layer (its weight and bias), which this run lacks")
+            raise SpecError(f"'detectors.names': {name} reads the tap '{source}', which features.taps ({saved}) "
+                            "lacks; add it to features.taps")
+        if reads == FEATURES and not has_final_layer:
+            raise SpecError(f"'detectors.names': {name} needs f's final layer (its weight and bias), which this run "
+                            "lacks")
 
 
 def threshold(score: np.ndarray, fs: FeatureSet, excluded: int, cfg: CorrectorConfig) -> tuple[float, float]:
@@ -349,10 +165,12 @@ def _numpy(score: torch.Tensor) -> np.ndarray:
     return score.detach().cpu().double().numpy()
 
 
-def detect(names: list[str], tap: str, correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig,
+def detect(detectors: DetectorsConfig, tap: str, correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig,
            final_layer: FinalLayer | None = None, final_tap: str = "fc") -> list[Detection]:
-    """Run the named detectors in a fold with an excluded class: `tap` is the baselines tap, `final_layer`
-    f's final layer (over every class, the excluded one's row included) and `final_tap` the tap it reads."""
+    """Run the spec's detectors in a fold with an excluded class: `tap` is detectors.tap resolved,
+    `final_layer` f's final layer (over every class, the excluded one's row included) and `final_tap` the tap
+    it reads. `cfg`: the corrector's objective picks each threshold, as it picks the correctors' tau."""
+    names = detectors.names
     validate(names, tap, list(correct.taps), final_layer is not None, final_tap)
     excluded = int(correct.meta["excluded"])
     classes = [int(c) for c in correct.meta["classes"]]
@@ -365,14 +183,15 @@ def detect(names: list[str], tap: str, correct: FeatureSet, test: FeatureSet, cf
         source = _source(name, tap, final_tap)
         on_correct, on_test = correct.taps[source], test.taps[source]
         head = None
-        if DETECTORS[name].reads == FEATURES:
+        cls = DETECTORS.get(name)
+        if cls.reads == FEATURES:
             head = _head(final_layer, [classes.index(c) for c in trained], on_correct.shape[1])
         else:
             columns = ~np.isnan(on_correct[fit]).any(0)  # the logits' excluded column: f never trained it
             # float64: 1 - softmax of a confident row, a difference of near-equal numbers, is all rounding in float32
             on_correct, on_test = on_correct[:, columns].astype(np.float64), on_test[:, columns].astype(np.float64)
         x, x_test = torch.from_numpy(np.ascontiguousarray(on_correct)), torch.from_numpy(np.ascontiguousarray(on_test))
-        detector = DETECTORS[name](head)
+        detector = cls(head, settings_of(detectors, name))
         with torch.no_grad():
             detector.fit(x[fit], y)
             score = np.empty(len(x))

@@ -7,7 +7,13 @@ import torch
 from sklearn.covariance import LedoitWolf
 from sklearn.neighbors import NearestNeighbors
 
-from correctsweep.baselines import DETECTORS, KNN_K, FinalLayer, KNNScore, detect, threshold, validate
+from correctsweep.config import DetectorsConfig
+from correctsweep.detectors import FinalLayer, detect, threshold, validate
+from correctsweep.detectors.distance import KNNScore, KNNSettings
+from correctsweep.plugins import DETECTORS
+
+KNN_K = KNNSettings().k
+NAMES = DETECTORS.names()
 from correctsweep.config import CorrectorConfig
 from correctsweep.errors import SpecError
 from correctsweep.features import FeatureSet
@@ -42,7 +48,7 @@ def tap_set(n, seed):
 
 
 def scores(names, correct, test):
-    return {d.name: d.score_test for d in detect(names, "fc", correct, test, CorrectorConfig(), LAYER)}
+    return {d.name: d.score_test for d in detect(DetectorsConfig(names), "fc", correct, test, CorrectorConfig(), LAYER)}
 
 
 def old_msp(logits):  # the hand-written formulas pytorch-ood replaced: the reference
@@ -66,7 +72,7 @@ def test_msp_and_energy_equal_the_formulas_they_replace():
 
 def test_msp_and_energy_order_known_logits():
     logits = torch.tensor([[10.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [2.0, 1.0, 0.0]], dtype=torch.float64)
-    msp, energy = DETECTORS["msp"](None).score(logits), DETECTORS["energy"](None).score(logits)
+    msp, energy = DETECTORS.get("msp")(None).score(logits), DETECTORS.get("energy")(None).score(logits)
     assert msp.numpy() == pytest.approx([1 - 1 / (1 + 2 * np.exp(-10)), 2 / 3, 2 / 3,
                                          1 - 1 / (1 + np.exp(-1) + np.exp(-2))], rel=1e-6)
     assert energy.numpy() == pytest.approx([-(10 + np.log(1 + 2 * np.exp(-10))), -(1 + np.log(3)), -np.log(3),
@@ -113,13 +119,20 @@ def test_knn_equals_the_old_kth_distance_and_a_fit_row_skips_itself():
 
 
 def test_at_least_ten_detectors_and_the_old_names():
-    assert len(DETECTORS) >= 10 and {"msp", "energy", "mahalanobis", "knn"} <= set(DETECTORS)
+    assert len(NAMES) >= 10 and {"msp", "energy", "mahalanobis", "knn"} <= set(NAMES)
 
 
-@pytest.mark.parametrize("name", list(DETECTORS))
+def test_knn_s_k_is_its_setting():
+    correct, test = tap_set(200, 0), tap_set(30, 1)
+    near = detect(DetectorsConfig(["knn"], settings={"knn": KNNSettings(k=1)}), "fc", correct, test,
+                  CorrectorConfig(), LAYER)[0].score_test
+    assert (near < scores(["knn"], correct, test)["knn"]).all()  # the 1st neighbour is nearer than the 10th
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_every_detector_flags_a_far_excluded_class(name):
     correct, test = tap_set(400, 0), tap_set(300, 1)
-    (found,) = detect([name], "fc", correct, test, CorrectorConfig(), LAYER)
+    (found,) = detect(DetectorsConfig([name]), "fc", correct, test, CorrectorConfig(), LAYER)
     table = per_class(test.labels, test.pred_f, found.pred_h, CLASSES)
     assert detection_metrics(test.labels == EXCLUDED, found.score_test).auroc > 0.95
     assert table.loc[EXCLUDED, "gain"] >= 0.75 and table["harm"].mean() <= 0.06
@@ -130,12 +143,12 @@ def test_every_detector_flags_a_far_excluded_class(name):
 def test_no_detector_is_fitted_on_the_excluded_class():
     """Huge values on the excluded class's rows of `correct` leave every test score as it was."""
     correct, test = tap_set(300, 0), tap_set(80, 1)
-    clean = scores(list(DETECTORS), correct, test)
+    clean = scores(NAMES, correct, test)
     rows = correct.labels == EXCLUDED
     for values in correct.taps.values():
         values[rows] = values[rows] * 1e3 + 1e4  # NaN (the excluded logit) stays NaN
-    poisoned = scores(list(DETECTORS), correct, test)
-    for name in DETECTORS:
+    poisoned = scores(NAMES, correct, test)
+    for name in NAMES:
         assert np.array_equal(clean[name], poisoned[name]), name
 
 
@@ -146,7 +159,7 @@ def test_a_constant_score_runs_through_and_is_na_without_a_threshold():
         fs.taps["logits"][:, [0, 1, 3]] = 0.0
     lopsided = FinalLayer(np.zeros_like(WEIGHT), np.array([1.0, 0.0, 0.0, 0.0]))  # always predicts class 1
     for name, layer in (("msp", LAYER), ("she", lopsided)):
-        (found,) = detect([name], "fc", correct, test, CorrectorConfig(), layer)
+        (found,) = detect(DetectorsConfig([name]), "fc", correct, test, CorrectorConfig(), layer)
         assert np.ptp(found.score_test) == 0 and np.isfinite(found.threshold)
         assert set(np.unique(found.pred_h)) <= set(CLASSES)
         assert detection_metrics(test.labels == EXCLUDED, found.score_test).reason == "the score is constant on test"
@@ -163,10 +176,10 @@ def test_threshold_is_chosen_on_correct_and_flags_nothing_when_nothing_helps():
 
 
 @pytest.mark.parametrize("names, taps, has_layer, says", [
-    (["msp", "odin"], ["logits"], False, "no detector 'odin'"),
+    (["msp", "odin"], ["logits"], False, "has no detector 'odin'"),
     (["knn", "knn"], ["fc"], False, "lists knn twice"),
     (["energy"], ["fc"], False, "energy reads the tap 'logits'"),
-    (["rmd"], ["logits"], False, "'baselines_tap' names 'fc', which rmd reads"),
+    (["rmd"], ["logits"], False, "'detectors.tap' names 'fc', which rmd reads"),
     (["vim"], ["fc", "logits"], False, "vim needs f's final layer"),
 ])
 def test_validate_refuses_in_one_line(names, taps, has_layer, says):
@@ -176,6 +189,6 @@ def test_validate_refuses_in_one_line(names, taps, has_layer, says):
 
 
 def test_validate_accepts_every_detector_given_its_inputs():
-    validate(list(DETECTORS), "attn", ["attn", "fc", "logits"], True)
+    validate(NAMES, "attn", ["attn", "fc", "logits"], True)
     with pytest.raises(SpecError, match="'penultimate'"):
         validate(["dice"], "fc", ["fc"], True, final_tap="penultimate")
