@@ -1,4 +1,4 @@
-"""The README's Extending examples, run exactly as printed: a user's net, a corrector kind and a dataset
+"""docs/extending.md's examples, run exactly as printed: a user's net, a corrector kind and a dataset
 source, each one module, through a real trial."""
 import re
 import sys
@@ -14,13 +14,12 @@ from correctsweep.kinds import KINDS
 from correctsweep.results import TrialResult
 from correctsweep.sources import SOURCES
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+EXTENDING = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 
 
 def examples() -> dict[str, str]:
-    """The README's Extending section's Python blocks by the file each says it is (its first line)."""
-    section = README.read_text().split("## Extending", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    """docs/extending.md's Python blocks by the file each says it is (its first line)."""
+    blocks = re.findall(r"```python\n(.*?)```", EXTENDING.read_text(), flags=re.S)
     return {block.splitlines()[0].removeprefix("# "): block for block in blocks}
 
 
@@ -39,7 +38,7 @@ def plugins(tmp_path, monkeypatch):
     KINDS.pop("centroid", None), SOURCES.pop("csvlist", None)
 
 
-def test_readme_examples_add_a_net_a_kind_and_a_source(plugins, tmp_path):
+def test_extending_examples_add_a_net_a_kind_and_a_source(plugins, tmp_path):
     assert "centroid" in KINDS and "csvlist" in SOURCES
     rng = np.random.default_rng(0)
     rows = ["path,label"]

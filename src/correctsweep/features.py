@@ -1,7 +1,8 @@
 """Latent features e(x): the trained net's intermediate representations, written as Parquet.
 
-One Hive-partitioned dataset per run: features/fold=J/seed=S/split=X/part-<net>.parquet (see
-`layout`), where <net> is the key of the trained model that produced it. Each row is one image: sample_id, label
+One Hive-partitioned dataset per run: features/fold=J/seed=S/split=X/part-<features key>.parquet (see
+`layout`), keyed by `trial.features_key`: the trained model's key, the taps and features.full.
+Each row is one image: sample_id, label
 (true), pred_f (the base net's prediction, both the dataset's labels) and one fixed-size float list
 per tap. Each tap is pooled by its shape: maps [B, C, H, W] to the mean and max over space, sequences
 [B, T, D] to the mean and max over T, vectors as they are (a net may pool a tap its own way: the paper

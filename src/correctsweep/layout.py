@@ -2,8 +2,8 @@
 
     <storage>/<name>/
       spec.yaml                                       the spec every fold x seed ran under
-      models/fold=J/seed=S/net-<net key>/             weights.pt, model.json
-      features/fold=J/seed=S/split=X/part-<net key>.parquet   (Hive partitions: fold, seed, split)
+      models/fold=J/seed=S/net-<net key>/             weights.pt, model.json, final_layer.npz
+      features/fold=J/seed=S/split=X/part-<features key>.parquet   (Hive partitions: fold, seed, split)
       correctors/fold=J/seed=S/net-<net key>-corr-<corrector key>/   study.journal, model.ubj, ...
       predictions/fold=J/seed=S/split=X/part-<net key>.parquet    every method's h and score per image
       results/fold=J/seed=S.json                      the fold x seed's current result
@@ -148,11 +148,13 @@ class RunLayout:
     def model_dir(self, fold: str, seed: int, net_key: str) -> Path:
         return self.root / "models" / f"fold={fold}" / f"seed={seed}" / f"net-{net_key}"
 
-    def features_file(self, fold: str, seed: int, split: str, net_key: str) -> Path:
-        return self.root / "features" / f"fold={fold}" / f"seed={seed}" / f"split={split}" / f"part-{net_key}.parquet"
+    def features_file(self, fold: str, seed: int, split: str, features_key: str) -> Path:
+        """One split's features, keyed by `trial.features_key` (the net's key, its taps and features.full)."""
+        return self.root / "features" / f"fold={fold}" / f"seed={seed}" / f"split={split}" / \
+            f"part-{features_key}.parquet"
 
     def predictions_file(self, fold: str, seed: int, split: str, net_key: str) -> Path:
-        """One split's per-image record of a fold x seed (see `predictions`), named like its features file."""
+        """One split's per-image record of a fold x seed (see `predictions`), keyed by the net key."""
         return self.root / "predictions" / f"fold={fold}" / f"seed={seed}" / f"split={split}" / \
             f"part-{net_key}.parquet"
 
