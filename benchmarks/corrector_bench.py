@@ -25,7 +25,7 @@ import numpy as np
 import optuna
 import xgboost as xgb
 
-from correctsweep.config import CorrectorConfig
+from correctsweep.config import CorrectorConfig, from_mapping
 from correctsweep.corrector import STUDY_NAME, search, stratified_cv_splits, study_storage, worker_threads
 from correctsweep.features import FeatureSet
 from correctsweep.kinds import stack_taps
@@ -74,8 +74,8 @@ def main():
     test = make_split(args.rows // 4, args.features, args.classes, seed=1)
     runs = []
     for workers in args.workers:
-        cfg = CorrectorConfig(n_candidates=args.candidates, max_rounds=args.max_rounds, early_stopping_rounds=20,
-                              workers=workers)
+        cfg = from_mapping(CorrectorConfig, {"n_candidates": args.candidates, "workers": workers, "xgboost": {
+            "max_rounds": args.max_rounds, "early_stopping_rounds": 20}}, "corrector")
         with tempfile.TemporaryDirectory() as tmp:
             started = time.perf_counter()
             result = search(correct, test, cfg, Path(tmp), threads=args.threads)

@@ -4,7 +4,7 @@
 
 Reads the features a sweep or trial already wrote to RUN_DIR (their spec from RUN_DIR/spec.yaml,
 with --set overrides on top) and, for each fold, runs the same corrector search (same candidates
-budget, CV splits and sampler seed) once per setting of corrector.pca_dims: null (full width) and
+budget, CV splits and sampler seed) once per setting of corrector.xgboost.pca_dims: null (full width) and
 each --dims value. Prints per fold and setting the seconds per candidate, the excluded class's
 Gain, the mean Harm over classes and h's balanced accuracy on test, and the per-setting means.
 """
@@ -20,7 +20,7 @@ import optuna
 import pandas as pd
 
 from correctsweep import corrector, metrics
-from correctsweep.config import load_spec
+from correctsweep.config import load_spec, settings_of
 from correctsweep.features import read_split
 from correctsweep.layout import RunLayout
 
@@ -58,7 +58,8 @@ def main():
     rows = []
     for r in results:
         for dims in [None, *args.dims]:
-            cfg = dataclasses.replace(spec.corrector, pca_dims=dims)
+            xgboost = dataclasses.replace(settings_of(spec.corrector, "xgboost"), pca_dims=dims)
+            cfg = dataclasses.replace(spec.corrector, kind="xgboost", settings={"xgboost": xgboost})
             row = {"fold": r["fold"], "pca_dims": "full" if dims is None else dims}
             rows.append(row | one(args.run_dir, r, cfg, threads))
             print(rows[-1], flush=True)

@@ -36,7 +36,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from correctsweep import corrector, nets
-from correctsweep.config import load_spec
+from correctsweep.config import load_spec, settings_of
 from correctsweep.data import load_dataset, make_splits, resolve_fold
 from correctsweep.features import extract, file_meta, pool_taps, read_split, write_split
 from correctsweep.layout import RunLayout
@@ -47,9 +47,9 @@ from correctsweep.trial import run_trial
 sys.path.insert(0, str(Path(__file__).parent))
 from corrector_bench import naive_candidate  # noqa: E402
 
-# XGBoost alone, like the naive loop it is measured against (a spec's other kinds and baselines are left out)
+# XGBoost alone, like the naive loop it is measured against (a spec's other kinds and detectors are left out)
 BUDGET = ["base_net.epochs=2", "base_net.min_epochs=0", "base_net.patience=2", "corrector.n_candidates=5",
-          "corrector.kinds=[]", "baselines=[]"]
+          "corrector.kinds=[]", "detectors.names=[]"]
 
 
 def timed(fn):
@@ -144,7 +144,7 @@ def main():
     y = np.searchsorted(classes, correct.labels)
     cv_splits = corrector.stratified_cv_splits(y, cfg.cv_splits, cfg.seed, classes)
     _, naive_corr_s = timed(lambda: [naive_candidate(correct, t.user_attrs["params"], t.user_attrs["taps"], cv_splits,
-                                                     cfg.max_rounds) for t in tried])
+                                                     settings_of(cfg, "xgboost").max_rounds) for t in tried])
     naive_per_candidate = naive_corr_s / len(tried)
 
     trained_images = len(train_idx) * train["epochs_run"]

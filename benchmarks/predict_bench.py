@@ -3,7 +3,7 @@
     PYTHONPATH=src python benchmarks/predict_bench.py [RUN_DIR] [--fold 3] [--images 1024] [--repeat 3]
 
 RUN_DIR: a run whose fold searched every corrector kind (default: a smoke trial of fold 3 with
-corrector.kinds=[xgboost, fisher, logistic] and corrector.pca_dims=8, made in a temporary folder).
+corrector.kinds=[xgboost, fisher, logistic] and corrector.xgboost.pca_dims=8, made in a temporary folder).
 Rows, each on the same --images images (the test split repeated), in batches of features.batch_size:
   f alone          the base net's forward and argmax: what the uncorrected classifier costs
   f + g (kind)     CorrectedClassifier.run: the net reading every extracted tap, pooling, g and the policy
@@ -44,7 +44,7 @@ def batches(images: torch.Tensor, size: int):
 
 def smoke_run(storage: Path) -> Path:
     assert cli.main(["trial", "sweeps/smoke.yaml", "--fold", "3", "--set", f"storage={storage}", "--set",
-                     f"corrector.kinds=[{', '.join(KINDS)}]", "--set", "corrector.pca_dims=8"]) == 0
+                     f"corrector.kinds=[{', '.join(KINDS)}]", "--set", "corrector.xgboost.pca_dims=8"]) == 0
     return storage / "smoke"
 
 

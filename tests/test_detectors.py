@@ -7,18 +7,17 @@ import torch
 from sklearn.covariance import LedoitWolf
 from sklearn.neighbors import NearestNeighbors
 
-from correctsweep.config import DetectorsConfig
+from correctsweep.config import CorrectorConfig, DetectorsConfig
 from correctsweep.detectors import FinalLayer, detect, threshold, validate
 from correctsweep.detectors.distance import KNNScore, KNNSettings
-from correctsweep.plugins import DETECTORS
-
-KNN_K = KNNSettings().k
-NAMES = DETECTORS.names()
-from correctsweep.config import CorrectorConfig
 from correctsweep.errors import SpecError
 from correctsweep.features import FeatureSet
 from correctsweep.metrics import per_class
+from correctsweep.plugins import DETECTORS
 from correctsweep.stats import detection_metrics
+
+KNN_K = KNNSettings().k
+NAMES = DETECTORS.names()
 
 CLASSES = [1, 2, 3, 4]
 EXCLUDED = 3

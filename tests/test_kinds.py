@@ -10,9 +10,9 @@ from correctsweep.config import CorrectorConfig, from_mapping
 from correctsweep.corrector import _setup, load_result, predict_proba, search
 from correctsweep.errors import SpecError
 from correctsweep.features import FeatureSet
-from correctsweep.plugins import KINDS
 from correctsweep.kinds.linear import Fisher, LinearModel
 from correctsweep.metrics import per_class
+from correctsweep.plugins import KINDS
 
 CLASSES = [1, 2, 3, 4]
 EXCLUDED = 3

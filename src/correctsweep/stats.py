@@ -25,16 +25,6 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
 from correctsweep import metrics
-from correctsweep.config import ReportConfig
-from correctsweep.errors import SpecError
-
-
-def check(cfg: ReportConfig) -> None:
-    """A SpecError in one line naming the first impossible report setting."""
-    if isinstance(cfg.bootstrap, bool) or not isinstance(cfg.bootstrap, int) or cfg.bootstrap < 100:
-        raise SpecError(f"'report.bootstrap' must be an integer >= 100 (resamples), got {cfg.bootstrap!r}")
-    if isinstance(cfg.level, bool) or not isinstance(cfg.level, (int, float)) or not 0.5 < cfg.level < 1:
-        raise SpecError(f"'report.level' must be a number in (0.5, 1), e.g. 0.95, got {cfg.level!r}")
 
 
 @dataclass(frozen=True)

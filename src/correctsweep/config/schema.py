@@ -204,7 +204,7 @@ class ResourcesConfig:
 
 @dataclass
 class ReportConfig:
-    """How collect states the uncertainty of its figures (spec section `report`); checked by `stats.check`."""
+    """How collect states the uncertainty of its figures (spec section `report`)."""
 
     bootstrap: int = 1000
     """Resamples of the stratified bootstrap over the test images behind every interval (at least 100:
