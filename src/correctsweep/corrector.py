@@ -73,7 +73,7 @@ from correctsweep.features import FeatureSet
 from correctsweep.hashing import sha256
 from correctsweep.kinds import Kind, Model, SearchSetup, corrector_inputs, fit_projection
 from correctsweep.plugins import KINDS
-from correctsweep.policy import apply_policy, best_choice, policies_for
+from correctsweep.policy import Labels, apply_policy, best_choice, policies_for
 from correctsweep.projection import Projection
 from correctsweep.workers import ProcessWorkers, RayWorkers
 
@@ -264,8 +264,8 @@ def evaluate(trial: optuna.Trial, setup: SearchSetup, kind: Kind) -> float:
     for step, (valid, valid_proba, info) in enumerate(kind.cv(params, tuple(chosen), dims)):
         proba[valid], seen = valid_proba, np.concatenate([seen, valid])
         infos.append(info)
-        tau, score, policy = best_choice(proba[seen], correct.labels[seen], correct.pred_f[seen],
-                                         setup.classes, setup.policies, setup.excluded, cfg)
+        labels = Labels(correct.labels[seen], correct.pred_f[seen], setup.classes, setup.excluded)
+        tau, score, policy = best_choice(proba[seen], labels, setup.policies, cfg)
         trial.report(score, step)
         if step < len(setup.cv_splits) - 1 and trial.should_prune():
             raise optuna.TrialPruned()

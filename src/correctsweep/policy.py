@@ -11,6 +11,7 @@ new_class needs an excluded class, so the full model (fold none) never uses it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -57,28 +58,39 @@ def objective_score(y_true, pred_f, pred_h, classes, excluded, objective, harm_b
     raise ValueError(f"unknown objective {objective!r}")
 
 
-def best_threshold(proba, y_true, pred_f, classes, policy, excluded, objective, harm_bound,
-                   taus) -> tuple[float, float]:
-    """The threshold among `taus` with the best objective_score of h, and that score. Ties go to the
-    largest tau: of equally good corrections, the one that changes f least."""
-    target, conf = targets(proba, classes, policy, excluded)
-    return scan(target, conf, y_true, pred_f, classes, excluded, objective, harm_bound, taus)
+@dataclass(frozen=True)
+class Labels:
+    """The rows h is scored on: their true labels, f's labels, the classes (g's columns, in order) and the
+    excluded class (None in the full model)."""
+
+    y_true: np.ndarray
+    pred_f: np.ndarray
+    classes: list
+    excluded: int | None
 
 
-def scan(target, conf, y_true, pred_f, classes, excluded, objective, harm_bound, taus) -> tuple[float, float]:
+def best_threshold(proba, labels: Labels, policy: str, cfg, taus) -> tuple[float, float]:
+    """The threshold among `taus` with the best objective_score of h (cfg: a CorrectorConfig's objective and
+    harm_bound), and that score. Ties go to the largest tau: of equally good corrections, the one that
+    changes f least."""
+    target, conf = targets(proba, labels.classes, policy, labels.excluded)
+    return scan(target, conf, labels, cfg, taus)
+
+
+def scan(target, conf, labels: Labels, cfg, taus) -> tuple[float, float]:
     """best_threshold for any per-row (target, conf), e.g. a detector's novelty score with target j:
     h = where(conf >= tau, target, f)."""
     taus = np.asarray(taus, dtype=float)
-    preds = np.where(conf[None, :] >= taus[:, None], target[None, :], pred_f[None, :])
-    scores = np.array([objective_score(y_true, pred_f, p, classes, excluded, objective, harm_bound)
+    y, f = labels.y_true, labels.pred_f
+    preds = np.where(conf[None, :] >= taus[:, None], target[None, :], f[None, :])
+    scores = np.array([objective_score(y, f, p, labels.classes, labels.excluded, cfg.objective, cfg.harm_bound)
                        for p in preds])
     i = len(scores) - 1 - int(np.argmax(scores[::-1]))
     return float(taus[i]), float(scores[i])
 
 
-def best_choice(proba, y_true, pred_f, classes, policies, excluded, cfg) -> tuple[float, float, str]:
+def best_choice(proba, labels: Labels, policies: list[str], cfg) -> tuple[float, float, str]:
     """(tau, score, policy): the best threshold of each allowed policy on a `tau_grid` in [0, 1), and
-    the best of those. Costs no trials: it runs on one candidate's out-of-fold probabilities."""
+    the best of those. Costs no trials: it runs on one candidate's held-out probabilities."""
     taus = np.linspace(0.0, 1.0, cfg.tau_grid, endpoint=False)
-    return max((best_threshold(proba, y_true, pred_f, classes, p, excluded, cfg.objective,
-                               cfg.harm_bound, taus) + (p,) for p in policies), key=lambda r: r[1])
+    return max((best_threshold(proba, labels, p, cfg, taus) + (p,) for p in policies), key=lambda r: r[1])

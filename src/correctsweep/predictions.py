@@ -11,7 +11,7 @@ probability of the class (`CorrectorResult.proba`), for a detector its score. Ev
 every column, null where a method has none, so the glob above reads without union_by_name:
 - fold none: no score (there is no excluded class) and no detector (they need one);
 - split correct: the detectors' h and score at the threshold chosen there, but no kind's. A kind's
-  probabilities on `correct` are either out of fold, which its search keeps only while it scores a
+  probabilities on `correct` are either held out, which its search keeps only while it scores a
   candidate, or the refit's own in-sample ones, which flatter it; no figure reads them.
 
 With `search`, each sampled net of a fold x seed writes its own file (the result names the one it read);

@@ -180,17 +180,34 @@ def _trained_loss(targets: np.ndarray, num_classes: int, excluded_index: int | N
     return loss_fn, column[torch.from_numpy(targets)].to(device)
 
 
-def train_base_net(images: torch.Tensor, targets: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
-                   num_classes: int, excluded_index: int | None, cfg: BaseNetConfig, seed: int,
+@dataclass
+class TrainSet:
+    """What f is trained on: the images, each one's class index, and the rows that train and validate it."""
+
+    images: torch.Tensor
+    """uint8 [N, C, H, W], pixels 0..255."""
+    targets: np.ndarray
+    """[N] class indices 0..K-1."""
+    train_idx: np.ndarray
+    """Rows f trains on; the excluded class must be absent from them."""
+    val_idx: np.ndarray
+    """Rows whose accuracy picks the kept epoch."""
+    num_classes: int
+    excluded_index: int | None = None
+    """The class index f never sees (its logit is masked), or None: the full model."""
+
+
+def train_base_net(data: TrainSet, cfg: BaseNetConfig, seed: int,
                    on_epoch: Callable[[dict], None] | None = None) -> tuple[BaseNet, TrainResult]:
-    """Train f on images[train_idx] (targets are class indices 0..K-1; the excluded class must be
-    absent) and keep the epoch with the best validation accuracy on images[val_idx]."""
+    """Train f on data.train_idx and keep the epoch with the best validation accuracy on data.val_idx."""
     torch.manual_seed(seed)
     device = pick_device(cfg.device)
     bf16 = uses_bf16(cfg, device)
-    model = nets.build(cfg, num_classes, excluded_index).to(device)
+    model = nets.build(cfg, data.num_classes, data.excluded_index).to(device)
+    images, targets, train_idx, val_idx = data.images, data.targets, data.train_idx, data.val_idx
     x_train = images[torch.from_numpy(train_idx)].to(device)
-    loss_fn, y_train = _trained_loss(targets[train_idx], num_classes, excluded_index, cfg.label_smoothing, device)
+    loss_fn, y_train = _trained_loss(targets[train_idx], data.num_classes, data.excluded_index, cfg.label_smoothing,
+                                     device)
     x_val, y_val = images[torch.from_numpy(val_idx)], torch.from_numpy(targets[val_idx])
     optimizer, schedule = _optimiser(model, cfg, math.ceil(len(train_idx) / cfg.batch_size))
     generator = torch.Generator().manual_seed(seed)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from correctsweep import corrector, detectors, metrics, nets, predictions
@@ -23,12 +24,12 @@ from correctsweep.atomic import remove_partials, write_json
 from correctsweep.config import Spec
 from correctsweep.data import Dataset, class_indices, load_dataset, make_splits, resolve_fold
 from correctsweep.errors import CorrectsweepError
-from correctsweep.features import extract, file_meta, read_split, write_split
+from correctsweep.features import FeatureSet, extract, file_meta, read_split, write_split
 from correctsweep.keys import corrector_key, features_key, net_key, sweep_key
 from correctsweep.layout import RunLayout
 from correctsweep.policy import policies_for
 from correctsweep.results import CorrectorRecord, MethodRecord, ResultPaths, TrialResult
-from correctsweep.train import load_model, pick_device, save_model, train_base_net
+from correctsweep.train import TrainSet, load_model, pick_device, save_model, train_base_net
 
 
 def trial_threads(spec: Spec) -> int:
@@ -68,14 +69,6 @@ def plan_net(spec: Spec, ds: Dataset) -> NetPlan:
     return plan
 
 
-def _publish(layout: RunLayout, out: TrialResult, spec: Spec) -> None:
-    """Write the fold x seed's result. When the sweep searches base-net settings, several samples
-    share a fold and seed: each writes its own file and `collect` picks among them, so two samples
-    finishing at once cannot race on one file."""
-    sample = f"net-{out.net_key}" if spec.search else None
-    write_json(layout.result_file(out.fold, out.seed, sample), out.to_dict())
-
-
 class StageClock:
     """Wall seconds per pipeline stage, so a result says where its time went."""
 
@@ -91,13 +84,57 @@ class StageClock:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
 
 
+@dataclass
+class FoldRun:
+    """One fold x seed as every stage of the trial sees it."""
+
+    spec: Spec
+    layout: RunLayout
+    ds: Dataset
+    splits: dict[str, np.ndarray]
+    """split name -> row indices into ds (data.make_splits)."""
+    plan: NetPlan
+    fold: str
+    """The excluded class's label as the run directory spells it, or 'none'."""
+    seed: int
+    net_key: str
+    threads: int
+    clock: StageClock
+    log: Callable[[str], None]
+    progress: Callable[[dict], None] | None
+    """Receives each epoch, stage and candidate as a mapping (a sweep reports them to Tune)."""
+    device: torch.device
+    """Where f trains and extracts."""
+
+    @property
+    def excluded(self) -> int | None:
+        return None if self.fold == "none" else int(self.fold)
+
+    def say(self, text: str) -> None:
+        self.log(f"fold {self.fold} seed {self.seed}: {text}")
+
+    def tell(self, stage: str, values: dict) -> None:
+        if self.progress:
+            self.progress({"stage": stage} | values)
+
+
+@dataclass
+class FoldFeatures:
+    """The fold's features of the splits the corrector is fitted (`correct`) and scored (`test`) on."""
+
+    correct: FeatureSet
+    test: FeatureSet
+    key: str
+    """The features key (keys.features_key): the net and the taps they hold."""
+
+
 def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = print,
-              report: Callable[[dict], None] | None = None) -> TrialResult:
+              progress: Callable[[dict], None] | None = None) -> TrialResult:
     """One excluded class (a label or a class name, or 'none', the full model) and seed end to end;
     publishes and returns the result. Each stage reuses its cached output when the key that determines
-    it is unchanged (see net_key, features_key, corrector_key) and recomputes an output that does not
-    read back whole. Inputs are validated before anything is written, and one process at a time runs a
-    fold, seed and net: it first removes what a killed writer left half-written there."""
+    it is unchanged (see `keys`) and recomputes an output that does not read back whole. Inputs are
+    validated before anything is written, and one process at a time runs a fold, seed and net: it first
+    removes what a killed writer left half-written there."""
     layout, clock = RunLayout.of(spec), StageClock()
     layout.check_writable()
     pick_device(spec.base_net.device), pick_device(spec.corrector.device, "corrector.device")  # before any write
@@ -106,78 +143,89 @@ def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = pri
     with clock("data"):
         ds = load_dataset(spec.data, cache_dir=RunLayout.cache_dir(spec))
         fold = resolve_fold(fold, ds)
-        excluded = None if fold == "none" else int(fold)
         splits = make_splits(ds, spec.data)
         plan = plan_net(spec, ds)
     layout.pull(layout.fold_parts(fold, seed))
-    key = net_key(spec, fold, seed)
-    with layout.lock(fold, seed, key):
+    run = FoldRun(spec, layout, ds, splits, plan, fold, seed, net_key(spec, fold, seed), threads, clock, log, progress,
+                  pick_device(spec.base_net.device))
+    with layout.lock(fold, seed, run.net_key):
         for part in layout.fold_parts(fold, seed):
             if (layout.root / part).is_dir() and remove_partials(layout.root / part):
-                log(f"fold {fold} seed {seed}: removed files a killed run left half-written in {part}")
-        return _stages(spec, layout, ds, splits, plan, fold, excluded, seed, key, threads, clock, log, report)
+                run.say(f"removed files a killed run left half-written in {part}")
+        return _stages(run)
 
 
-def _stages(spec: Spec, layout: RunLayout, ds: Dataset, splits, plan: NetPlan, fold: str, excluded, seed: int,
-            key: str, threads: int, clock: StageClock, log, report) -> TrialResult:
+def _stages(run: FoldRun) -> TrialResult:
     """The trial's stages after the data: train (or reuse) the net, extract (or reuse) the features,
-    search (or reuse) the corrector, score it on test and publish the result."""
-    classes = ds.classes
-    model_dir = layout.model_dir(fold, seed, key)
-    with clock("train"):
-        model, meta = _base_net(spec, ds, splits, excluded, seed, model_dir, log, report)
-    device = pick_device(spec.base_net.device)
+    search (or reuse) the correctors, run the detectors, score them on test and publish the result."""
+    spec, excluded = run.spec, run.excluded
+    model_dir = run.layout.model_dir(run.fold, run.seed, run.net_key)
+    with run.clock("train"):
+        model, meta = _base_net(run, model_dir)
     final = model.final_layer()
     final_layer = detectors.FinalLayer(final[0].numpy(), final[1].numpy()) if final else None
-    with clock("extract"):
-        fkey = features_key(spec, key, plan.taps)
-        sets = _features(spec, layout, ds, splits, model, meta, excluded, key, fkey, plan.taps, seed, device, log)
-    if report:
-        report({"stage": "features", "rows_correct": len(sets["correct"].labels),
-                "rows_test": len(sets["test"].labels)})
+    with run.clock("extract"):
+        sets = _features(run, model, meta)
+    run.tell("extract", {"rows_correct": len(sets.correct.labels), "rows_test": len(sets.test.labels)})
     if excluded is not None:
-        assert not (sets["test"].pred_f == excluded).any(), "f predicted its excluded class"
+        assert not (sets.test.pred_f == excluded).any(), "f predicted its excluded class"
     del model
-    if device.type == "cuda":  # the corrector's GPU matrices should not queue behind the net's cache
+    if run.device.type == "cuda":  # the corrector's GPU matrices should not queue behind the net's cache
         torch.cuda.empty_cache()
-    with clock("corrector"):
-        found = _correct(spec, layout, sets, excluded, key, fkey, fold, seed, threads, log, report)
-    result, workdir = found[spec.corrector.kind]
+    with run.clock("corrector"):
+        found = _correct(run, sets)
     detections = []
     if spec.detectors.names and excluded is not None:  # they flag the excluded class, which fold none lacks
-        with clock("detectors"):
-            detections = detectors.detect(spec.detectors, plan.detectors_tap, sets["correct"], sets["test"],
-                                          spec.corrector, final_layer, plan.feature_tap)
-    with clock("write"):
-        test = sets["test"]
-        written = _write_predictions(spec, layout, sets, found, detections, fold, seed, key, excluded)
-        table = metrics.per_class(test.labels, test.pred_f, result.pred_h, classes)
-        out = TrialResult(
-            fold=fold, seed=seed, excluded=excluded, classes=classes, class_names=[ds.class_names[c] for c in classes],
-            net=plan.name, net_key=key, features_key=fkey, sweep_key=sweep_key(spec),
-            summary=metrics.summary(test.labels, test.pred_f, result.pred_h, classes),
-            per_class=table.reset_index().to_dict(orient="records"), corrector=_corrector_record(result),
-            methods=_methods(found, detections, test, classes, excluded),
-            paths=ResultPaths(model=layout.relative(model_dir), corrector=layout.relative(workdir),
-                              predictions={split: layout.relative(p) for split, p in written.items()},
-                              correctors={kind: layout.relative(w) for kind, (_, w) in found.items()}),
-            train=meta.get("train"),
-            # the scikit-learn kinds name no device: they run on the CPU
-            device={"base_net": device.type, "corrector": result.params.get("device", "cpu"), "threads": threads},
-            stage_seconds=clock.seconds)  # this run's stages; a reused stage shows its (short) reuse
-    _publish(layout, out, spec)
-    layout.push(layout.fold_parts(fold, seed))
-    log(table.rename(index=ds.named).to_string(float_format=lambda x: metrics.format_value(x)))
-    log("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in clock.seconds.items()))
-    if excluded is not None:
-        log(f"fold {fold}: Gain of excluded class {ds.named(excluded)} = "
-            f"{metrics.format_value(table.loc[excluded, 'gain'])}, "
-            f"accuracy f {out.summary['accuracy_f']:.3f} -> h {out.summary['accuracy_h']:.3f}")
+        with run.clock("detectors"):
+            detections = detectors.detect(spec.detectors, run.plan.detectors_tap, sets.correct, sets.test,
+                                          spec.corrector, final_layer, run.plan.feature_tap)
+    with run.clock("write"):
+        out = _result(run, sets, found, detections, meta)
+    # several sampled nets of a `search` share a fold and seed: each writes its own result, collect picks
+    write_json(run.layout.result_file(run.fold, run.seed, f"net-{run.net_key}" if spec.search else None),
+               out.to_dict())
+    run.layout.push(run.layout.fold_parts(run.fold, run.seed))
+    _log_result(run, out)
     return out
 
 
-def _correct(spec: Spec, layout: RunLayout, sets: dict, excluded, key: str, fkey: str, fold: str, seed: int,
-             threads: int, log, report) -> dict[str, tuple[corrector.CorrectorResult, Path]]:
+def _result(run: FoldRun, sets: FoldFeatures, found: dict, detections: list[detectors.Detection],
+            meta: dict) -> TrialResult:
+    """The fold x seed's result: the published kind's h scored on `test`, every method beside it, where its
+    artifacts are, and this run's stage seconds (a reused stage shows its short reuse)."""
+    ds, layout, classes, test = run.ds, run.layout, run.ds.classes, sets.test
+    result, workdir = found[run.spec.corrector.kind]
+    written = _write_predictions(run, sets, found, detections)
+    table = metrics.per_class(test.labels, test.pred_f, result.pred_h, classes)
+    return TrialResult(
+        fold=run.fold, seed=run.seed, excluded=run.excluded, classes=classes,
+        class_names=[ds.class_names[c] for c in classes], net=run.plan.name, net_key=run.net_key,
+        features_key=sets.key, sweep_key=sweep_key(run.spec),
+        summary=metrics.summary(test.labels, test.pred_f, result.pred_h, classes),
+        per_class=table.reset_index().to_dict(orient="records"), corrector=_corrector_record(result),
+        methods=_methods(found, detections, test, classes, run.excluded),
+        paths=ResultPaths(model=layout.relative(layout.model_dir(run.fold, run.seed, run.net_key)),
+                          corrector=layout.relative(workdir),
+                          predictions={split: layout.relative(p) for split, p in written.items()},
+                          correctors={kind: layout.relative(w) for kind, (_, w) in found.items()}),
+        train=meta.get("train"),
+        # the scikit-learn kinds name no device: they run on the CPU
+        device={"base_net": run.device.type, "corrector": result.params.get("device", "cpu"), "threads": run.threads},
+        stage_seconds=run.clock.seconds)
+
+
+def _log_result(run: FoldRun, out: TrialResult) -> None:
+    """The per-class table, the stage seconds and the excluded class's Gain, as the trial's last lines."""
+    table = pd.DataFrame(out.per_class).set_index("class")
+    run.log(table.rename(index=run.ds.named).to_string(float_format=lambda x: metrics.format_value(x)))
+    run.log("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in out.stage_seconds.items()))
+    if run.excluded is not None:
+        run.log(f"fold {run.fold}: Gain of excluded class {run.ds.named(run.excluded)} = "
+                f"{metrics.format_value(table.loc[run.excluded, 'gain'])}, "
+                f"accuracy f {out.summary['accuracy_f']:.3f} -> h {out.summary['accuracy_h']:.3f}")
+
+
+def _correct(run: FoldRun, sets: FoldFeatures) -> dict[str, tuple[corrector.CorrectorResult, Path]]:
     """One corrector search per kind (corrector.all_kinds) on the fold's features, each resumed or reused
     from its own journal (keyed by the features and every setting of its search, the policies the fold
     may use included); kind -> (result, workdir)."""
@@ -185,33 +233,34 @@ def _correct(spec: Spec, layout: RunLayout, sets: dict, excluded, key: str, fkey
     # corrector.kind: a grid would make one result per kind for each fold x seed, where a result file,
     # collect and best hold one. So every kind's test summary joins that one result (`methods`), and
     # corrector.kind's result stays the fold's `corrector`, so reports of a single kind are unchanged.
-    found = {}
+    found, spec = {}, run.spec
     for kind in spec.corrector.all_kinds:
-        cfg = dataclasses.replace(spec.corrector, kind=kind, policies=policies_for(spec.corrector.policies, excluded))
-        workdir = layout.corrector_dir(fold, seed, key, corrector_key(cfg, fkey))
-        log(f"fold {fold} seed {seed}: {kind} corrector search ({cfg.n_candidates} candidates) in {workdir}")
-        on_candidate = lambda c, kind=kind: report and report({"stage": "corrector", "kind": kind} | c)
-        result = corrector.search(sets["correct"], sets["test"], cfg, workdir, threads, on_candidate=on_candidate)
-        found[kind] = result, workdir
+        cfg = dataclasses.replace(spec.corrector, kind=kind, policies=policies_for(spec.corrector.policies,
+                                                                                   run.excluded))
+        workdir = run.layout.corrector_dir(run.fold, run.seed, run.net_key, corrector_key(cfg, sets.key))
+        run.say(f"{kind} corrector search ({cfg.n_candidates} candidates) in {workdir}")
+        on_candidate = lambda c, kind=kind: run.tell("corrector", {"kind": kind} | c)
+        found[kind] = corrector.search(sets.correct, sets.test, cfg, workdir, run.threads,
+                                       on_candidate=on_candidate), workdir
     return found
 
 
-def _write_predictions(spec: Spec, layout: RunLayout, sets: dict, found: dict, detections: list[detectors.Detection],
-                       fold: str, seed: int, key: str, excluded) -> dict[str, Path]:
+def _write_predictions(run: FoldRun, sets: FoldFeatures, found: dict,
+                       detections: list[detectors.Detection]) -> dict[str, Path]:
     """Every method's h and novelty score per image of `correct` and `test` (see `predictions`); split -> file."""
-    correct, test = sets["correct"], sets["test"]
+    correct, test, excluded, spec = sets.correct, sets.test, run.excluded, run.spec
     at = None if excluded is None else [int(c) for c in test.meta["classes"]].index(excluded)
     kinds = {kind: r for kind, (r, _) in found.items()}
-    splits = {"test": ({k: r.pred_h for k, r in kinds.items()} | {d.name: d.pred_h for d in detections},
+    splits = {"test": (test, {k: r.pred_h for k, r in kinds.items()} | {d.name: d.pred_h for d in detections},
                        ({k: r.proba[:, at] for k, r in kinds.items()} if at is not None else {})
                        | {d.name: d.score_test for d in detections}),
-              "correct": ({d.name: np.where(d.score_correct >= d.threshold, excluded, correct.pred_f)
-                           for d in detections}, {d.name: d.score_correct for d in detections})}
+              "correct": (correct, {d.name: np.where(d.score_correct >= d.threshold, excluded, correct.pred_f)
+                                    for d in detections}, {d.name: d.score_correct for d in detections})}
     out = {}
-    for split, (h, score) in splits.items():
-        fs, path = sets[split], layout.predictions_file(fold, seed, split, key)
-        predictions.write(path, fs.sample_ids, fs.labels, fs.pred_f, spec.corrector.all_kinds + spec.detectors.names, h,
-                          score)
+    for split, (fs, h, score) in splits.items():
+        path = run.layout.predictions_file(run.fold, run.seed, split, run.net_key)
+        predictions.write(path, fs.sample_ids, fs.labels, fs.pred_f, spec.corrector.all_kinds + spec.detectors.names,
+                          h, score)
         if not spec.search:  # each sampled net of a search keeps its own file; otherwise this result replaces all
             predictions.remove_others(path)
         out[split] = path
@@ -230,7 +279,7 @@ def _methods(found: dict, detections: list[detectors.Detection], test, classes, 
     """Every kind's and detector's h on `test`, scored alike: what collect's methods table compares."""
     scored = {kind: (r.pred_h, dict(family="corrector", policy=r.policy, tau=r.tau, cv_score=r.cv_score,
                                     seconds=r.search_seconds + r.refit_seconds)) for kind, (r, _) in found.items()}
-    scored |= {d.name: (d.pred_h, dict(family="baseline", policy="new_class", tau=d.threshold,
+    scored |= {d.name: (d.pred_h, dict(family="detector", policy="new_class", tau=d.threshold,
                                        correct_score=d.correct_score, seconds=d.seconds)) for d in detections}
     out = {}
     for name, (pred_h, record) in scored.items():
@@ -240,50 +289,50 @@ def _methods(found: dict, detections: list[detectors.Detection], test, classes, 
     return out
 
 
-def _base_net(spec: Spec, ds, splits, excluded, seed, model_dir: Path, log, report):
-    """The fold's trained net: reused from `model_dir` (keyed by net_key) or trained and saved there."""
-    fold = "none" if excluded is None else excluded
+def _base_net(run: FoldRun, model_dir: Path):
+    """The fold's trained net: reused from `model_dir` (keyed by the net key) or trained and saved there."""
     if (model_dir / "model.json").is_file():
         try:
             loaded = load_model(model_dir)
-            log(f"fold {fold} seed {seed}: reusing trained base net {model_dir}")
+            run.say(f"reusing trained base net {model_dir}")
             return loaded
         except CorrectsweepError as e:
-            log(f"fold {fold} seed {seed}: {e}: training it again")
+            run.say(f"{e}: training it again")
             shutil.rmtree(model_dir)
-    classes = ds.classes
-    targets = class_indices(ds.labels, classes, "the dataset")
-    excluded_index = None if excluded is None else classes.index(excluded)
+    ds, splits, excluded = run.ds, run.splits, run.excluded
+    targets = class_indices(ds.labels, ds.classes, "the dataset")
+    excluded_index = None if excluded is None else ds.classes.index(excluded)
     keep = lambda idx: idx if excluded_index is None else idx[targets[idx] != excluded_index]
-    log(f"fold {fold} seed {seed}: training base net on {len(keep(splits['train']))} images")
-    on_epoch = lambda r: (log(f"  epoch {r['epoch']}: loss {r['train_loss']:.3f} val acc {r['val_accuracy']:.3f}"),
-                          report and report({"stage": "train"} | r))
-    model, res = train_base_net(ds.images, targets, keep(splits["train"]), keep(splits["val"]), len(classes),
-                                excluded_index, spec.base_net, seed, on_epoch=on_epoch)
-    meta = save_model(model, model_dir, {"classes": classes, "excluded": excluded, "channels": int(ds.images.shape[1]),
-                                         "train": dataclasses.asdict(res)}, spec.base_net)
+    data = TrainSet(ds.images, targets, keep(splits["train"]), keep(splits["val"]), len(ds.classes), excluded_index)
+    run.say(f"training base net on {len(data.train_idx)} images")
+    on_epoch = lambda r: (run.log(f"  epoch {r['epoch']}: loss {r['train_loss']:.3f} val acc {r['val_accuracy']:.3f}"),
+                          run.tell("train", r))
+    model, res = train_base_net(data, run.spec.base_net, run.seed, on_epoch=on_epoch)
+    meta = save_model(model, model_dir, {"classes": ds.classes, "excluded": excluded,
+                                         "channels": int(ds.images.shape[1]), "train": dataclasses.asdict(res)},
+                      run.spec.base_net)
     return model, meta
 
 
-def _features(spec: Spec, layout: RunLayout, ds: Dataset, splits, model, meta, excluded, key: str, fkey: str,
-              taps: list[str], seed: int, device, log) -> dict:
-    """`correct` and `test` features of the fold's net, extracted once per net and taps (features_key);
+def _features(run: FoldRun, model, meta: dict) -> FoldFeatures:
+    """`correct` and `test` features of the fold's net, extracted once per net and taps (the features key);
     a file that does not read back whole, or not from this net, is extracted again."""
-    fold = "none" if excluded is None else str(excluded)
-    fmeta = file_meta(ds.classes, ds.class_names, excluded, spec.to_dict(), meta["weights_sha256"], key) | {
-        "features_key": fkey}
+    ds, spec = run.ds, run.spec
+    fkey = features_key(spec, run.net_key, run.plan.taps)
+    fmeta = file_meta(ds.classes, ds.class_names, run.excluded, spec.to_dict(), meta["weights_sha256"],
+                      run.net_key) | {"features_key": fkey}
     sets = {}
     for split in ("correct", "test"):
-        path = layout.features_file(fold, seed, split, fkey)
-        sets[split] = _stored_features(path, len(splits[split]), meta["weights_sha256"], log)
+        path = run.layout.features_file(run.fold, run.seed, split, fkey)
+        sets[split] = _stored_features(path, len(run.splits[split]), meta["weights_sha256"], run.log)
         if sets[split] is None:
-            idx = splits[split]
-            pred, values = extract(model, ds.images[torch.from_numpy(idx)], taps, spec.features.full,
-                                   spec.features.batch_size, device)
+            idx = run.splits[split]
+            pred, values = extract(model, ds.images[torch.from_numpy(idx)], run.plan.taps, spec.features.full,
+                                   spec.features.batch_size, run.device)
             write_split(path, ds.ids[idx], ds.labels[idx], np.asarray(ds.classes)[pred], values, fmeta)
-            log(f"fold {fold} seed {seed}: wrote {path}")
+            run.say(f"wrote {path}")
             sets[split] = read_split(path)
-    return sets
+    return FoldFeatures(sets["correct"], sets["test"], fkey)
 
 
 def _stored_features(path: Path, rows: int, weights_sha256: str, log):

@@ -61,7 +61,7 @@ from correctsweep.config import CorrectorConfig, DetectorsConfig, settings_of
 from correctsweep.errors import SpecError
 from correctsweep.features import FeatureSet
 from correctsweep.plugins import DETECTORS, Plugin
-from correctsweep.policy import scan
+from correctsweep.policy import Labels, scan
 
 QUANTILES = 201  # thresholds in 0.5 % steps of the score: an excluded class can be ~2 % of the rows
 LOGITS, TAP, FEATURES = "logits", "tap", "features"  # what a detector reads, see the module docstring
@@ -148,8 +148,7 @@ def threshold(score: np.ndarray, fs: FeatureSet, excluded: int, cfg: CorrectorCo
     """(threshold, objective on `fs`) of the best h = where(score >= threshold, excluded, f)."""
     taus = np.append(np.unique(np.quantile(score, np.linspace(0, 1, QUANTILES))), np.nextafter(score.max(), np.inf))
     classes = [int(c) for c in fs.meta["classes"]]
-    return scan(np.full(len(score), excluded), score, fs.labels, fs.pred_f, classes, excluded, cfg.objective,
-                cfg.harm_bound, taus)
+    return scan(np.full(len(score), excluded), score, Labels(fs.labels, fs.pred_f, classes, excluded), cfg, taus)
 
 
 def _head(layer: FinalLayer, rows: list[int], width: int) -> torch.nn.Linear:

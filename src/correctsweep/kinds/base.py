@@ -3,7 +3,7 @@
 A kind is bound to one search's `SearchSetup` (the `correct` split, its CV splits, the config),
 which lives here with the input helpers it uses, so the kinds need nothing of `corrector`. The search
 in `corrector` does the rest the same way for every kind: it picks the taps, scores each candidate's
-out-of-fold probabilities with the tau scan (policy.best_choice), prunes, refits the winner on all of
+held-out probabilities with the tau scan (policy.best_choice), prunes, refits the winner on all of
 `correct`, applies the policy on `test`, saves and reloads. What a kind provides:
 
     suggest(trial)          its own hyperparameters for one candidate (JSON-able)
