@@ -147,7 +147,8 @@ class CorrectorConfig:
     tune_taps: bool = True
     """Let Optuna choose which taps feed the corrector (otherwise all saved taps)."""
     tau_grid: int = 41
-    """Number of thresholds scanned in [0, 1) on each candidate's held-out probabilities (each row predicted by the CV split that held it out)."""
+    """Number of thresholds scanned in [0, 1) on each candidate's held-out probabilities (each row of
+    `correct` predicted by the model of the CV split that held it out)."""
     device: str = "auto"
     """Where a kind that can use a GPU (xgboost) runs: auto (cuda when present), cpu or cuda; the others run
     on the CPU. A machine setting like base_net.device, which the sweep sets for trials given no GPU."""
