@@ -97,9 +97,9 @@ def main():
         classes, excluded, labels, pred_f, pred_h = fold(n, k)
         full = np.where(labels == excluded, excluded, pred_f)  # a full model that knows the excluded class
         plain = best_of(args.repeat, plain_metrics, labels, pred_f, pred_h, classes)
-        boot = best_of(args.repeat, stats.bootstrap_intervals, labels, pred_f, pred_h, classes, excluded,
-                       args.resamples)
-        power = best_of(args.repeat, stats.bootstrap_power, labels, pred_h, full, classes, excluded, args.resamples)
+        how = stats.Resampling(args.resamples)
+        boot = best_of(args.repeat, stats.bootstrap_intervals, labels, pred_f, pred_h, classes, excluded, how)
+        power = best_of(args.repeat, stats.bootstrap_power, labels, pred_h, full, classes, excluded, how)
         print(f"{n:>7} {k:>7} {plain:>14.4f} {boot:>10.3f} {power:>8.3f} {plain * args.resamples:>8.2f}")
     if args.run_dir:
         time_collect(args.run_dir, args.repeat)

@@ -102,26 +102,34 @@ def _why_undefined(name: str, c: metrics.Counts, at: int | None, excluded) -> st
     return "a zero denominator"
 
 
-def bootstrap_intervals(labels, pred_f, pred_h, classes, excluded: int | None, resamples: int = 1000,
-                        level: float = 0.95, seed: int = 0) -> dict[str, Interval]:
+@dataclass(frozen=True)
+class Resampling:
+    """How a bootstrap resamples: how many times, at which confidence level, from which seed."""
+
+    resamples: int = 1000
+    level: float = 0.95
+    seed: int = 0
+
+
+def bootstrap_intervals(labels, pred_f, pred_h, classes, excluded: int | None,
+                        how: Resampling = Resampling()) -> dict[str, Interval]:
     """FIGURES of one fold's test images with stratified bootstrap intervals: the excluded class's Gain and
     TPR_h, the macro Harm and ΔFPR, and balanced accuracy of f and of h."""
     classes = list(classes)
     at = classes.index(excluded) if excluded is not None else None
     point = metrics.counts(labels, pred_f, pred_h, classes)
     labels, pred_f, pred_h = np.asarray(labels), np.asarray(pred_f), np.asarray(pred_h)
-    weights = _weights(draws(labels, resamples, seed), labels.size)
+    weights = _weights(draws(labels, how.resamples, how.seed), labels.size)
     sampled = _figures(metrics.counts(labels, pred_f, pred_h, classes, weights), at)
     out = {}
     for name, value in _figures(point, at).items():
         value = float(value)
         out[name] = (Interval.na(_why_undefined(name, point, at, excluded)) if math.isnan(value)
-                     else _interval(value, sampled[name], level))
+                     else _interval(value, sampled[name], how.level))
     return out
 
 
-def bootstrap_power(labels, pred_h, pred_full, classes, excluded: int, resamples: int = 1000,
-                    level: float = 0.95, seed: int = 0) -> Interval:
+def bootstrap_power(labels, pred_h, pred_full, classes, excluded: int, how: Resampling = Resampling()) -> Interval:
     """P of the excluded class j: TPR_h of j in its fold ÷ TPR of j under the full model, both on the same
     test images (`pred_h` the fold's h, `pred_full` the full model's predictions, image for image), each
     resample drawing the same indices for both."""
@@ -135,8 +143,8 @@ def bootstrap_power(labels, pred_h, pred_full, classes, excluded: int, resamples
         return Interval.na(f"no image of class {excluded} in test")
     if point.hit_f[at] == 0:
         return Interval.na(f"the full model recognises no image of class {excluded} in test")
-    weights = _weights(draws(labels, resamples, seed), labels.size)
-    return _interval(float(ratio(point)), ratio(metrics.counts(labels, pred_full, pred_h, classes, weights)), level)
+    weights = _weights(draws(labels, how.resamples, how.seed), labels.size)
+    return _interval(float(ratio(point)), ratio(metrics.counts(labels, pred_full, pred_h, classes, weights)), how.level)
 
 
 @dataclass(frozen=True)

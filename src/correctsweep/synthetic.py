@@ -26,6 +26,7 @@ Labels use RAF-DB numbering (1 Surprise, 2 Fear, 3 Disgust, 4 Happiness,
 
 import heapq
 import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -192,8 +193,29 @@ def _feature_window(pose, size):
             slice(max(0, int(cols.min())), int(cols.max()) + 1))
 
 
-def _eyes(rng, face, u, v, px, e):
+@dataclass
+class _Face:
+    """The face being painted: the feature window's pixels and face-local coordinates, and what every
+    feature's drawing reads."""
+
+    rng: np.random.Generator
+    pixels: np.ndarray
+    """float [3, h, w]: a view of the canvas, so painting it paints the image."""
+    u: np.ndarray
+    v: np.ndarray
+    px: float
+    """One pixel in face-local units: the anti-aliasing width."""
+    e: dict
+    """The expression's parameters (_expression)."""
+    skin: np.ndarray
+    hair: np.ndarray
+    crease: np.ndarray
+    """The colour of lines and folds."""
+
+
+def _eyes(f: _Face):
     """Paints both eyes; returns their centre (ex, ey) on the right side and half-width ew."""
+    rng, face, u, v, px, e = f.rng, f.pixels, f.u, f.v, f.px, f.e
     # Drawn on |u| so one mask serves both eyes; the iris keeps its size while
     # the lids open or close, so wide eyes show white above and below it.
     ex, ey = rng.uniform(0.22, 0.28), rng.uniform(-0.12, -0.05)
@@ -211,8 +233,9 @@ def _eyes(rng, face, u, v, px, e):
     return ex, ey, ew
 
 
-def _brows(rng, face, u, v, px, e, ex, ey, ew, skin, hair):
+def _brows(f: _Face, ex, ey, ew):
     """Paints both brows above the eyes; returns the height vb of their outer ends."""
+    rng, face, u, v, px, e, skin, hair = f.rng, f.pixels, f.u, f.v, f.px, f.e, f.skin, f.hair
     vb = ey - rng.uniform(0.11, 0.14) - e["brow"]
     brow = _curve(np.abs(u), v, ex - ew, vb - e["inner"], ex + ew * 1.2, vb,
                   rng.uniform(0.0, 0.02) + e["arch"])
@@ -221,8 +244,9 @@ def _brows(rng, face, u, v, px, e, ex, ey, ew, skin, hair):
     return vb
 
 
-def _upper_folds(rng, face, u, v, px, e, ey, vb, skin, crease):
+def _upper_folds(f: _Face, ey, vb):
     """Forehead lines, lines between the brows and raised cheeks; returns the face's age in [0, 0.3]."""
+    rng, face, u, v, px, e, skin, crease = f.rng, f.pixels, f.u, f.v, f.px, f.e, f.skin, f.crease
     # Older faces show faint folds at rest, so a weak expression on them reads
     # much like a neutral one.
     age = rng.uniform(0.0, 0.3)
@@ -239,8 +263,9 @@ def _upper_folds(rng, face, u, v, px, e, ey, vb, skin, crease):
     return age
 
 
-def _nose(rng, face, u, v, px, e, ey, crease):
+def _nose(f: _Face, ey):
     """Nostrils, a faint bridge line and nose wrinkles; returns the nostrils' height ny."""
+    rng, face, u, v, px, e, crease = f.rng, f.pixels, f.u, f.v, f.px, f.e, f.crease
     ny = rng.uniform(0.19, 0.25)
     _paint(face, _ellipse(np.abs(u), v, 0.045, ny, 0.024, 0.014), px, crease)
     _paint(face, _curve(u, v, 0.03, ey + 0.05, 0.05, ny - 0.04, 0.0) - 0.006, px, crease, 0.4)
@@ -250,8 +275,9 @@ def _nose(rng, face, u, v, px, e, ey, crease):
     return ny
 
 
-def _mouth(rng, face, u, v, px, e, ny, age, skin, crease):
+def _mouth(f: _Face, ny, age):
     """Mouth, lips and teeth, and the nasolabial folds, which run from the nose to the mouth's corners."""
+    rng, face, u, v, px, e, skin, crease = f.rng, f.pixels, f.u, f.v, f.px, f.e, f.skin, f.crease
     # The mouth is the region between two lip lines that meet at the corners; a
     # closed mouth is the zero-opening case, so every expression morphs from neutral.
     mc, mw = rng.uniform(0.4, 0.46), rng.uniform(0.18, 0.22) * (1.0 + e["width"])
@@ -316,13 +342,12 @@ def _render(rng, label, size):
     _head(rng, canvas, u, v, px, skin, hair)
 
     win = _feature_window(pose, size)
-    face, fu, fv = canvas[(slice(None),) + win], u[win], v[win]  # face is a view: painting it paints canvas
-    crease = skin * 0.55
-    ex, ey, ew = _eyes(rng, face, fu, fv, px, e)
-    vb = _brows(rng, face, fu, fv, px, e, ex, ey, ew, skin, hair)
-    age = _upper_folds(rng, face, fu, fv, px, e, ey, vb, skin, crease)
-    ny = _nose(rng, face, fu, fv, px, e, ey, crease)
-    _mouth(rng, face, fu, fv, px, e, ny, age, skin, crease)
+    face = _Face(rng, canvas[(slice(None),) + win], u[win], v[win], px, e, skin, hair, skin * 0.55)
+    ex, ey, ew = _eyes(face)
+    vb = _brows(face, ex, ey, ew)
+    age = _upper_folds(face, ey, vb)
+    ny = _nose(face, ey)
+    _mouth(face, ny, age)
 
     _occluder(rng, canvas, u, v, px, skin)
     return _camera(rng, canvas, x, y)

@@ -142,10 +142,25 @@ def _optimiser(model: BaseNet, cfg: BaseNetConfig, steps_per_epoch: int):
     return optimizer, schedule
 
 
-def _train_epoch(model, x_train, y_train, loss_fn, optimizer, schedule, cfg: BaseNetConfig,
-                 generator: torch.Generator, bf16: bool) -> torch.Tensor:
+@dataclass
+class _Loop:
+    """What every training step uses: the net, its loss, optimiser and schedule, the settings, the seeded
+    generator of batch order and augmentation, and whether steps run in bf16."""
+
+    model: BaseNet
+    loss_fn: Callable
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    cfg: BaseNetConfig
+    generator: torch.Generator
+    bf16: bool
+
+
+def _train_epoch(loop: _Loop, x_train: torch.Tensor, y_train: torch.Tensor) -> torch.Tensor:
     """One pass over the training images in a seeded random order; returns the summed loss (on the
     device: reading it would sync the GPU every step)."""
+    model, loss_fn, optimizer, schedule, cfg, generator, bf16 = (loop.model, loop.loss_fn, loop.optimizer,
+                                                                 loop.schedule, loop.cfg, loop.generator, loop.bf16)
     model.train()
     device = x_train.device
     loss_sum = torch.zeros((), device=device)
@@ -210,11 +225,11 @@ def train_base_net(data: TrainSet, cfg: BaseNetConfig, seed: int,
                                      device)
     x_val, y_val = images[torch.from_numpy(val_idx)], torch.from_numpy(targets[val_idx])
     optimizer, schedule = _optimiser(model, cfg, math.ceil(len(train_idx) / cfg.batch_size))
-    generator = torch.Generator().manual_seed(seed)
+    loop = _Loop(model, loss_fn, optimizer, schedule, cfg, torch.Generator().manual_seed(seed), bf16)
     stopping, train_seconds, started = EarlyStopping(cfg), 0.0, time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        loss_sum = _train_epoch(model, x_train, y_train, loss_fn, optimizer, schedule, cfg, generator, bf16)
+        loss_sum = _train_epoch(loop, x_train, y_train)
         train_seconds += time.perf_counter() - t0
         if not torch.isfinite(loss_sum):  # checked once an epoch: a per-step check would sync the GPU
             raise CorrectsweepError(f"the base net's training loss became {loss_sum.item()} in epoch {epoch}; "

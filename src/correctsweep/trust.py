@@ -38,10 +38,14 @@ class FoldTrust:
     """The exact two-sided McNemar p of f's and h's correctness on the test images."""
 
 
+def _resampling(cfg: ReportConfig) -> stats.Resampling:
+    return stats.Resampling(cfg.bootstrap, cfg.level, BOOTSTRAP_SEED)
+
+
 def intervals(test: pd.DataFrame, method: str, result: TrialResult, cfg: ReportConfig) -> dict[str, Interval]:
     """INTERVALS of `method`'s h on the fold's test images, f and h resampled together."""
     got = stats.bootstrap_intervals(test.label, test.pred_f, test[f"h_{method}"], result.classes, result.excluded,
-                                    cfg.bootstrap, cfg.level, BOOTSTRAP_SEED)
+                                    _resampling(cfg))
     return {name: got[figure] for name, figure in INTERVALS.items()}
 
 
@@ -56,7 +60,7 @@ def power(test: pd.DataFrame, full: pd.DataFrame | None, result: TrialResult, cf
     if len(both) != len(test):
         return Interval.na("the full model's test images differ")
     return stats.bootstrap_power(both.label, both[f"h_{result.corrector.kind}"], both.pred_f_full, result.classes,
-                                 result.excluded, cfg.bootstrap, cfg.level, BOOTSTRAP_SEED)
+                                 result.excluded, _resampling(cfg))
 
 
 def fold_trust(result: TrialResult, test: pd.DataFrame, full: pd.DataFrame | None, cfg: ReportConfig) -> FoldTrust:
