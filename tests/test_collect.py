@@ -11,7 +11,8 @@ from conftest import CLASSES, NAMES, Y, predictions, write_predictions
 
 from correctsweep import metrics
 from correctsweep.cli import main
-from correctsweep.collect import collect, heatmap, training_curves
+from correctsweep.report import collect
+from correctsweep.report.plots import heatmap, training_curves
 from correctsweep.results import TrialResult
 
 MATRICES = ("retention", "harm", "gain", "dfpr", "tpr_h")
