@@ -27,7 +27,7 @@ import numpy as np
 import yaml
 
 from correctsweep import metrics, predictions, stats
-from correctsweep.collect import collect, load_run
+from correctsweep.report import collect, load_run
 from correctsweep.trust import fold_trust, method_rows
 
 SIZES = ((1500, 7), (3000, 8))

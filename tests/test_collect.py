@@ -2,6 +2,7 @@
 class names, the marked excluded cells, Table 4 and the training curves."""
 import json
 import math
+import re
 
 import duckdb
 import numpy as np
@@ -11,7 +12,10 @@ from conftest import CLASSES, NAMES, Y, predictions, write_predictions
 
 from correctsweep import metrics
 from correctsweep.cli import main
-from correctsweep.collect import collect, heatmap, training_curves
+from correctsweep.report import collect
+from correctsweep.report.build import build
+from correctsweep.report.plots import heatmap, training_curves
+from correctsweep.report.write import outputs
 from correctsweep.results import TrialResult
 
 MATRICES = ("retention", "harm", "gain", "dfpr", "tpr_h")
@@ -251,3 +255,18 @@ def test_one_method_has_no_methods_section(run):
     report = collect(run.dir)
     assert "## Correctors and baselines" not in (report / "report.md").read_text()
     assert not (report / "methods_gain_harm.png").exists()
+
+
+@pytest.mark.parametrize("case", ["full model only", "folds and seeds", "several methods"])
+def test_outputs_names_every_file_collect_writes_and_report_md_links(request, case):
+    if case == "full model only":
+        run = request.getfixturevalue("run_builder")(["none"], [0]).add("none", 0)
+    else:
+        run = request.getfixturevalue("run")
+        if case == "several methods":
+            with_methods(run)
+    report = collect(run.dir)
+    listed = [name for name, _ in outputs(build(run.dir))]
+    assert len(set(listed)) == len(listed) and sorted(listed) == sorted(p.name for p in report.iterdir())
+    links = re.findall(r"\]\(([^)]+)\)", (report / "report.md").read_text())
+    assert set(links) == {name for name in listed if name.endswith(".png")}

@@ -274,7 +274,7 @@ def interrupted(*_args, **_kwargs):
 
 
 @pytest.mark.parametrize("command, module, function", [
-    ("collect", "correctsweep.collect", "heatmap"),  # inside the report's temporary folder
+    ("collect", "correctsweep.report.plots", "heatmap"),  # inside the report's temporary folder
     ("best", "correctsweep.best", "rationale"),  # inside best/'s temporary folder
 ])
 def test_ctrl_c_while_writing_is_one_line_130_and_keeps_the_old_output(run, capsys, monkeypatch, command, module,

@@ -12,8 +12,8 @@ from sklearn.metrics import roc_auc_score
 
 from correctsweep import metrics
 from correctsweep.cli import main
-from correctsweep.collect import collect
 from correctsweep.predictions import write as write_record
+from correctsweep.report import collect
 from correctsweep.trust import FOLD_INTERVALS, METHOD_INTERVALS
 
 BASELINES = ["msp", "energy", "she"]

@@ -40,13 +40,15 @@ import yaml
 from optuna.trial import TrialState
 
 from correctsweep.atomic import atomic_dir
-from correctsweep.collect import fold_order, load_run, markdown_table
 from correctsweep.config import CorrectorConfig
 from correctsweep.corrector import STUDY_NAME, damaged_record, study_storage, verified
 from correctsweep.errors import CorrectsweepError
 from correctsweep.metrics import format_value
 from correctsweep.plugins import KINDS
 from correctsweep.policy import objective_score
+from correctsweep.report import load_run
+from correctsweep.report.labels import fold_order
+from correctsweep.report.markdown import markdown_table
 from correctsweep.results import TrialResult
 
 # artifact name -> (key in the result's paths, file, sub-folder under best/fold=J/seed=S/)

@@ -54,8 +54,8 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_collect(args) -> None:
-    from correctsweep.collect import collect
     from correctsweep.layout import RunLayout
+    from correctsweep.report import collect
 
     layout = RunLayout.at(args.run_dir)
     layout.check_writable()

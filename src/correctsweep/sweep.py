@@ -201,7 +201,7 @@ def run_sweep(spec: Spec, address: str | None = None, resume: bool = False, verb
 
 def _sweep(spec: Spec, layout: RunLayout, address: str | None, resume: bool, verbose: bool, callbacks: list) -> Path:
     from correctsweep.best import select_best
-    from correctsweep.collect import collect
+    from correctsweep.report import collect
     from correctsweep.trial import core_warning
 
     # One Tune experiment per spec: a changed spec (say, a retuned corrector) is a new experiment in the

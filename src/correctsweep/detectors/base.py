@@ -119,7 +119,7 @@ class Detector(Plugin):
         return self.score(x)
 
 
-def _source(name: str, tap: str, final_tap: str) -> str:
+def _tap_read(name: str, tap: str, final_tap: str) -> str:
     """The tap a detector reads."""
     return {LOGITS: "logits", TAP: tap, FEATURES: final_tap}[DETECTORS.get(name).reads]
 
@@ -132,12 +132,12 @@ def validate(names: list[str], tap: str, taps: list[str], has_final_layer: bool,
         reads = DETECTORS.get(name).reads
         if name in names[:i]:
             raise SpecError(f"'detectors.names' lists {name} twice")
-        source, saved = _source(name, tap, final_tap), ", ".join(taps)
-        if source not in taps and reads == TAP:
-            raise SpecError(f"'detectors.tap' names '{source}', which {name} reads and features.taps ({saved}) "
+        read, saved = _tap_read(name, tap, final_tap), ", ".join(taps)
+        if read not in taps and reads == TAP:
+            raise SpecError(f"'detectors.tap' names '{read}', which {name} reads and features.taps ({saved}) "
                             "lacks; add it to features.taps or name a saved tap")
-        if source not in taps:
-            raise SpecError(f"'detectors.names': {name} reads the tap '{source}', which features.taps ({saved}) "
+        if read not in taps:
+            raise SpecError(f"'detectors.names': {name} reads the tap '{read}', which features.taps ({saved}) "
                             "lacks; add it to features.taps")
         if reads == FEATURES and not has_final_layer:
             raise SpecError(f"'detectors.names': {name} needs f's final layer (its weight and bias), which this run "
@@ -179,8 +179,8 @@ def detect(detectors: DetectorsConfig, tap: str, correct: FeatureSet, test: Feat
     out = []
     for name in names:
         started = time.perf_counter()
-        source = _source(name, tap, final_tap)
-        on_correct, on_test = correct.taps[source], test.taps[source]
+        read = _tap_read(name, tap, final_tap)
+        on_correct, on_test = correct.taps[read], test.taps[read]
         head = None
         cls = DETECTORS.get(name)
         if cls.reads == FEATURES:
