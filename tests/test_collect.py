@@ -222,7 +222,7 @@ def test_methods_table_and_gain_harm_plot(run_builder):
         ("1", 0, "xgboost"), ("1", 0, "msp"), ("1", 1, "xgboost"), ("1", 1, "msp"),
         ("2", 0, "xgboost"), ("2", 0, "msp")]
     assert methods.gain_excluded.tolist() == [0.5, 1.0, 0.75, 1.0, 0.25, 1.0]
-    assert (methods.mean_harm == 0).all() and methods.balanced_accuracy_h[methods.method == "msp"].eq(1).all()
+    assert (methods.macro_harm == 0).all() and methods.balanced_accuracy_h[methods.method == "msp"].eq(1).all()
     text = (report / "report.md").read_text()
     by_method = section(text, "### Every fold: mean ± std over folds and seeds")
     assert "| xgboost | 0.500 ± 0.250 |" in by_method and "| msp | 1.000 ± 0.000 |" in by_method

@@ -36,7 +36,7 @@ class MethodRecord:
     """One corrector kind's or detector's h on `test`, scored alike: a row of the report's methods table."""
 
     family: str
-    """corrector or baseline."""
+    """corrector or detector."""
     policy: str
     tau: float
     """The corrector's tau, or the detector's threshold on its novelty score."""

@@ -19,12 +19,9 @@ from correctsweep.config import ReportConfig
 from correctsweep.results import TrialResult
 from correctsweep.stats import Interval
 
-# the report's names of stats.FIGURES
-INTERVALS = {"gain_excluded": "gain_excluded", "mean_harm": "macro_harm", "mean_dfpr": "macro_dfpr",
-             "tpr_h_excluded": "tpr_h_excluded", "balanced_accuracy_f": "balanced_accuracy_f",
-             "balanced_accuracy_h": "balanced_accuracy_h"}
+INTERVALS = list(stats.FIGURES)  # the figures every fold's and method's h gets an interval for
 FOLD_INTERVALS = [*INTERVALS, "power"]
-METHOD_INTERVALS = ["gain_excluded", "mean_harm", "mean_dfpr", "balanced_accuracy_h"]
+METHOD_INTERVALS = ["gain_excluded", "macro_harm", "macro_dfpr", "balanced_accuracy_h"]
 DETECTION = ["auroc", "aupr", "fpr_at_95_tpr"]
 BOOTSTRAP_SEED = 0
 
@@ -46,7 +43,7 @@ def intervals(test: pd.DataFrame, method: str, result: TrialResult, cfg: ReportC
     """INTERVALS of `method`'s h on the fold's test images, f and h resampled together."""
     got = stats.bootstrap_intervals(test.label, test.pred_f, test[f"h_{method}"], result.classes, result.excluded,
                                     _resampling(cfg))
-    return {name: got[figure] for name, figure in INTERVALS.items()}
+    return {name: got[name] for name in INTERVALS}
 
 
 def power(test: pd.DataFrame, full: pd.DataFrame | None, result: TrialResult, cfg: ReportConfig) -> Interval:

@@ -9,7 +9,7 @@ on the trained classes' rows of `correct` only, and the excluded class's labels 
 one threshold, as they pick the correctors' tau.
 
 What each reads: `logits` (the logits tap; its NaN columns, the excluded class's, are dropped), the
-spec's baselines tap, or f's feature tap (the input of its final layer) together with that layer's
+spec's detectors.tap, or f's feature tap (the input of its final layer) together with that layer's
 weight and bias (`FinalLayer`, rows of the excluded class dropped: f never trained them).
 
   from logits   msp         1 - largest softmax probability (Hendrycks & Gimpel, 2017): MaxSoftmax + 1

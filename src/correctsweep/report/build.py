@@ -114,7 +114,7 @@ class Report:
 
     @property
     def compares_methods(self) -> bool:
-        """Whether the results hold more than one corrector kind or baseline."""
+        """Whether the results hold more than one corrector kind or detector."""
         return self.methods.method.nunique() > 1
 
     @property

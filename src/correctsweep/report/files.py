@@ -20,7 +20,7 @@ has, and what writes each), report.md's links and its Files section, and the tes
   heatmap_<m>.png                the matrices, the excluded class's own cell (class j, fold j) outlined.
   training_curves.png            train loss and validation accuracy per epoch, one line per fold x seed,
                                  the kept epoch starred; results without a training history are left out.
-  methods.csv                    one row per fold x seed x method (each corrector kind and baseline of the
+  methods.csv                    one row per fold x seed x method (each corrector kind and detector of the
                                  results' `methods`) in the folds with an excluded class: Gain of that class,
                                  mean Harm and ΔFPR, balanced accuracy of h (each with _lo and _hi), accuracy
                                  of h, auroc, aupr, fpr_at_95_tpr of its novelty score (detection_na: why

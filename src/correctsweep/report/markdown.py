@@ -17,7 +17,7 @@ from correctsweep.trust import DETECTION, FOLD_INTERVALS, METHOD_INTERVALS, seed
 FOLD_OTHER = ["accuracy_f", "accuracy_h", "balanced_accuracy_f_trained", "full_f_same_classes", "tau",
               "search_seconds"]
 """folds.csv's numbers without an interval, averaged over seeds as they are (McNemar's p is not)."""
-METHOD_NUMBERS = ["gain_excluded", "mean_harm", "mean_dfpr", "balanced_accuracy_h", "accuracy_h", *DETECTION,
+METHOD_NUMBERS = ["gain_excluded", "macro_harm", "macro_dfpr", "balanced_accuracy_h", "accuracy_h", *DETECTION,
                   "seconds"]
 """methods.csv's numbers averaged over folds and seeds."""
 
@@ -172,7 +172,7 @@ def _methods(r: Report) -> list[str]:
         return []
     cfg = r.config
     level = f"{cfg.level:.0%}"
-    out = ["## Correctors and baselines",
+    out = ["## Correctors and detectors",
            "Every corrector kind and label-free detector of the run, on the same test images of each fold with an "
            "excluded class: the excluded class's Gain (its recovery: f never predicts it), the mean Harm and ΔFPR "
            "over classes, the balanced accuracy and accuracy of h, and seconds (a kind: its search and refit; a "

@@ -78,19 +78,19 @@ def training_curves(path: Path, results: list[TrialResult], names: dict[int, str
 
 def gain_harm_plot(path: Path, methods: pd.DataFrame, names: dict[int, str]) -> Figure:
     """Excluded-class Gain against mean Harm, one point per method and fold (mean over seeds): up and to
-    the left is better. Colour: method; circle: a corrector kind, square: a baseline."""
-    points = methods.groupby(["method", "fold"], sort=False)[["gain_excluded", "mean_harm"]].mean().reset_index()
+    the left is better. Colour: method; circle: a corrector kind, square: a detector."""
+    points = methods.groupby(["method", "fold"], sort=False)[["gain_excluded", "macro_harm"]].mean().reset_index()
     families = methods.drop_duplicates("method").set_index("method").family
     fig = Figure(figsize=(7, 5))
     ax = fig.subplots()
     for i, (method, group) in enumerate(points.groupby("method", sort=False)):
-        ax.scatter(group.mean_harm, group.gain_excluded, s=60, color=f"C{i % 10}", label=method,
+        ax.scatter(group.macro_harm, group.gain_excluded, s=60, color=f"C{i % 10}", label=method,
                    marker="o" if families[method] == "corrector" else "s", edgecolor="black")
         for _, row in group.iterrows():
-            ax.annotate(class_label(row.fold, names), (row.mean_harm, row.gain_excluded), textcoords="offset points",
+            ax.annotate(class_label(row.fold, names), (row.macro_harm, row.gain_excluded), textcoords="offset points",
                         xytext=(5, 4), fontsize=7)
     ax.set(xlabel="mean Harm over classes", ylabel="Gain of the excluded class",
-           title="Correctors and baselines: Gain against Harm (one point per fold)")
+           title="Correctors and detectors: Gain against Harm (one point per fold)")
     ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     return fig

@@ -118,8 +118,8 @@ def power_table(tpr_h: OverSeeds, long: pd.DataFrame, classes: list[int]) -> Ove
 
 def methods_table(results: list[TrialResult], tests: dict[tuple[str, int], pd.DataFrame],
                   cfg: ReportConfig) -> pd.DataFrame:
-    """One row per fold x seed x method (every corrector kind and baseline of a result's `methods`), in
-    the folds with an excluded class: the only ones where baselines run and a Gain of it exists. Columns:
+    """One row per fold x seed x method (every corrector kind and detector of a result's `methods`), in
+    the folds with an excluded class: the only ones where detectors run and a Gain of it exists. Columns:
     trust.method_rows's, trust.METHOD_INTERVALS as Interval cells."""
     rows = [row for r in sorted(results, key=result_order) if r.excluded is not None and r.methods
             for row in method_rows(r, tests[(r.fold, r.seed)], cfg)]
