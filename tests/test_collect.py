@@ -7,12 +7,15 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+import records
 from conftest import CLASSES, NAMES, Y, predictions, write_predictions
 
 from correctsweep import metrics
 from correctsweep.cli import main
 from correctsweep.collect import collect, heatmap, training_curves
 from correctsweep.results import TrialResult
+
+run_builder = records.run_builder  # conftest's, with the whole corrector record
 
 MATRICES = ("retention", "harm", "gain", "dfpr", "tpr_h")
 

@@ -143,7 +143,7 @@ FILE_CASES = [
     ("best.json missing", best(lambda r: corrector_file(r, "best.json").unlink()), "best.json is missing"),
     ("best.json a folder", best(lambda r: to_folder(corrector_file(r, "best.json"))), "best.json is missing"),
     ("best.json without checksums", best(lambda r: drop_checksums(corrector_file(r, "best.json"))),
-     "has no checksums"),
+     "best.json is unreadable as this version's corrector record"),
     ("best.json a list", best(lambda r: corrector_file(r, "best.json").write_text("[1, 2]")),
      "best.json is unreadable"),
     ("net weights corrupt", best(lambda r: flip(net_file(r, "weights.pt"))), "weights.pt does not match"),
