@@ -18,7 +18,7 @@ KINDS, BASELINES = ["xgboost", "fisher", "logistic"], ["msp", "energy", "mahalan
 @pytest.mark.slow
 def test_smoke_run_compares_kinds_and_baselines(tmp_path):
     both = ["--set", f"storage={tmp_path}", "--set", f"corrector.kinds=[{', '.join(KINDS)}]",
-            "--set", f"baselines=[{', '.join(BASELINES)}]"]
+            "--set", f"detectors.names=[{', '.join(BASELINES)}]"]
     for fold in ("3", "none"):
         assert main(["trial", "sweeps/smoke.yaml", "--fold", fold, *both]) == 0
     run = tmp_path / "smoke"
