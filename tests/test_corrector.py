@@ -37,8 +37,10 @@ def feature_set(n, seed, excluded=EXCLUDED, counts=None):
                       {"classes": CLASSES, "excluded": excluded})
 
 
-def small_cfg(pca_dims=None, **kw):
-    xgboost = {"max_rounds": 30, "early_stopping_rounds": 5, "pca_dims": pca_dims}
+def small_cfg(**kw):
+    """A small search; the xgboost kind's own settings among `kw` go under corrector.xgboost."""
+    xgboost = {"max_rounds": 30, "early_stopping_rounds": 5} | {
+        key: kw.pop(key) for key in ("max_rounds", "early_stopping_rounds", "pca_dims") if key in kw}
     return from_mapping(CorrectorConfig, {"n_candidates": 3, "cv_splits": 3, "tau_grid": 11, "seed": 0,
                                           "xgboost": xgboost} | kw, "corrector")
 
