@@ -59,7 +59,7 @@ def main() -> None:
     run = Path(args.run_dir) if args.run_dir else smoke_run(work)
 
     clf = load_corrected(run, args.fold, kind=KINDS[0], device="cpu")
-    ds = run_dataset(clf.spec, run)
+    ds = run_dataset(clf.spec)
     test = ds.images[make_splits(ds, clf.spec.data)["test"]]
     images = test.repeat((args.images + len(test) - 1) // len(test), 1, 1, 1)[:args.images]
     size = clf.batch_size
@@ -86,7 +86,7 @@ def main() -> None:
         Image.fromarray(image.permute(1, 2, 0).numpy().squeeze()).save(folder / f"{n:05d}.png")
     published = load_corrected(run, args.fold, device="cpu")
     command = lambda: predict_file(published, str(folder), work / "h.parquet", log=lambda m: None)
-    rows.append((f"predict command, PNG files ({published.selection.kind})", best_of(args.repeat, command)))
+    rows.append((f"predict command, PNG files ({published.selection.record.kind})", best_of(args.repeat, command)))
 
     print(f"{args.images} images of {images.shape[1]}x{images.shape[2]}x{images.shape[3]}, batches of {size}, "
           f"torch {torch.get_num_threads()} threads, fold {args.fold} of {run}")

@@ -1,14 +1,20 @@
 """best on a run directory built by hand (known studies), and collect + best after a real smoke run."""
+import json
+
 import pandas as pd
 import pytest
+import records
 import xgboost as xgb
 import yaml
 
 from correctsweep.best import select_best
 from correctsweep.cli import main
+from correctsweep.errors import CorrectsweepError
+from correctsweep.predict import locate
 from correctsweep.train import load_model
 
 FC, BOTH = ["fc"], ["fc", "logits"]
+run_builder = records.run_builder  # conftest's, with the whole corrector record
 
 
 @pytest.fixture
@@ -29,7 +35,10 @@ def test_best_config_per_fold_and_overall(run):
     folds = {f["fold"]: f for f in config["folds"]}
     assert list(folds) == ["1", "2", "none"]
     one = folds["1"]  # seed 1's search scored 0.70 against seed 0's 0.60
-    assert (one["seed"], one["policy"], one["taps"], one["tau"], one["cv_score"]) == (1, "new_class", BOTH, 0.2, 0.70)
+    chosen = one["corrector"]  # the search's record, as its best.json holds it
+    assert (one["seed"], chosen["policy"], chosen["taps"], chosen["tau"], chosen["cv_score"]) == \
+        (1, "new_class", BOTH, 0.2, 0.70)
+    assert chosen == json.loads((run.dir / one["source"]["corrector"] / "best.json").read_text())
     assert one["runner_up"]["policy"] == "override" and one["runner_up"]["margin"] == pytest.approx(0.30)
     assert one["test_score"] == pytest.approx((0.75 + 1 + 1) / 3)  # balanced accuracy of h on test
     assert folds["2"]["runner_up"]["taps"] == BOTH and folds["2"]["runner_up"]["margin"] == pytest.approx(0.03)
@@ -72,6 +81,19 @@ def test_rerun_overwrites_and_errors_keep_the_old_selection(run, capsys):
     assert len(err.splitlines()) == 1 and "weights.pt is missing" in err
     assert (best / "fold=2" / "seed=0" / "net" / "weights.pt").is_file()
     assert not list(run.dir.glob(".tmp-*"))
+
+
+def test_a_selection_of_another_version_is_refused_in_one_line(run):
+    best = select_best(run.dir)
+    config = yaml.safe_load((best / "best_config.yaml").read_text())
+    for fold in config["folds"]:  # as a version before the record wrote it: the corrector's fields flat
+        fold |= fold.pop("corrector")
+    (best / "best_config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(CorrectsweepError) as refused:
+        locate(run.dir, fold="1")
+    message = str(refused.value)
+    assert len(message.splitlines()) == 1 and "best_config.yaml is unreadable as this version's selection" in message
+    assert "rerun `correctsweep best`" in message
 
 
 def test_collect_and_best_after_a_smoke_run(tmp_path):

@@ -8,6 +8,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+import records
 from conftest import CLASSES, NAMES, Y, predictions, write_predictions
 
 from correctsweep import metrics
@@ -17,6 +18,8 @@ from correctsweep.report.build import build
 from correctsweep.report.plots import heatmap, training_curves
 from correctsweep.report.write import outputs
 from correctsweep.results import TrialResult
+
+run_builder = records.run_builder  # conftest's, with the whole corrector record
 
 MATRICES = ("retention", "harm", "gain", "dfpr", "tpr_h")
 

@@ -1,4 +1,5 @@
 import json
+from dataclasses import fields
 
 import numpy as np
 import optuna
@@ -6,8 +7,9 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from correctsweep.config import CorrectorConfig
-from correctsweep.corrector import STUDY_NAME, load_result, predict_proba, search
+from correctsweep.config import CorrectorConfig, from_mapping
+from correctsweep.corrector import STUDY_NAME, search
+from correctsweep.corrector_store import CorrectorRecord, load_result, predict_proba
 from correctsweep.errors import CorrectsweepError
 from correctsweep.features import FeatureSet
 from correctsweep.metrics import balanced_accuracy, macro_f1, per_class
@@ -36,8 +38,11 @@ def feature_set(n, seed, excluded=EXCLUDED, counts=None):
 
 
 def small_cfg(**kw):
-    return CorrectorConfig(**({"n_candidates": 3, "cv_splits": 3, "max_rounds": 30, "early_stopping_rounds": 5,
-                               "tau_grid": 11, "seed": 0} | kw))
+    """A small search; the xgboost kind's own settings among `kw` go under corrector.xgboost."""
+    xgboost = {"max_rounds": 30, "early_stopping_rounds": 5} | {
+        key: kw.pop(key) for key in ("max_rounds", "early_stopping_rounds", "pca_dims") if key in kw}
+    return from_mapping(CorrectorConfig, {"n_candidates": 3, "cv_splits": 3, "tau_grid": 11, "seed": 0,
+                                          "xgboost": xgboost} | kw, "corrector")
 
 
 # apply_policy: rows (proba, f) -> override target/conf and new_class conf
@@ -118,6 +123,7 @@ def test_search_recovers_the_excluded_class(tmp_path):
     assert (table["pred_h"].to_numpy() == result.pred_h).all()
     best = json.loads((tmp_path / "best.json").read_text())
     assert best["tau"] == result.tau and best["n_candidates"] == 4 and best["objective"] == "balanced_accuracy"
+    assert set(best) == {f.name for f in fields(CorrectorRecord)}  # the record: no per-image arrays
 
     # a finished search is loaded, not refitted
     mtime = (tmp_path / "model.ubj").stat().st_mtime_ns
@@ -225,3 +231,19 @@ def test_timeout_spans_reruns(tmp_path):
     calls = []
     again = search(correct, test, cfg, tmp_path, threads=1, on_candidate=calls.append)
     assert calls == [] and again.n_candidates == first.n_candidates  # the budget is spent: loaded
+
+
+def test_a_record_of_another_version_is_refused_in_one_line_and_the_search_refits(tmp_path, capsys):
+    correct, test = feature_set(150, 0), feature_set(60, 1)
+    result = search(correct, test, small_cfg(n_candidates=2), tmp_path, threads=1)
+    older = json.loads((tmp_path / "best.json").read_text())
+    del older["classes"], older["refit_seconds"]  # as a version before they were recorded wrote it
+    (tmp_path / "best.json").write_text(json.dumps(older | {"xgb_params": older.pop("params")}))
+    with pytest.raises(CorrectsweepError) as refused:
+        load_result(tmp_path)
+    assert "best.json is unreadable as this version's corrector record" in str(refused.value)
+    assert len(str(refused.value).splitlines()) == 1
+    capsys.readouterr()
+    again = search(correct, test, small_cfg(n_candidates=2), tmp_path, threads=1)
+    assert "refitting the search's winner" in capsys.readouterr().out
+    assert again.record() == load_result(tmp_path).record() and again.tau == result.tau

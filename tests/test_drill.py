@@ -103,9 +103,9 @@ CASES = [
     ("unknown source", setting("data.source=hdf5"), "data.source"),
     # the net and its taps (checked on the net built once, before anything is written)
     ("unknown arch", setting("base_net.arch=resnet81"), "close names: resnet18"),
-    ("module not importing", setting("base_net.module=no_such_pkg:Net"), "does not import"),
-    ("module not a module class", setting("base_net.module=user_nets:NotAModule"), "not an nn.Module"),
-    ("net output not [B, K]", setting("base_net.module=user_nets:WrongOutput"), "not [B, K]"),
+    ("module not importing", setting("base_net.arch=no_such_pkg:Net"), "does not import"),
+    ("module not a module class", setting("base_net.arch=user_nets:NotAModule"), "not an nn.Module"),
+    ("net output not [B, K]", setting("base_net.arch=user_nets:WrongOutput"), "not [B, K]"),
     ("tap node missing", setting("base_net.arch=resnet18", "features.taps=[layer5]"), "close names"),
     ("arch and module both", setting("base_net.arch=resnet18", "base_net.module=user_nets:TinyNet"),
      "base_net.module"),
@@ -219,7 +219,7 @@ def test_written_files_follow_the_umask(tmp_path):
 
 
 def test_a_torn_journal_is_cut_back(tmp_path):
-    from correctsweep.corrector import repair_journal
+    from correctsweep.corrector_journal import repair_journal
 
     path = tmp_path / "study.journal"
     path.write_bytes(b'{"op_code": 0}\n{"op_code": 1}\n{"op_co')

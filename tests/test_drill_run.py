@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from correctsweep import cli, reach, sweep
-from correctsweep.config import digest, load_spec
+from correctsweep.config import load_spec
+from correctsweep.hashing import digest
 from correctsweep.layout import RunLayout, mirror_of
 
 SMOKE = "sweeps/smoke.yaml"
@@ -143,7 +144,7 @@ FILE_CASES = [
     ("best.json missing", best(lambda r: corrector_file(r, "best.json").unlink()), "best.json is missing"),
     ("best.json a folder", best(lambda r: to_folder(corrector_file(r, "best.json"))), "best.json is missing"),
     ("best.json without checksums", best(lambda r: drop_checksums(corrector_file(r, "best.json"))),
-     "has no checksums"),
+     "best.json is unreadable as this version's corrector record"),
     ("best.json a list", best(lambda r: corrector_file(r, "best.json").write_text("[1, 2]")),
      "best.json is unreadable"),
     ("net weights corrupt", best(lambda r: flip(net_file(r, "weights.pt"))), "weights.pt does not match"),
@@ -217,7 +218,7 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{k}: &{k} [{', '.join([f'*{p}'] * 9)}]\n" for p, k in zip("abcdefgh", "bcdefghi"))
 SPEC_CASES = [
     ("lr infinite", sets("base_net.lr=.inf"), "'base_net.lr' must be a finite number"),
-    ("dropout nan", sets("base_net.dropout=.nan"), "'base_net.dropout' must be a finite number"),
+    ("dropout nan", sets("base_net.paper.dropout=.nan"), "'base_net.paper.dropout' must be a finite number"),
     ("lr minus infinity", sets("base_net.lr=-.inf"), "'base_net.lr' must be a finite number"),
     ("timeout overflowing to inf", sets("corrector.timeout_s=1e400"), "'corrector.timeout_s' must be a finite"),
     ("lr the text inf", sets("base_net.lr='inf'"), "'base_net.lr' must be a number"),
@@ -228,7 +229,8 @@ SPEC_CASES = [
     ("corrector seed negative", sets("corrector.seed=-1"), "'corrector.seed' must be between"),
     ("seed twice", sets("seeds=[0, 0]"), "'seeds' must be distinct"),
     ("epochs a fraction", sets("base_net.epochs=2.5"), "'base_net.epochs' must be an integer"),
-    ("free-form value infinite", sets("corrector.pca_dims=[.inf]"), "'corrector.pca_dims' must be a finite"),
+    ("free-form value infinite", sets("corrector.xgboost.pca_dims=[.inf]"),
+     "'corrector.xgboost.pca_dims' must be a finite"),
     ("folds nan", sets("folds=[.nan]"), "'folds' must be a finite number"),
     ("list for a section", sets("data=[1, 2]"), "'data' must be a mapping"),
     ("list for tracking", sets("tracking=[mlflow]"), "'tracking' must be a mapping"),
@@ -260,7 +262,8 @@ def test_bad_spec_value_is_one_line(tmp_path, capsys, name, argv, expect):
      lambda s: s.base_net.epochs == 3 and s.seeds == [0, 4294967295]),
     ("corrector: {n_candidates: '12', timeout_s: 5e-1}\n", [],
      lambda s: s.corrector.n_candidates == 12 and s.corrector.timeout_s == 0.5),
-    ("data: &d {n_images: 100}\nbase_net: {<<: {epochs: 3}, epochs: 4}\n", [], lambda s: s.base_net.epochs == 4),
+    ("data: &d {synthetic: {n_images: 100}}\nbase_net: {<<: {epochs: 3}, epochs: 4}\n", [],
+     lambda s: s.base_net.epochs == 4),
 ])
 def test_edge_values_that_are_fine(tmp_path, text, overrides, check):
     (tmp_path / "s.yaml").write_text(text)

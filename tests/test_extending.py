@@ -79,7 +79,7 @@ def export_and_compare(run, folder):
     assert main(["export", str(run), "--fold", "scratch", "--seed", "0", "--kind", "centroid", "--onnx",
                  str(folder)]) == 0
     clf = load_corrected(run, fold="scratch", seed=0, kind="centroid")
-    ds = run_dataset(clf.spec, run)
+    ds = run_dataset(clf.spec)
     images = ds.images[make_splits(ds, clf.spec.data)["test"]]
     ref, got = clf.run(images), OnnxPair(folder).run(images.numpy())
     assert np.abs(got.proba - ref.proba).max() < 1e-3 and (got.pred_f == ref.pred_f).all()

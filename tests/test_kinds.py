@@ -7,7 +7,8 @@ import pytest
 
 from correctsweep import config
 from correctsweep.config import CorrectorConfig, from_mapping
-from correctsweep.corrector import _setup, load_result, predict_proba, search
+from correctsweep.corrector import _setup, search
+from correctsweep.corrector_store import load_result, predict_proba
 from correctsweep.errors import SpecError
 from correctsweep.features import FeatureSet
 from correctsweep.kinds.linear import Fisher, LinearModel

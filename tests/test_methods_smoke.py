@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from correctsweep.cli import main
-from correctsweep.corrector import predict_proba
+from correctsweep.corrector_store import predict_proba
 from correctsweep.features import read_split
 
 KINDS, BASELINES = ["xgboost", "fisher", "logistic"], ["msp", "energy", "mahalanobis", "knn"]
@@ -18,7 +18,7 @@ KINDS, BASELINES = ["xgboost", "fisher", "logistic"], ["msp", "energy", "mahalan
 @pytest.mark.slow
 def test_smoke_run_compares_kinds_and_baselines(tmp_path):
     both = ["--set", f"storage={tmp_path}", "--set", f"corrector.kinds=[{', '.join(KINDS)}]",
-            "--set", f"baselines=[{', '.join(BASELINES)}]"]
+            "--set", f"detectors.names=[{', '.join(BASELINES)}]"]
     for fold in ("3", "none"):
         assert main(["trial", "sweeps/smoke.yaml", "--fold", fold, *both]) == 0
     run = tmp_path / "smoke"
@@ -47,7 +47,7 @@ def test_smoke_run_compares_kinds_and_baselines(tmp_path):
     assert main(["best", str(run)]) == 0
     config = yaml.safe_load((run / "best" / "best_config.yaml").read_text())
     chosen = config["folds"][0]
-    assert chosen["kind"] == "fisher" and chosen["artifacts"]["corrector"].endswith("model.npz")
+    assert chosen["corrector"]["kind"] == "fisher" and chosen["artifacts"]["corrector"].endswith("model.npz")
     corrector = run / "best" / chosen["artifacts"]["corrector"].rsplit("/", 1)[0]
     test = read_split(next((run / "features" / "fold=3" / "seed=0" / "split=test").glob("*.parquet")))
     stored = pd.read_parquet(run / fisher["paths"]["corrector"] / "predictions.parquet")

@@ -26,7 +26,7 @@ SMOKE = "sweeps/smoke.yaml"
 def run(tmp_path_factory):
     storage = tmp_path_factory.mktemp("storage")
     assert cli.main(["trial", SMOKE, "--fold", "3", "--set", f"storage={storage}", "--set",
-                     f"corrector.kinds=[{', '.join(KINDS)}]", "--set", "corrector.pca_dims=8"]) == 0
+                     f"corrector.kinds=[{', '.join(KINDS)}]", "--set", "corrector.xgboost.pca_dims=8"]) == 0
     assert cli.main(["best", str(storage / "smoke")]) == 0
     return storage / "smoke"
 
@@ -60,7 +60,7 @@ def test_default_is_best_choice_by_class_name_and_from_best_folder_as_csv(run, t
 
 def test_pngs_of_test_images_give_the_split_labels(run, tmp_path):
     clf = load_corrected(run, fold=3, device="cpu")
-    ds = run_dataset(clf.spec, run)
+    ds = run_dataset(clf.spec)
     idx = make_splits(ds, clf.spec.data)["test"]
     folder = tmp_path / "pngs"
     for n, i in enumerate(idx):  # lossless, in the split's order (nested folders: found recursively)
@@ -77,7 +77,7 @@ def test_pngs_of_test_images_give_the_split_labels(run, tmp_path):
 def test_python_api(run, tmp_path):
     clf = load_corrected(run / "best", fold="Disgust")
     assert clf.classes == [1, 2, 3, 4, 5, 6, 7] and clf.class_names[2] == "Disgust"
-    ds = run_dataset(clf.spec, run)
+    ds = run_dataset(clf.spec)
     idx = make_splits(ds, clf.spec.data)["test"]
     images = ds.images[idx]
     want = recorded(run, "xgboost")
@@ -87,7 +87,7 @@ def test_python_api(run, tmp_path):
     # a few images: other batches than extraction's, so a probability within float noise of tau may flip
     few = [Image.fromarray(im.permute(1, 2, 0).numpy()) for im in images[:10]]
     table = clf.explain(few)
-    sel = clf.selection
+    sel = clf.selection.record
     conf = proba[:10].max(1) if sel.policy == "override" else proba[:10, 2]
     assert ((table.pred_h.to_numpy() == want.pred_h[:10].to_numpy()) | (np.abs(conf - sel.tau) < 1e-4)).all()
     paths = []
@@ -126,16 +126,16 @@ def test_onnx_pair_agrees_with_predict(run, tmp_path):
         assert cli.main(["export", str(run), "--fold", "3", "--kind", kind, "--onnx", str(folder)]) == 0
         manifest = json.loads((folder / "manifest.json").read_text())
         assert manifest["kind"] == kind and manifest["input"] == {**manifest["input"], "channels": 3, "image_size": 48}
-        assert [t["name"] for t in manifest["taps"]] == load_corrected(run, 3, kind=kind).selection.taps
+        assert [t["name"] for t in manifest["taps"]] == load_corrected(run, 3, kind=kind).selection.record.taps
         clf = load_corrected(run, fold=3, kind=kind)
-        ds = run_dataset(clf.spec, run)
+        ds = run_dataset(clf.spec)
         images = ds.images[make_splits(ds, clf.spec.data)["test"]]
         ref, got = clf.run(images), OnnxPair(folder).run(images.numpy())
         diff = np.abs(got.proba - ref.proba).max(1)
         # ORT's float32 kernels against torch's, amplified by whitening; and a tap within that noise of one
         # of XGBoost's split thresholds takes the other branch, moving its image by a leaf's value
         assert (diff > 1e-3).mean() <= 0.02 and diff.max() < 0.1, (kind, np.sort(diff)[-3:])
-        sel = clf.selection
+        sel = clf.selection.record
         conf = ref.proba.max(1) if sel.policy == "override" else ref.proba[:, clf.classes.index(3)]
         near = np.abs(conf - sel.tau) <= diff
         assert (got.pred_f == ref.pred_f).all()

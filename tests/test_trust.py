@@ -7,6 +7,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+import records
 from conftest import Y, predictions, write_predictions
 from sklearn.metrics import roc_auc_score
 
@@ -15,6 +16,8 @@ from correctsweep.cli import main
 from correctsweep.predictions import write as write_record
 from correctsweep.report import collect
 from correctsweep.trust import FOLD_INTERVALS, METHOD_INTERVALS
+
+run_builder = records.run_builder  # conftest's, with the whole corrector record
 
 BASELINES = ["msp", "energy", "she"]
 
@@ -33,7 +36,7 @@ def intervals_hold_their_figures(table, figures):
 
 @pytest.mark.slow
 def test_smoke_report_is_recomputable_from_predictions(tmp_path):
-    settings = ["--set", f"storage={tmp_path}", "--set", f"baselines=[{', '.join(BASELINES)}]",
+    settings = ["--set", f"storage={tmp_path}", "--set", f"detectors.names=[{', '.join(BASELINES)}]",
                 "--set", "corrector.n_candidates=2", "--set", "report.bootstrap=200"]
     for fold in ("3", "none"):
         assert main(["trial", "sweeps/smoke.yaml", "--fold", fold, *settings]) == 0

@@ -15,11 +15,12 @@ subsets are searched at random, so a setting tried in every result is rare in a 
 ranking by coverage first prefers the evidence of more folds to one lucky fold. new_class is never
 available in fold none, so its share counts only the folds with an excluded class.
 
-Replaces RUN_DIR/best/ with best_config.yaml, rationale.md and, per fold, copies of the chosen base
+Replaces RUN_DIR/best/ with best_config.yaml (`best_config.BestConfig`: per fold its `FoldChoice`, the
+chosen search's `CorrectorRecord` included), rationale.md and, per fold, copies of the chosen base
 net (fold=J/seed=S/net/: weights.pt, model.json, loadable by train.load_model) and corrector
 (fold=J/seed=S/corrector/: its kind's model file (model.ubj for xgboost, model.npz for fisher and logistic),
 best.json, and projection.npz when it saw compact embeddings;
-`corrector.predict_proba` reapplies it). In best_config.yaml `artifacts` are relative to
+`corrector_store.predict_proba` reapplies it). In best_config.yaml `artifacts` are relative to
 best/ and `source` (where they were copied from) to the run directory.
 
 Nothing is published unverified: a corrector's outputs must match the checksums its best.json
@@ -29,20 +30,30 @@ checked. A file that does not verify is named in one line with the trial to reru
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 from pathlib import Path
 
 import optuna
 import pandas as pd
-import yaml
 from optuna.trial import TrialState
 
 from correctsweep.atomic import atomic_dir
+from correctsweep.best_config import (
+    ArtifactSources,
+    BestConfig,
+    FoldChoice,
+    OverallSetting,
+    RunnerUp,
+    RunnerUpSetting,
+    Setting,
+)
 from correctsweep.config import CorrectorConfig
-from correctsweep.corrector import STUDY_NAME, damaged_record, study_storage, verified
+from correctsweep.corrector_journal import STUDY_NAME, damaged_record, study_storage
+from correctsweep.corrector_store import PREDICTIONS, PROJECTION, RECORD, parse_record, verified
 from correctsweep.errors import CorrectsweepError
+from correctsweep.hashing import verified_bytes
+from correctsweep.layout import RunLayout
 from correctsweep.metrics import format_value
 from correctsweep.plugins import KINDS
 from correctsweep.policy import objective_score
@@ -51,27 +62,24 @@ from correctsweep.report.labels import fold_order
 from correctsweep.report.markdown import markdown_table
 from correctsweep.results import TrialResult
 
-# artifact name -> (key in the result's paths, file, sub-folder under best/fold=J/seed=S/)
+# artifact name -> (the ArtifactSources field it is in, file, sub-folder under best/fold=J/seed=S/)
 # (None: the corrector kind's model_file)
 ARTIFACTS = {"weights": ("model", "weights.pt", "net"), "net_config": ("model", "model.json", "net"),
              "corrector": ("corrector", None, "corrector"),
-             "corrector_config": ("corrector", "best.json", "corrector"),
-             "corrector_projection": ("corrector", "projection.npz", "corrector")}  # only with compact embeddings
+             "corrector_config": ("corrector", RECORD, "corrector"),
+             "corrector_projection": ("corrector", PROJECTION, "corrector")}  # only with compact embeddings
 
 
-def _rerun(run_dir: Path, entry: dict) -> str:
-    return (f"rerun `correctsweep trial {run_dir / 'spec.yaml'} --fold {entry['fold']} --seed {entry['seed']}` "
-            "(or the sweep) to recompute it")
+def _broken(layout: RunLayout, of: TrialResult | FoldChoice, problem: str) -> CorrectsweepError:
+    """A fold x seed's file that does not read back, in one line with the trial that recomputes it."""
+    return CorrectsweepError(f"fold {of.fold} seed {of.seed}: {problem}; rerun `correctsweep trial "
+                             f"{layout.spec_file} --fold {of.fold} --seed {of.seed}` (or the sweep) to recompute it")
 
 
-def _broken(run_dir: Path, entry: dict, problem: str) -> CorrectsweepError:
-    return CorrectsweepError(f"fold {entry['fold']} seed {entry['seed']}: {problem}; {_rerun(run_dir, entry)}")
-
-
-def _source(run_dir: Path, entry: dict, kind: str, file: str) -> Path:
-    path = run_dir / entry["source"][kind] / file
+def _source(layout: RunLayout, of: TrialResult | FoldChoice, folder: str, file: str) -> Path:
+    path = layout.root / folder / file
     if not path.is_file():
-        raise _broken(run_dir, entry, f"{path} is missing")
+        raise _broken(layout, of, f"{path} is missing")
     return path
 
 
@@ -85,73 +93,66 @@ def study_candidates(workdir: Path) -> pd.DataFrame:
         "cv_score", ascending=False, kind="stable", ignore_index=True)
 
 
-def _search_candidates(run_dir: Path, entry: dict) -> pd.DataFrame:
-    """study_candidates of the entry's search, or a one-line error when its journal does not read back."""
-    journal = _source(run_dir, entry, "corrector", "study.journal")
+def _search_candidates(layout: RunLayout, result: TrialResult) -> pd.DataFrame:
+    """study_candidates of the result's search, or a one-line error when its journal does not read back."""
+    journal = _source(layout, result, result.paths.corrector, "study.journal")
     line = damaged_record(journal)
     if line is not None:
-        raise _broken(run_dir, entry, f"the corrector search's journal {journal} is damaged at line {line}")
+        raise _broken(layout, result, f"the corrector search's journal {journal} is damaged at line {line}")
     try:
         return study_candidates(journal.parent)
     except (ValueError, KeyError, TypeError) as e:  # Optuna's replay of a journal it cannot use
-        raise _broken(run_dir, entry, f"the corrector search's journal {journal} does not read back "
+        raise _broken(layout, result, f"the corrector search's journal {journal} does not read back "
                                       f"({str(e).splitlines()[0][:60]})") from None
 
 
-def assess(run_dir: Path, result: TrialResult, cfg: CorrectorConfig) -> tuple[dict, pd.DataFrame]:
+def assess(layout: RunLayout, result: TrialResult, cfg: CorrectorConfig) -> tuple[FoldChoice, pd.DataFrame]:
     """One result's winner with its runner-up and test-set objective, and its study's complete candidates."""
-    c = result.corrector
-    entry = {"fold": result.fold, "seed": result.seed, "excluded": result.excluded, "classes": result.classes,
-             "class_names": result.class_names, "net": result.net, "net_key": result.net_key,
-             "policy": c.policy, "tau": c.tau, "taps": c.taps, "pca_dims": c.pca_dims, "kind": c.kind,
-             "params": c.params, "n_rounds": c.n_rounds, "cv_score": c.cv_score, "test_score": None,
-             "runner_up": None, "source": {"model": result.paths.model, "corrector": result.paths.corrector}}
-    candidates = _search_candidates(run_dir, entry)
+    candidates = _search_candidates(layout, result)
     try:
-        verified(_source(run_dir, entry, "corrector", "best.json").parent)
+        record = verified(_source(layout, result, result.paths.corrector, RECORD).parent)
     except CorrectsweepError as e:
-        raise _broken(run_dir, entry, str(e)) from None
-    pred = pd.read_parquet(_source(run_dir, entry, "corrector", "predictions.parquet"),
+        raise _broken(layout, result, str(e)) from None
+    pred = pd.read_parquet(_source(layout, result, result.paths.corrector, PREDICTIONS),
                            columns=["label", "pred_f", "pred_h"])
-    entry["test_score"] = objective_score(pred.label.to_numpy(), pred.pred_f.to_numpy(), pred.pred_h.to_numpy(),
-                                          result.classes, result.excluded, cfg.objective, cfg.harm_bound)
+    runner_up = None
     if len(candidates) > 1:  # row 0 is the winner: search refits the study's best candidate
         second = candidates.iloc[1]
-        entry["runner_up"] = {"candidate": int(second.candidate), "policy": second.policy,
-                              "taps": second.taps.split(", "), "tau": float(second.tau),
-                              "cv_score": float(second.cv_score),
-                              "margin": float(c.cv_score - second.cv_score)}
-    return entry, candidates.assign(fold=result.fold, seed=result.seed)
+        runner_up = RunnerUp(int(second.candidate), second.policy, second.taps.split(", "), float(second.tau),
+                             float(second.cv_score), float(record.cv_score - second.cv_score))
+    test_score = objective_score(pred.label.to_numpy(), pred.pred_f.to_numpy(), pred.pred_h.to_numpy(),
+                                 record.classes, result.excluded, cfg.objective, cfg.harm_bound)
+    choice = FoldChoice(result.fold, result.seed, result.excluded, result.class_names, result.net, result.net_key,
+                        record, float(test_score), runner_up,
+                        ArtifactSources(model=result.paths.model, corrector=result.paths.corrector))
+    return choice, candidates.assign(fold=result.fold, seed=result.seed)
 
 
-def _checked_bytes(run_dir: Path, entry: dict, path: Path, sha: str | None, recorded_in: Path) -> bytes:
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != sha:
-        raise _broken(run_dir, entry, f"{path} does not match the checksum {recorded_in} recorded "
-                                      "(cut short or replaced)")
-    return data
-
-
-def _artifacts(run_dir: Path, e: dict) -> dict[str, tuple[Path, bytes]]:
-    """What best/ publishes of the entry: artifact name -> (its path under best/, its verified bytes).
+def _artifacts(layout: RunLayout, choice: FoldChoice) -> dict[str, tuple[Path, bytes]]:
+    """What best/ publishes of the choice: artifact name -> (its path under best/, its verified bytes).
     model.json and best.json hold the others' checksums: the bytes published are the bytes parsed."""
-    records = {"model": _source(run_dir, e, "model", "model.json"),
-               "corrector": _source(run_dir, e, "corrector", "best.json")}
+    records = {"model": _source(layout, choice, choice.source.model, "model.json"),
+               "corrector": _source(layout, choice, choice.source.corrector, RECORD)}
     read = {path.name: path.read_bytes() for path in records.values()}
     try:
-        checksums = {"model": {"weights.pt": json.loads(read["model.json"])["weights_sha256"]},
-                     "corrector": dict(json.loads(read["best.json"])["sha256"])}
-    except (ValueError, KeyError, TypeError) as err:
-        raise _broken(run_dir, e, f"{records['model']} or {records['corrector']} has no checksums or is unreadable "
-                                  f"({str(err).splitlines()[0][:60]})") from None
+        corrector = parse_record(read[RECORD], records["corrector"])
+        weights_sha256 = json.loads(read["model.json"])["weights_sha256"]
+    except (CorrectsweepError, ValueError, KeyError, TypeError) as e:
+        raise _broken(layout, choice, f"{records['model']} or {records['corrector']} is unreadable "
+                                      f"({str(e).splitlines()[0][:80]})") from None
+    checksums = {"model": {"weights.pt": weights_sha256}, "corrector": corrector.sha256}
+    folder = layout.best_fold_dir(choice.fold, choice.seed).relative_to(layout.best_dir)
     out = {}
-    for name, (source, file, folder) in ARTIFACTS.items():
-        if name == "corrector_projection" and not e["pca_dims"]:
+    for name, (part, file, sub) in ARTIFACTS.items():
+        if name == "corrector_projection" and not corrector.pca_dims:
             continue
-        file = file or KINDS.get(e["kind"]).model_file
-        data = read[file] if file in read else _checked_bytes(run_dir, e, _source(run_dir, e, source, file),
-                                                                checksums[source].get(file), records[source])
-        out[name] = (Path(f"fold={e['fold']}", f"seed={e['seed']}", folder, file), data)
+        file = file or KINDS.get(corrector.kind).model_file
+        try:
+            data = read[file] if file in read else verified_bytes(
+                _source(layout, choice, getattr(choice.source, part), file), checksums[part].get(file), records[part])
+        except CorrectsweepError as e:
+            raise _broken(layout, choice, str(e)) from None
+        out[name] = (folder / sub / file, data)
     return out
 
 
@@ -165,23 +166,24 @@ def rank_settings(candidates: pd.DataFrame, results: list[TrialResult]) -> pd.Da
     return ranked.sort_values(["coverage", "mean_cv_score"], ascending=False, kind="stable", ignore_index=True)
 
 
-def _setting(row: pd.Series) -> dict:
-    return {"policy": row.policy, "taps": row.taps.split(", "), "mean_cv_score": float(row.mean_cv_score),
-            "tried_in": f"{row.tried} of {row.of} results"}
+def _setting(row: pd.Series, cls: type[Setting] = Setting, **extra) -> Setting:
+    return cls(policy=row.policy, taps=row.taps.split(", "), mean_cv_score=float(row.mean_cv_score),
+               tried_in=f"{row.tried} of {row.of} results", **extra)
 
 
-def _runner_up(e: dict) -> str:
-    r = e["runner_up"]
+def _runner_up(choice: FoldChoice) -> str:
+    r = choice.runner_up
     return "none (one complete candidate)" if r is None else \
-        f"candidate {r['candidate']}: {r['policy']}, {', '.join(r['taps'])}, tau {format_value(r['tau'])}"
+        f"candidate {r.candidate}: {r.policy}, {', '.join(r.taps)}, tau {format_value(r.tau)}"
 
 
-def rationale(name: str, cfg: CorrectorConfig, entries: list[dict], chosen: list[dict], ranked: pd.DataFrame) -> str:
+def rationale(name: str, cfg: CorrectorConfig, choices: list[FoldChoice], chosen: list[FoldChoice],
+              ranked: pd.DataFrame) -> str:
     rows = pd.DataFrame([{
-        "fold": e["fold"], "seed": e["seed"], "chosen": "yes" if any(e is c for c in chosen) else "",
-        "policy": e["policy"], "tau": e["tau"], "taps": ", ".join(e["taps"]), "CV": e["cv_score"],
-        "test": e["test_score"], "runner-up": _runner_up(e),
-        "margin": float("nan") if e["runner_up"] is None else e["runner_up"]["margin"]} for e in entries])
+        "fold": c.fold, "seed": c.seed, "chosen": "yes" if any(c is k for k in chosen) else "",
+        "policy": c.corrector.policy, "tau": c.corrector.tau, "taps": ", ".join(c.corrector.taps),
+        "CV": c.corrector.cv_score, "test": c.test_score, "runner-up": _runner_up(c),
+        "margin": float("nan") if c.runner_up is None else c.runner_up.margin} for c in choices])
     first = ranked.iloc[0]
     lines = [f"# Best configuration: {name}",
              f"Metric: **{cfg.objective}** of the corrected system h"
@@ -209,30 +211,26 @@ def rationale(name: str, cfg: CorrectorConfig, entries: list[dict], chosen: list
 
 def select_best(run_dir: str | Path) -> Path:
     """Write RUN_DIR/best/ (see the module docstring) and return its path."""
-    run_dir = Path(run_dir)
-    spec, results = load_run(run_dir)
+    layout = RunLayout(Path(run_dir))
+    spec, results = load_run(layout.root)
     cfg = spec.corrector
-    assessed = [assess(run_dir, r, cfg) for r in results]
-    entries = sorted((e for e, _ in assessed), key=lambda e: (fold_order(e["fold"]), -e["cv_score"], e["seed"]))
-    chosen = [next(group) for _, group in itertools.groupby(entries, key=lambda e: e["fold"])]
+    assessed = [assess(layout, r, cfg) for r in results]
+    choices = sorted((c for c, _ in assessed), key=lambda c: (fold_order(c.fold), -c.corrector.cv_score, c.seed))
+    chosen = [next(group) for _, group in itertools.groupby(choices, key=lambda c: c.fold)]
     ranked = rank_settings(pd.concat([t for _, t in assessed]), results)
 
-    artifacts = [_artifacts(run_dir, e) for e in chosen]  # all verified before best/ is touched
+    artifacts = [_artifacts(layout, c) for c in chosen]  # all verified before best/ is touched
 
-    out = run_dir / "best"
-    with atomic_dir(out) as tmp:
-        for e, files in zip(chosen, artifacts):
-            e["artifacts"] = {}
+    with atomic_dir(layout.best_dir) as tmp:
+        for choice, files in zip(chosen, artifacts):
             for name, (rel, data) in files.items():
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / rel).write_bytes(data)
-                e["artifacts"][name] = str(rel)
-        overall = _setting(ranked.iloc[0]) | {"runner_up": None}
-        if len(ranked) > 1:
-            overall["runner_up"] = _setting(ranked.iloc[1]) | {
-                "margin": float(ranked.mean_cv_score.iloc[0] - ranked.mean_cv_score.iloc[1])}
-        config = {"run": spec.name, "objective": cfg.objective, "harm_bound": cfg.harm_bound,
-                  "folds": chosen, "overall": overall}
-        (tmp / "best_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        (tmp / "rationale.md").write_text(rationale(spec.name, cfg, entries, chosen, ranked))
-    return out
+                choice.artifacts[name] = str(rel)
+        runner_up = None if len(ranked) < 2 else _setting(
+            ranked.iloc[1], RunnerUpSetting, margin=float(ranked.mean_cv_score.iloc[0] - ranked.mean_cv_score.iloc[1]))
+        overall = _setting(ranked.iloc[0], OverallSetting, runner_up=runner_up)
+        BestConfig(spec.name, cfg.objective, cfg.harm_bound, chosen, overall).write(
+            tmp / layout.best_config.relative_to(layout.best_dir))
+        (tmp / "rationale.md").write_text(rationale(spec.name, cfg, choices, chosen, ranked))
+    return layout.best_dir

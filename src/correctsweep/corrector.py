@@ -2,8 +2,9 @@
 
 g is trained with the true labels of the `correct` split on the taps e(x); the policies and the
 threshold tau that turn g's probabilities into the corrected h are in `policy` (SPEC §1). g is of one
-kind (corrector.kind: xgboost, fisher or logistic; see `kinds`), and this module searches, refits,
-saves and reloads every kind the same way.
+kind (corrector.kind: xgboost, fisher or logistic; see `kinds`), and this module searches and refits
+every kind the same way; `corrector_store` saves and reloads what it chose, `corrector_journal` keeps
+the study.
 
 Design choices
 * A candidate (one Optuna trial) is the kind's hyperparameters plus a tap subset, and the principal
@@ -21,9 +22,9 @@ Design choices
   a resumed search proposes what an uninterrupted one would. A journal whose last record a kill cut
   short, or whose record in the middle is damaged, is cut back to its last whole record before the
   damage first. The search's seconds are kept in the study, so timeout_s bounds all runs together.
-* Outputs are written atomically, and best.json, written last, records the SHA-256 of every other
-  output (`verified`). A rerun of a finished search loads them when they verify, and refits the winner
-  when one is missing, cut short or replaced: nothing is reused, reapplied or published unverified.
+* Outputs (`corrector_store`) are written atomically, and best.json, the chosen corrector's record,
+  last. A rerun of a finished search loads them when they verify, and refits the winner when one is
+  missing, cut short, replaced, or written by another version.
 * The candidates run in our own ask/tell loop rather than study.optimize: Ctrl-C then leaves one
   line (the CLI's) instead of Optuna's traceback of the interrupted trial, and the budget can be
   checked against the trials other workers are running.
@@ -46,80 +47,36 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
-import shutil
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ContextManager
 
 import numpy as np
 import optuna
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from optuna.trial import FrozenTrial, TrialState
 
-from correctsweep.atomic import atomic_path, write_json
 from correctsweep.config import CorrectorConfig
+from correctsweep.corrector_journal import STUDY_NAME, repair_journal, study_storage
+from correctsweep.corrector_store import RECORD, CorrectorResult, check_taps, load_result, remove_outputs, save
 from correctsweep.data import class_indices
 from correctsweep.errors import CorrectsweepError
 from correctsweep.features import FeatureSet
-from correctsweep.hashing import sha256
-from correctsweep.kinds import Kind, Model, SearchSetup, corrector_inputs, fit_projection
+from correctsweep.hashing import sha256  # noqa: F401 -- tests/conftest.py imports it from here (see its change)
+from correctsweep.kinds import Kind, SearchSetup, corrector_inputs, fit_projection
 from correctsweep.plugins import KINDS
 from correctsweep.policy import Labels, apply_policy, best_choice, policies_for
-from correctsweep.projection import Projection
 from correctsweep.workers import ProcessWorkers, RayWorkers
 
-STUDY_NAME = "corrector"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SLOT_SEED_STRIDE = 1_000_000  # sampler seeds of sibling workers lie this far apart: more than any search's candidates
 POLL_S = 1.0  # how often the parent of several workers reads the journal (reports, dead workers)
 _log = optuna.logging.get_logger("optuna.correctsweep")  # beside Optuna's lines, under its verbosity
-
-
-@dataclass
-class CorrectorResult:
-    """The winner of a search and its one evaluation on `test`; also what best.json and
-    predictions.parquet hold."""
-
-    params: dict
-    """The winner's hyperparameters (xgboost: the booster's, with this machine's device and threads)."""
-    taps: list[str]
-    policy: str
-    tau: float
-    n_rounds: int | None
-    """xgboost: the refit's boosting rounds; None for the other kinds."""
-    cv_score: float
-    pred_h: np.ndarray
-    proba: np.ndarray
-    search_seconds: float
-    seconds_per_candidate: float
-    n_candidates: int
-    pca_dims: int | None = None
-    """Whitened principal components the winner saw (projection.npz beside it), or None: full width."""
-    kind: str = "xgboost"
-    """The corrector kind (a best.json from before kinds existed is xgboost's)."""
-    refit_seconds: float = math.nan
-    """Seconds to refit the winner on all of `correct` and predict `test` (NaN in older results)."""
-
-
-def _check_taps(correct: FeatureSet, test: FeatureSet, taps) -> list[str]:
-    taps = list(correct.taps) if taps is None else list(taps)
-    if not taps:
-        raise CorrectsweepError("no taps to feed the corrector; list some in features.taps")
-    for split, fs in (("correct", correct), ("test", test)):
-        for t in taps:
-            if t not in fs.taps:
-                raise CorrectsweepError(f"tap '{t}' is not in the {split} features (they have "
-                                        f"{', '.join(fs.taps)}); pick from those or add it to features.taps")
-    return taps
 
 
 def stratified_cv_splits(y, k, seed, classes) -> list[np.ndarray]:
@@ -141,49 +98,6 @@ def stratified_cv_splits(y, k, seed, classes) -> list[np.ndarray]:
 
 def _suggest_taps(trial: optuna.Trial, taps: list[str], cfg: CorrectorConfig) -> list[str]:
     return [t for t in taps if trial.suggest_categorical(f"tap.{t}", [True, False])] if cfg.tune_taps else taps
-
-
-def study_storage(workdir: Path) -> optuna.storages.JournalStorage:
-    """The Optuna storage of the search in `workdir` (created on first use)."""
-    return optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(Path(workdir) / "study.journal")))
-
-
-def damaged_record(path: Path) -> int | None:
-    """The line number of the first record of a journal that does not parse, when a whole record
-    follows it (Optuna skips a torn last line, but stops with an error at one in the middle); else None."""
-    lines = Path(path).read_bytes().splitlines(keepends=True)
-    for number, line in enumerate(lines, 1):
-        try:
-            json.loads(line)
-        except ValueError:
-            return number if number < len(lines) or line.endswith(b"\n") else None
-    return None
-
-
-def repair_journal(path: Path) -> bool:
-    """Cut a journal back to its last whole record before the first that does not parse; returns
-    whether it had to. Optuna appends one JSON line per operation: a kill can leave the last line
-    half-written, and a damaged disk or copy can break one in the middle, after which Optuna cannot
-    read the journal at all. Every prefix of whole records is a state the study was in, so the search
-    resumes from there and reruns the candidates whose records were cut."""
-    if not path.is_file():
-        return False
-    data = path.read_bytes()
-    keep = 0
-    for line in data.splitlines(keepends=True):
-        try:
-            json.loads(line)
-        except ValueError:
-            break
-        if not line.endswith(b"\n"):
-            break
-        keep += len(line)
-    if keep == len(data):
-        return False
-    with open(path, "r+b") as fh:
-        fh.truncate(keep)
-    return True
 
 
 def _load_study(workdir: Path) -> optuna.Study:
@@ -244,7 +158,8 @@ def _setup(correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig, threads:
     excluded = correct.meta.get("excluded")
     y = class_indices(correct.labels, classes, "the correct split's features; re-extract them")
     return SearchSetup(correct, y, stratified_cv_splits(y, cfg.cv_splits, cfg.seed, classes), classes, excluded,
-                       policies_for(cfg.policies, excluded), _check_taps(correct, test, taps), cfg, threads)
+                       policies_for(cfg.policies, excluded), check_taps(taps, {"correct": correct, "test": test}),
+                       cfg, threads)
 
 
 def evaluate(trial: optuna.Trial, setup: SearchSetup, kind: Kind) -> float:
@@ -456,108 +371,29 @@ def search(correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig, workdir:
     setup = _setup(correct, test, cfg, threads, taps)
     kind = KINDS.get(cfg.kind)(setup)
     study = _open_study(workdir, cfg.seed)
-    if _finished(study, cfg) and (workdir / "best.json").exists():
+    if _finished(study, cfg) and (workdir / RECORD).exists():
         try:
             return load_result(workdir)
         except CorrectsweepError as e:
             print(f"{e}: refitting the search's winner", flush=True)
-    _remove_outputs(workdir, cfg.kind)  # what is there did not verify (or the search is unfinished): rewritten below
+    remove_outputs(workdir, cfg.kind)  # what is there did not verify (or the search is unfinished): rewritten below
     spent = _run_candidates(study, setup, kind, workdir, on_candidate)
     done = study.get_trials(deepcopy=False, states=FINISHED)
     if not any(t.state == TrialState.COMPLETE for t in done):
         raise CorrectsweepError("the corrector search finished no candidate; raise corrector.timeout_s "
                                 "or corrector.n_candidates")
     best = study.best_trial
-    params = best.user_attrs.get("params", best.user_attrs.get("xgb_params"))  # journals from before kinds
-    attrs = best.user_attrs | {"params": params | kind.fixed}  # this machine's device, threads
+    attrs = best.user_attrs | {"params": best.user_attrs["params"] | kind.fixed}  # this machine's device, threads
     started = time.perf_counter()
-    projection = fit_projection(correct, attrs["taps"], attrs.get("pca_dims"), cfg.seed)
+    projection = fit_projection(correct, attrs["taps"], attrs["pca_dims"], cfg.seed)
     model = kind.refit(*corrector_inputs(correct, attrs["taps"], projection), attrs)
     proba = model.predict_proba(corrector_inputs(test, attrs["taps"], projection)[0])
     result = CorrectorResult(
-        params=attrs["params"], taps=attrs["taps"], policy=attrs["policy"], tau=attrs["tau"],
-        n_rounds=attrs.get("n_rounds"), cv_score=best.value,
+        kind=cfg.kind, policy=attrs["policy"], tau=attrs["tau"], taps=attrs["taps"],
+        pca_dims=projection.dims if projection else None, params=attrs["params"], n_rounds=attrs.get("n_rounds"),
+        cv_score=best.value, objective=cfg.objective, classes=setup.classes, search_seconds=spent,
+        seconds_per_candidate=spent / len(done), n_candidates=len(done), refit_seconds=time.perf_counter() - started,
+        sha256={},  # the outputs' checksums: `save` takes them as it writes the files
         pred_h=apply_policy(proba, test.pred_f, setup.classes, attrs["policy"], attrs["tau"], setup.excluded),
-        proba=proba, search_seconds=spent, seconds_per_candidate=spent / len(done), n_candidates=len(done),
-        pca_dims=projection.dims if projection else None, kind=cfg.kind,
-        refit_seconds=time.perf_counter() - started)
-    _save(workdir, result, model, projection, test, setup.classes, cfg.objective)
-    return result
-
-
-def predict_proba(workdir: Path, fs: FeatureSet) -> np.ndarray:
-    """A saved corrector's class probabilities (columns in its classes' order) on any feature set
-    with the taps it chose: the model and, when it saw compact embeddings, their basis, reloaded once
-    their checksums verify."""
-    workdir = Path(workdir)
-    best = verified(workdir, predictions=False)  # best/ publishes a corrector without its test predictions
-    model = KINDS.get(best["kind"]).load(workdir)
-    projection = Projection.load(workdir / "projection.npz") if best.get("pca_dims") else None
-    return model.predict_proba(corrector_inputs(fs, _check_taps(fs, fs, best["taps"]), projection)[0])
-
-
-def output_files(kind: str, pca_dims: int | None) -> list[str]:
-    """The files a search writes beside best.json, whose checksums best.json records."""
-    return ["predictions.parquet", KINDS.get(kind).model_file] + (["projection.npz"] if pca_dims else [])
-
-
-def _remove_outputs(workdir: Path, kind: str) -> None:
-    """Remove a search's outputs (best.json first: without it nothing else is read), files or not. The
-    workdir is keyed by the kind's settings, so only its kind's files can be there."""
-    for name in ["best.json", *output_files(kind, 1)]:
-        path = workdir / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-
-
-def _save(workdir: Path, result: CorrectorResult, model: Model, projection: Projection | None,
-          test: FeatureSet, classes, objective: str) -> None:
-    model.save(workdir)
-    if projection:
-        projection.save(workdir / "projection.npz")
-    columns = {"sample_id": test.sample_ids.astype(str), "label": test.labels, "pred_f": test.pred_f,
-               "pred_h": result.pred_h.astype(np.int64)}
-    columns |= {f"p_{c}": result.proba[:, i].astype(np.float32) for i, c in enumerate(classes)}
-    with atomic_path(workdir / "predictions.parquet") as tmp:
-        pq.write_table(pa.table(columns), tmp)
-    # best.json last: its presence says the other files are complete, and its checksums that they are these
-    best = {k: v for k, v in asdict(result).items() if k not in ("pred_h", "proba")}
-    files = {name: sha256(workdir / name) for name in output_files(result.kind, result.pca_dims)}
-    write_json(workdir / "best.json", best | {"objective": objective, "classes": classes, "sha256": files})
-
-
-def verified(workdir: Path, predictions: bool = True) -> dict:
-    """best.json of a finished search, once every output it names (the test predictions aside unless
-    `predictions`) matches the checksum it recorded; else a CorrectsweepError naming the file that does not."""
-    workdir = Path(workdir)
-    try:
-        best = json.loads((workdir / "best.json").read_text())
-        files = best["sha256"]
-        names = output_files(best["kind"], best.get("pca_dims"))[0 if predictions else 1:]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        problem = "has no checksums (written before they were recorded)" if isinstance(e, KeyError) else \
-            f"is unreadable ({str(e).splitlines()[0][:60]})"
-        raise CorrectsweepError(f"corrector output {workdir / 'best.json'} {problem}") from None
-    for name in names:
-        path = workdir / name
-        if not path.is_file():
-            raise CorrectsweepError(f"corrector output {path} is missing")
-        if files.get(name) != sha256(path):
-            raise CorrectsweepError(f"corrector output {path} does not match the checksum best.json recorded "
-                                    "(cut short or replaced)")
-    return best
-
-
-def load_result(workdir: Path) -> CorrectorResult:
-    """The result a finished `search` wrote into `workdir`, once its outputs verify."""
-    best = verified(workdir)
-    try:
-        table = pd.read_parquet(Path(workdir) / "predictions.parquet")
-        stored = {f.name: best[f.name] for f in fields(CorrectorResult) if f.name in best}
-        return CorrectorResult(**stored, pred_h=table["pred_h"].to_numpy(),
-                               proba=table[[f"p_{c}" for c in best["classes"]]].to_numpy())
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CorrectsweepError(f"corrector output {workdir} does not read back ({str(e).splitlines()[0][:60]})"
-                                ) from None
+        proba=proba)
+    return save(workdir, result, model, projection, test)

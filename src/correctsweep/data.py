@@ -154,25 +154,27 @@ def decode_resized(blob, gray: bool | None, size: int) -> torch.Tensor:
     return resize(torch.from_numpy(np.ascontiguousarray(decode(blob, gray)))[None], size)[0]
 
 
-def _decode_all(images, ids, size: int, skip_corrupt: bool):
-    """Decode and resize every image; returns (uint8 [N, C, size, size], kept mask)."""
-    if isinstance(images, np.ndarray):  # a source that decodes itself (synthetic, CIFAR): one batch
+def decode_batch(images, ids, size: int, skip_corrupt: bool,
+                 gray: bool | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    """Images as the net is fed them (`decode_resized`): uint8 [n, C, size, size] of those that decode, and
+    the mask of which did. gray None: the first image that decodes decides for the rest. An image that
+    does not decode is skipped (skip_corrupt) or refused in one line naming its id. A source's own decoded
+    batch (a uint8 array [N, C, H, W]: synthetic, CIFAR) is resized as it comes."""
+    if isinstance(images, np.ndarray):
         return resize(torch.from_numpy(np.ascontiguousarray(images)), size), np.ones(len(images), dtype=bool)
-    gray, out, keep = None, [], np.ones(len(images), dtype=bool)
+    out, keep = [], np.ones(len(images), dtype=bool)
     for i, blob in enumerate(images):
         try:
             img = decode_resized(blob, gray, size)
         except ValueError as e:
             if not skip_corrupt:
-                raise DataError(f"image '{ids[i]}' cannot be decoded ({e}); fix or remove it, "
-                                "or set data.skip_corrupt=true") from None
+                raise DataError(f"image '{ids[i]}' cannot be decoded ({e}); fix or remove it, or set "
+                                "data.skip_corrupt=true (for predict: in the run's spec.yaml)") from None
             keep[i] = False
             continue
         gray = img.shape[0] == 1
         out.append(img)
-    if not out:
-        raise DataError("no image could be decoded; check data.path and data.source")
-    return torch.stack(out), keep
+    return (torch.stack(out) if out else torch.empty(0, 1 if gray else 3, size, size, dtype=torch.uint8)), keep
 
 
 # ---------------------------------------------------------------- loading, naming and caching
@@ -238,7 +240,9 @@ def _numbered(records: Records) -> tuple[np.ndarray, dict]:
 
 def _decoded(records: Records, cfg: DataConfig) -> Dataset:
     labels, names = _numbered(records)
-    images, keep = _decode_all(records.images, records.ids, cfg.image_size, cfg.skip_corrupt)
+    images, keep = decode_batch(records.images, records.ids, cfg.image_size, cfg.skip_corrupt)
+    if not keep.any():
+        raise DataError("no image could be decoded; check data.path and data.source")
     ids, split = np.asarray(records.ids, dtype=str), np.asarray(records.split, dtype=str)
     present = set(labels[keep].tolist())
     return Dataset(images, labels[keep], ids[keep], split[keep], {k: v for k, v in names.items() if k in present},

@@ -67,11 +67,12 @@ def _pooling(net: BaseNet, name: str, raw: torch.Tensor) -> str:
 
 def export_f(clf: CorrectedClassifier, path: Path) -> list[dict]:
     """Write f.onnx; returns each tap's name, pooling and width in g's input."""
-    module = FeatureNet(clf.net.cpu().eval(), clf.extracted, clf.selection.taps).eval()
+    taps = clf.selection.record.taps
+    module = FeatureNet(clf.net.cpu().eval(), clf.extracted, taps).eval()
     x = torch.zeros(2, clf.channels, clf.image_size, clf.image_size, dtype=torch.uint8)
     with torch.no_grad():
         masked, raw = clf.net.forward_taps(x, clf.extracted)
-        pooled = pool_taps(raw, masked, clf.selection.taps, False, clf.net.excluded_index, clf.net.pooling)
+        pooled = pool_taps(raw, masked, taps, False, clf.net.excluded_index, clf.net.pooling)
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             # torch.export's notes on its own internals (deprecations, the LSTM's flat weights) and the
             # exporter's progress lines: nothing a user of the command can act on
@@ -81,7 +82,7 @@ def export_f(clf: CorrectedClassifier, path: Path) -> list[dict]:
                               external_data=False)
     clf.net.to(clf.device)
     return [{"name": t, "pooling": _pooling(clf.net, t, raw[t] if t in raw else masked),
-             "width": int(pooled[t].shape[1])} for t in clf.selection.taps]
+             "width": int(pooled[t].shape[1])} for t in taps]
 
 
 def _projection_nodes(projection, source: str, target: str) -> OnnxNodes:
@@ -102,8 +103,8 @@ def export_g(clf: CorrectedClassifier, path: Path, width: int) -> dict:
 
     to_onnx = getattr(clf.corrector, "to_onnx", None)
     if to_onnx is None:
-        raise CorrectsweepError(f"the {clf.selection.kind} corrector cannot be exported: its model has no to_onnx "
-                                "(see docs/extending.md)")
+        raise CorrectsweepError(f"the {clf.selection.record.kind} corrector cannot be exported: its model has no "
+                                "to_onnx (see docs/extending.md)")
     pieces = [_projection_nodes(clf.projection, "features", "projected")] if clf.projection is not None else []
     pieces.append(to_onnx("projected" if pieces else "features", "probabilities"))
     g = pieces[-1]
@@ -136,15 +137,15 @@ def export_onnx(clf: CorrectedClassifier, folder: Path) -> Path:
     folder = Path(folder)
     if not folder.parent.is_dir():
         raise CorrectsweepError(f"--onnx {folder}: folder {folder.parent} does not exist; create it first")
-    sel = clf.selection
+    sel, record = clf.selection, clf.selection.record
     with atomic_dir(folder) as tmp:
         taps = export_f(clf, tmp / "f.onnx")
         g = export_g(clf, tmp / "g.onnx", sum(t["width"] for t in taps))
         p = clf.projection
         write_json(tmp / "manifest.json", {
-            "run": str(sel.run_dir), "fold": sel.fold, "seed": sel.seed, "kind": sel.kind,
-            "classes": sel.classes, "class_names": sel.class_names, "excluded": sel.excluded,
-            "policy": sel.policy, "tau": sel.tau,
+            "run": str(sel.run_dir), "fold": sel.fold, "seed": sel.seed, "kind": record.kind,
+            "classes": record.classes, "class_names": sel.class_names, "excluded": sel.excluded,
+            "policy": record.policy, "tau": record.tau,
             "input": {"channels": clf.channels, "image_size": clf.image_size, "dtype": "uint8",
                       "layout": "[N, C, H, W], pixels 0..255",
                       "resize": "antialiased bilinear to image_size x image_size, rounded (data.resize)",
@@ -155,7 +156,7 @@ def export_onnx(clf: CorrectedClassifier, folder: Path) -> Path:
             "taps": taps,
             "projection": None if p is None else {
                 "dims": p.dims, "inside": "g.onnx", "formula": "(features[:, columns] - shift) @ basis"},
-            "h": f"pred_f = classes[argmax(logits)]; {sel.policy} with tau {sel.tau} on g's probabilities "
+            "h": f"pred_f = classes[argmax(logits)]; {record.policy} with tau {record.tau} on g's probabilities "
                  "(override: switch to argmax p if it differs from pred_f and p >= tau; new_class: switch to "
                  "the excluded class if its p >= tau)"})
     return folder
@@ -190,4 +191,4 @@ def main(args) -> None:
     clf = load_corrected(args.run_dir, args.fold, args.seed, args.kind, "cpu")
     folder = export_onnx(clf, Path(args.onnx))
     print(f"{folder}: f.onnx, g.onnx and manifest.json for fold {clf.selection.fold} seed {clf.selection.seed} "
-          f"({clf.selection.kind} corrector)")
+          f"({clf.selection.record.kind} corrector)")

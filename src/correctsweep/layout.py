@@ -141,6 +141,15 @@ class RunLayout:
         return self.root / "best"
 
     @property
+    def best_config(self) -> Path:
+        """What `best` chose (see `best_config`)."""
+        return self.best_dir / "best_config.yaml"
+
+    def best_fold_dir(self, fold: str, seed: int) -> Path:
+        """best/'s copies of a chosen fold x seed's net (net/) and corrector (corrector/)."""
+        return self.best_dir / f"fold={fold}" / f"seed={seed}"
+
+    @property
     def experiments(self) -> str:
         """Where Tune keeps its experiments: the run directory itself (Tune syncs URIs on its own)."""
         return self.remote or str(self.root)
@@ -167,10 +176,11 @@ class RunLayout:
             return self.root / "results" / f"fold={fold}" / f"seed={seed}.samples" / f"{sample}.json"
         return self.root / "results" / f"fold={fold}" / f"seed={seed}.json"
 
-    def result_files(self) -> list[Path]:
-        """Every result: one per fold x seed, or one per `search` sample."""
-        return sorted((self.root / "results").glob("fold=*/seed=*.json")) + \
-            sorted((self.root / "results").glob("fold=*/seed=*.samples/*.json"))
+    def result_files(self, fold: str | None = None) -> list[Path]:
+        """Every result (of `fold`, else of every fold): one per fold x seed, or one per `search` sample."""
+        folds = f"fold={fold or '*'}"
+        return sorted((self.root / "results").glob(f"{folds}/seed=*.json")) + \
+            sorted((self.root / "results").glob(f"{folds}/seed=*.samples/*.json"))
 
     @contextmanager
     def lock(self, fold: str, seed: int, key: str) -> Iterator[None]:

@@ -1,11 +1,13 @@
 """Apply what the sweep selected: one fold's corrected classifier h = f corrected by g, on new images.
 
 `locate` finds a fold's net and corrector in a run directory: by default the ones `correctsweep best`
-copied into best/ for the fold; with a seed or another kind searched in that fold, the fold x seed's
-result names them (`TrialResult.paths`). `CorrectedClassifier` loads and checks them (the net against
-its SHA-256, the corrector by a load that fails in one line) and runs h on images decoded, channel-mapped
-and resized as training fed them (`data.decode_resized`). `predict_file` is `correctsweep predict`: a
-loop over batches of the input calling the classifier, written to a temporary file renamed at the end.
+copied into best/ for the fold (best_config.yaml, read as `best_config.BestConfig`); with a seed or another
+kind searched in that fold, the fold x seed's result names them (`TrialResult.paths`). Either way the
+corrector is known by its record, its best.json (`corrector_store.CorrectorRecord`). `CorrectedClassifier`
+loads and checks them (the net against its SHA-256, the corrector by a load that fails in one line) and
+runs h on images decoded, channel-mapped and resized as training fed them (`data.decode_batch`).
+`predict_file` is `correctsweep predict`: a loop over batches of the input calling the classifier, written
+to a temporary file renamed at the end.
 
 h reproduces the run's own figures exactly because it takes the very path the trial took: the net
 runs over `features.batch_size` images at a time and reads the same taps the features file holds (the
@@ -16,7 +18,6 @@ projection, then `policy.apply_policy`.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,21 +27,21 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
-import yaml
 
 from correctsweep.atomic import atomic_path
+from correctsweep.best_config import BestConfig, FoldChoice
 from correctsweep.config import Spec, load_spec
-from correctsweep.data import decode_resized, fold_of, load_dataset, make_splits
-from correctsweep.errors import CorrectsweepError, DataError, SpecError
+from correctsweep.corrector_store import CorrectorRecord, load_corrector, read_record
+from correctsweep.data import decode_batch, fold_of, load_dataset, make_splits
+from correctsweep.errors import CorrectsweepError, DataError
 from correctsweep.features import FeatureSet, extract
-from correctsweep.kinds import Model, corrector_inputs
+from correctsweep.kinds import corrector_inputs
 from correctsweep.layout import RunLayout
-from correctsweep.plugins import KINDS
 from correctsweep.policy import apply_policy
-from correctsweep.projection import Projection
 from correctsweep.results import TrialResult
 from correctsweep.sources import read_file
-from correctsweep.sources.folder import image_suffixes
+from correctsweep.sources.folder import image_files, image_suffixes
+from correctsweep.sources.parquet import image_dataset, parquet_files, sample_ids
 from correctsweep.train import load_model, pick_device
 
 SPLITS = ("train", "val", "correct", "test")
@@ -54,106 +55,85 @@ class Selection:
     run_dir: Path
     fold: str
     seed: int
-    kind: str
     net_dir: Path
     """weights.pt and model.json: `train.load_model` reads them."""
     corrector_dir: Path
     """The kind's model file, best.json and, with compact embeddings, projection.npz."""
-    classes: list[int]
+    record: CorrectorRecord
+    """The corrector's best.json: its kind, classes, taps (in the order g stacks them), policy and tau."""
     class_names: list[str]
-    excluded: int | None
-    taps: list[str]
-    """The taps g reads, in the order it stacks them."""
-    pca_dims: int | None
-    policy: str
-    tau: float
+    """The names of `record.classes`, in their order."""
+
+    @property
+    def excluded(self) -> int | None:
+        return None if self.fold == "none" else int(self.fold)
 
 
 def run_root(path: str | Path) -> Path:
     """The run directory of RUN_DIR or RUN_DIR/best."""
     path = Path(path)
-    return path.parent if path.name == "best" and (path / "best_config.yaml").is_file() else path
+    return path.parent if path.name == "best" and RunLayout(path.parent).best_config.is_file() else path
+
+
+def _rerun(fold: str, seed: int) -> str:
+    return f"rerun `correctsweep trial` for fold {fold} seed {seed}"
 
 
 def locate(path: str | Path, fold, seed: int | None = None, kind: str | None = None) -> Selection:
     """The corrected classifier of `fold` (a label, a class name or 'none'): best's choice, or with `seed`
     or `kind` the one that fold x seed's search of that kind published (seed: best's, unless given)."""
-    run_dir = run_root(path)
-    layout = RunLayout(run_dir)
-    best_file = layout.best_dir / "best_config.yaml"
+    layout = RunLayout(run_root(path))
     results = layout.result_files()
-    if not results and not best_file.is_file():
-        raise CorrectsweepError(f"{run_dir} has no results/ and no best/; give a run directory after "
+    if not results and not layout.best_config.is_file():
+        raise CorrectsweepError(f"{layout.root} has no results/ and no best/; give a run directory after "
                                 "`correctsweep trial` (or `sweep`) and `correctsweep best`")
-    entries = yaml.safe_load(best_file.read_text())["folds"] if best_file.is_file() else []
-    some = entries[0] if entries else TrialResult.read(results[0]).to_dict()
-    fold = fold_of(fold, dict(zip(some["classes"], some["class_names"])))
-    entry = next((e for e in entries if e["fold"] == fold), None)
-    if entry is not None and seed is None and kind is None:
-        best = layout.best_dir
-        found = {"net": best / Path(entry["artifacts"]["weights"]).parent,
-                 "corrector": best / Path(entry["artifacts"]["corrector"]).parent, "seed": entry["seed"]}
-    else:
-        found = _from_result(layout, fold, seed, kind, entry)
-    return _selection(run_dir, fold, found, some)
+    choices = BestConfig.read(layout.best_config).folds if layout.best_config.is_file() else []
+    names = dict(zip(choices[0].corrector.classes, choices[0].class_names)) if choices else \
+        TrialResult.read(results[0]).names
+    fold = fold_of(fold, names)
+    choice = next((c for c in choices if c.fold == fold), None)
+    if choice is None or seed is not None or kind is not None:
+        return _from_result(layout, fold, seed, kind, choice)
+    best = layout.best_dir
+    return _selection(layout, fold, choice.seed, best / Path(choice.artifacts["weights"]).parent,
+                      best / Path(choice.artifacts["corrector"]).parent, choice.class_names)
 
 
-def _from_result(layout: RunLayout, fold: str, seed: int | None, kind: str | None, entry: dict | None) -> dict:
+def _from_result(layout: RunLayout, fold: str, seed: int | None, kind: str | None,
+                 choice: FoldChoice | None) -> Selection:
     """The net and corrector that fold x seed's result names (seed: the given one, else best's)."""
-    mine = [p for p in layout.result_files() if p.relative_to(layout.root / "results").parts[0] == f"fold={fold}"]
-    if not mine:
+    results = [TrialResult.read(p) for p in layout.result_files(fold)]
+    if not results:
         raise CorrectsweepError(f"fold {fold} has no result in {layout.root / 'results'}; run "
                                 f"`correctsweep trial SPEC --fold {fold}` first")
-    results = [TrialResult.read(p) for p in mine]
     seeds = sorted({r.seed for r in results})
     if seed is None:
-        if entry is None:
+        if choice is None:
             raise CorrectsweepError(f"{layout.root} has no best/ selection for fold {fold}; run `correctsweep best "
                                     f"{layout.root}` or give --seed (seeds with results: {seeds})")
-        seed = entry["seed"]
+        seed = choice.seed
     ofseed = [r for r in results if r.seed == seed]
     if not ofseed:
         raise CorrectsweepError(f"fold {fold} has no result for seed {seed}; seeds with results: {seeds}")
     # a `search` leaves one result per base-net sample: best's, else the best cross-validated one (as collect)
-    chosen = [r for r in ofseed if entry is not None and r.net_key == entry["net_key"]] or \
+    chosen = [r for r in ofseed if choice is not None and r.net_key == choice.net_key] or \
         sorted(ofseed, key=lambda r: r.corrector.cv_score)[-1:]
     result = chosen[0]
-    workdirs = result.paths.correctors or {result.corrector.kind: result.paths.corrector}
     kind = kind or result.corrector.kind
-    if kind not in workdirs:
+    if kind not in result.paths.correctors:
         raise CorrectsweepError(f"fold {fold} seed {seed} searched no {kind} corrector (it searched "
-                                f"{', '.join(workdirs)}); pick one of those with --kind")
-    return {"net": layout.root / result.paths.model, "corrector": layout.root / workdirs[kind], "seed": seed}
+                                f"{', '.join(result.paths.correctors)}); pick one of those with --kind")
+    return _selection(layout, fold, seed, layout.root / result.paths.model,
+                      layout.root / result.paths.correctors[kind], result.class_names)
 
 
-def _selection(run_dir: Path, fold: str, found: dict, names: dict) -> Selection:
-    config = found["corrector"] / "best.json"
+def _selection(layout: RunLayout, fold: str, seed: int, net_dir: Path, corrector_dir: Path,
+               class_names: list[str]) -> Selection:
     try:
-        best = json.loads(config.read_text())
-        return Selection(run_dir, fold, int(found["seed"]), best["kind"], found["net"],
-                         found["corrector"], [int(c) for c in best["classes"]], list(names["class_names"]),
-                         None if fold == "none" else int(fold), list(best["taps"]), best.get("pca_dims"),
-                         best["policy"], float(best["tau"]))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CorrectsweepError(f"corrector {config} is unreadable ({str(e).splitlines()[0][:80]}); rerun "
-                                f"`correctsweep trial` for fold {fold} seed {found['seed']}") from None
-
-
-def load_corrector(selection: Selection) -> tuple[Model, Projection | None]:
-    """g and the compact-embedding basis it saw, each load failing in one line naming the file."""
-    try:
-        kind = KINDS.get(selection.kind)
-    except SpecError:
-        raise CorrectsweepError(f"corrector {selection.corrector_dir} is of kind {selection.kind!r}, which this "
-                                f"installation lacks (it has {', '.join(KINDS.names())})") from None
-    try:
-        model = kind.load(selection.corrector_dir)
-        projection = Projection.load(selection.corrector_dir / "projection.npz") if selection.pca_dims else None
-    except Exception as e:  # noqa: BLE001 -- xgboost, numpy and zipfile raise their own on a broken file
-        raise CorrectsweepError(f"corrector {selection.corrector_dir} does not load ({type(e).__name__}: "
-                                f"{str(e).splitlines()[0][:80] if str(e) else 'no detail'}); rerun `correctsweep "
-                                f"trial` for fold {selection.fold} seed {selection.seed}") from None
-    return model, projection
+        record = read_record(corrector_dir)
+    except CorrectsweepError as e:
+        raise CorrectsweepError(f"{e}; {_rerun(fold, seed)}") from None
+    return Selection(layout.root, fold, seed, net_dir, corrector_dir, record, class_names)
 
 
 @dataclass
@@ -176,19 +156,25 @@ class CorrectedClassifier:
         self.spec = spec
         self.device = pick_device(device, "--device")
         self.net, meta = load_model(selection.net_dir, self.device)
-        # nets saved before model.json recorded it: the run's dataset (its decoded cache) knows
-        self.channels = int(meta.get("channels") or run_dataset(spec, selection.run_dir).images.shape[1])
-        """The channels f was trained on: 1 (grayscale, so colour inputs are converted) or 3."""
-        if list(meta["classes"]) != selection.classes or meta["excluded"] != selection.excluded:
-            raise CorrectsweepError(f"net {selection.net_dir} was trained for classes {meta['classes']} without "
-                                    f"{meta['excluded']}, not for fold {selection.fold}; rerun `correctsweep best`")
-        self.corrector, self.projection = load_corrector(selection)
+        try:  # channels: 1 (grayscale, so colour inputs are converted) or 3, as f was trained
+            self.channels = int(meta["channels"])
+            trained_for = (list(meta["classes"]), meta["excluded"])
+        except (KeyError, TypeError, ValueError):
+            raise CorrectsweepError(f"net {selection.net_dir} has a model.json without the classes and channels this "
+                                    f"version reads; {_rerun(selection.fold, selection.seed)}") from None
+        if trained_for != (selection.record.classes, selection.excluded):
+            raise CorrectsweepError(f"net {selection.net_dir} was trained for classes {trained_for[0]} without "
+                                    f"{trained_for[1]}, not for fold {selection.fold}; rerun `correctsweep best`")
+        try:
+            self.corrector, self.projection = load_corrector(selection.corrector_dir, selection.record)
+        except CorrectsweepError as e:
+            raise CorrectsweepError(f"{e}; {_rerun(selection.fold, selection.seed)}") from None
         # the taps the features file holds, read in one pass as extraction read them (see the module docstring)
         self.extracted = list(spec.features.taps or self.net.default_taps())
 
     @property
     def classes(self) -> list[int]:
-        return self.selection.classes
+        return self.selection.record.classes
 
     @property
     def class_names(self) -> list[str]:
@@ -216,26 +202,21 @@ class CorrectedClassifier:
                 raise CorrectsweepError(f"images of shape {images.shape} cannot be mapped to this run's "
                                         f"{self.channels}-channel input; give [N, H, W] or [N, C, H, W] with C 1 or 3")
             images = list(images)
-        out = []
-        for i, image in enumerate(images):
-            blob = read_file(Path(image)) if isinstance(image, (str, Path)) else image
-            try:
-                out.append(decode_resized(blob, self.channels == 1, self.image_size))
-            except ValueError as e:
-                raise DataError(f"image {i} ({image if isinstance(image, (str, Path)) else type(image).__name__}) "
-                                f"cannot be decoded ({e})") from None
-        if not out:
+        if not len(images):
             raise CorrectsweepError("no images given")
-        return torch.stack(out)
+        ids = [str(image) if isinstance(image, (str, Path)) else str(i) for i, image in enumerate(images)]
+        blobs = [read_file(Path(image)) if isinstance(image, (str, Path)) else image for image in images]
+        return decode_batch(blobs, ids, self.image_size, False, self.channels == 1)[0]
 
     def run(self, batch: torch.Tensor) -> Outputs:
         """h on uint8 [N, C, S, S] images at the run's size (`as_batch`)."""
-        sel = self.selection
+        record = self.selection.record
         index, taps = extract(self.net, batch, self.extracted, False, self.batch_size, self.device)
         pred_f = np.asarray(self.classes)[index]
         fs = FeatureSet(np.arange(len(batch)).astype(str), pred_f, pred_f, taps, {})
-        proba = self.corrector.predict_proba(corrector_inputs(fs, sel.taps, self.projection)[0])
-        pred_h = apply_policy(proba, pred_f, self.classes, sel.policy, sel.tau, sel.excluded).astype(np.int64)
+        proba = self.corrector.predict_proba(corrector_inputs(fs, record.taps, self.projection)[0])
+        pred_h = apply_policy(proba, pred_f, self.classes, record.policy, record.tau,
+                              self.selection.excluded).astype(np.int64)
         return Outputs(pred_f, pred_h, proba)
 
     def predict(self, images) -> np.ndarray:
@@ -276,9 +257,9 @@ def run_spec(run_dir: Path) -> Spec:
     return load_spec(spec_file, stored=True)
 
 
-def run_dataset(spec: Spec, run_dir: Path):
-    """The run's dataset, from the decoded-data cache beside the run (where the trials left it)."""
-    return load_dataset(spec.data, cache_dir=spec.data.cache_dir or run_dir.parent / ".cache")
+def run_dataset(spec: Spec):
+    """The run's dataset, from the decoded-data cache where the trials left it."""
+    return load_dataset(spec.data, cache_dir=RunLayout.cache_dir(spec))
 
 
 def load_corrected(path: str | Path, fold, seed: int | None = None, kind: str | None = None,
@@ -309,7 +290,7 @@ def read_input(text: str, clf: CorrectedClassifier, size: int) -> tuple[int, Ite
         name = text.split(":", 1)[1]
         if name not in SPLITS:
             raise CorrectsweepError(f"INPUT {text}: the run's splits are {', '.join('split:' + s for s in SPLITS)}")
-        ds = run_dataset(clf.spec, clf.selection.run_dir)
+        ds = run_dataset(clf.spec)
         idx = make_splits(ds, clf.spec.data)[name]
         return len(idx), (Chunk(list(ds.ids[i]), ds.images[torch.from_numpy(i)], ds.labels[i])
                           for i in np.array_split(idx, range(size, len(idx), size)))
@@ -317,68 +298,37 @@ def read_input(text: str, clf: CorrectedClassifier, size: int) -> tuple[int, Ite
     if not path.exists():
         raise CorrectsweepError(f"INPUT {path} does not exist; give a folder of images, an image, a .parquet "
                                 "table or split:test")
-    suffixes = image_suffixes()
     if path.is_file() and path.suffix.lower() != ".parquet":
         files = [path]
-    elif path.is_dir():
-        files = sorted(f for f in path.rglob("*") if f.suffix.lower() in suffixes and f.is_file()
-                       and not any(p.startswith(".") for p in f.relative_to(path).parts))
     else:
-        files = []
+        files = image_files(path) if path.is_dir() else []
     if files:
         base = path if path.is_dir() else path.parent
         return len(files), (Chunk([str(f.relative_to(base)) for f in part], [read_file(f) for f in part])
                             for part in (files[i:i + size] for i in range(0, len(files), size)))
-    tables = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+    tables = parquet_files(path)
     if not tables:
-        raise CorrectsweepError(f"INPUT {path} holds no image ({', '.join(sorted(suffixes)[:6])}, ...) and no "
-                                ".parquet table")
-    return _parquet_chunks(path, tables, size)
-
-
-def _parquet_chunks(path: Path, tables: list[Path], size: int) -> tuple[int, Iterator[Chunk]]:
-    import pyarrow.dataset as pads
-
-    try:
-        dataset = pads.dataset([str(t) for t in tables], format="parquet")
-        names = dataset.schema.names
-        rows = dataset.count_rows()
-    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
-        raise CorrectsweepError(f"INPUT {path} is not readable as Parquet ({str(e).splitlines()[0][:80]})") from None
-    image_type = dataset.schema.field("image").type if "image" in names else None
-    if image_type is None or not (pa.types.is_binary(image_type) or pa.types.is_large_binary(image_type)):
-        raise CorrectsweepError(f"INPUT {path} needs a column `image` of encoded image bytes, like the parquet "
-                                "source's tables")
-    if not rows:
-        raise CorrectsweepError(f"INPUT {path} has no rows")
-    ids = "source_name" if "source_name" in names else None
+        raise CorrectsweepError(f"INPUT {path} holds no image ({', '.join(sorted(image_suffixes())[:6])}, ...) "
+                                "and no .parquet table")
+    dataset = image_dataset(tables, f"INPUT {path}")
+    columns = ["image"] + (["source_name"] if "source_name" in dataset.schema.names else [])
 
     def chunks():
         start = 0
-        for batch in dataset.to_batches(columns=["image"] + ([ids] if ids else []), batch_size=size):
-            n = batch.num_rows
-            yield Chunk([str(i) for i in batch.column(ids).to_pylist()] if ids else
-                        [f"row-{start + i:07d}" for i in range(n)], batch.column("image").to_pylist())
-            start += n
-    return rows, chunks()
+        for batch in dataset.to_batches(columns=columns, batch_size=size):
+            yield Chunk(sample_ids(batch, start), batch.column("image").to_pylist())
+            start += batch.num_rows
+    return dataset.count_rows(), chunks()
 
 
-def _decoded(chunk: Chunk, clf: CorrectedClassifier, skip_corrupt: bool) -> tuple[Chunk, int]:
-    """The chunk's images decoded, channel-mapped and resized; corrupt ones skipped and counted, or refused."""
+def _decoded(chunk: Chunk, clf: CorrectedClassifier) -> tuple[Chunk, int]:
+    """The chunk's images decoded, channel-mapped and resized; corrupt ones skipped and counted, or refused
+    (the run's data.skip_corrupt)."""
     if isinstance(chunk.images, torch.Tensor):
         return chunk, 0
-    kept, ids = [], []
-    for i, blob in zip(chunk.ids, chunk.images):
-        try:
-            kept.append(decode_resized(blob, clf.channels == 1, clf.image_size))
-            ids.append(i)
-        except ValueError as e:
-            if not skip_corrupt:
-                raise DataError(f"image '{i}' cannot be decoded ({e}); fix or remove it (the run's "
-                                "data.skip_corrupt is false, so predict refuses it)") from None
-    images = torch.stack(kept) if kept else torch.empty(0, clf.channels, clf.image_size, clf.image_size,
-                                                         dtype=torch.uint8)
-    return Chunk(ids, images), len(chunk.ids) - len(ids)
+    images, keep = decode_batch(chunk.images, chunk.ids, clf.image_size, clf.spec.data.skip_corrupt,
+                                clf.channels == 1)
+    return Chunk([i for i, kept in zip(chunk.ids, keep) if kept], images), int((~keep).sum())
 
 
 class _Writer:
@@ -425,7 +375,7 @@ def predict_file(clf: CorrectedClassifier, input_text: str, out: Path, log=print
         writer = _Writer(tmp, out.suffix.lower() == ".csv")
         try:
             for chunk in chunks:
-                chunk, bad = _decoded(chunk, clf, clf.spec.data.skip_corrupt)
+                chunk, bad = _decoded(chunk, clf)
                 skipped += bad
                 if len(chunk.ids):
                     frame = clf.table(clf.run(chunk.images), chunk.ids, chunk.labels)
@@ -445,8 +395,8 @@ def predict_file(clf: CorrectedClassifier, input_text: str, out: Path, log=print
 def main(args) -> None:
     """The predict sub-command (cli.py parses its arguments)."""
     clf = load_corrected(args.run_dir, args.fold, args.seed, args.kind, args.device)
-    sel = clf.selection
-    print(f"fold {sel.fold} seed {sel.seed}: {sel.kind} corrector, {sel.policy} at tau {sel.tau:.3f}, "
+    sel, record = clf.selection, clf.selection.record
+    print(f"fold {sel.fold} seed {sel.seed}: {record.kind} corrector, {record.policy} at tau {record.tau:.3f}, "
           f"on {clf.device.type}", flush=True)
     s = predict_file(clf, args.input, Path(args.out), log=lambda m: print(m, flush=True))
     print(f"{s.out}: {s.images} images, {s.changed} changed by g, {s.unseen} flagged as the class f never saw"

@@ -6,29 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from correctsweep.config import from_mapping
+from correctsweep.corrector_store import CorrectorRecord
 from correctsweep.errors import CorrectsweepError, SpecError
-
-
-@dataclass
-class CorrectorRecord:
-    """The fold's published corrector (corrector.kind): the winner of its search."""
-
-    kind: str
-    policy: str
-    tau: float
-    taps: list[str]
-    pca_dims: int | None
-    params: dict
-    n_rounds: int | None
-    cv_score: float
-    search_seconds: float
-    refit_seconds: float
-    seconds_per_candidate: float
-    n_candidates: int
 
 
 @dataclass
@@ -59,7 +42,7 @@ class ResultPaths:
     """The published kind's workdir."""
     predictions: dict[str, str]
     """split (correct, test) -> its predictions file (see `predictions`): what collect's figures come from."""
-    correctors: dict[str, str] = field(default_factory=dict)
+    correctors: dict[str, str]
     """kind -> workdir."""
 
 
@@ -82,6 +65,7 @@ class TrialResult:
     per_class: list[dict]
     """metrics.per_class as records: class, then every per-class metric."""
     corrector: CorrectorRecord
+    """The fold's published corrector (corrector.kind), as its search's best.json records it."""
     methods: dict[str, MethodRecord]
     paths: ResultPaths
     train: dict | None

@@ -11,7 +11,6 @@ trainable without changing the model.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -28,6 +27,7 @@ from correctsweep import nets
 from correctsweep.atomic import atomic_path, write_json
 from correctsweep.config import BaseNetConfig, as_dict, from_mapping, settings_of
 from correctsweep.errors import CorrectsweepError, SpecError
+from correctsweep.hashing import sha256, verified_bytes
 from correctsweep.nets import BaseNet
 
 
@@ -266,7 +266,7 @@ def save_model(model: BaseNet, folder: Path, meta: dict, cfg: BaseNetConfig) -> 
             np.savez(fh, weight=final[0].numpy(), bias=final[1].numpy())
     with atomic_path(folder / "weights.pt") as tmp:
         torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
-        sha = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
+        sha = sha256(tmp)
     meta = meta | {"weights_sha256": sha, "num_classes": model.num_classes, "excluded_index": model.excluded_index,
                    "net": net_settings(cfg)}
     write_json(folder / "model.json", meta)
@@ -275,12 +275,10 @@ def save_model(model: BaseNet, folder: Path, meta: dict, cfg: BaseNetConfig) -> 
 
 def load_model(folder: Path, device: torch.device | str = "cpu") -> tuple[BaseNet, dict]:
     """A saved net and its metadata, checked against the weights' SHA-256 recorded when it was saved;
-    a broken or mismatched pair is a CorrectsweepError naming the folder."""
+    a broken or mismatched pair is a CorrectsweepError naming the folder (or the weights that do not verify)."""
     try:
         meta = json.loads((folder / "model.json").read_text())
-        weights = (folder / "weights.pt").read_bytes()
-        if hashlib.sha256(weights).hexdigest() != meta["weights_sha256"]:
-            raise ValueError("the weights' checksum differs from model.json's")
+        weights = verified_bytes(folder / "weights.pt", meta["weights_sha256"], folder / "model.json")
         cfg = from_mapping(BaseNetConfig, meta["net"], "base_net")
         model = nets.build(cfg, meta["num_classes"], meta["excluded_index"])
         model.load_state_dict(torch.load(io.BytesIO(weights), map_location=device, weights_only=True))

@@ -268,11 +268,9 @@ def _write_predictions(run: FoldRun, sets: FoldFeatures, found: dict,
 
 
 def _corrector_record(result: corrector.CorrectorResult) -> CorrectorRecord:
-    """What a result says of the chosen corrector (its probabilities and predictions stay in the
-    corrector's own folder)."""
-    return CorrectorRecord(result.kind, result.policy, result.tau, result.taps, result.pca_dims, result.params,
-                           result.n_rounds, result.cv_score, result.search_seconds, result.refit_seconds,
-                           result.seconds_per_candidate, result.n_candidates)
+    """What a result says of the chosen corrector: its search's record (its probabilities and predictions
+    stay in the corrector's own folder)."""
+    return result.record()
 
 
 def _methods(found: dict, detections: list[detectors.Detection], test, classes, excluded) -> dict[str, MethodRecord]:

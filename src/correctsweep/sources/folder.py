@@ -23,6 +23,15 @@ def image_suffixes() -> set[str]:
     return {suffix for suffix, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
 
 
+def image_files(folder: Path) -> list[Path]:
+    """The image files under `folder` (recursively, by `image_suffixes`), sorted. A hidden name (a file or a
+    folder starting with '.') anywhere below `folder` is skipped; links are kept, dangling ones too, which
+    decode as Unreadable: named, or skipped and counted, never dropped unseen."""
+    suffixes = image_suffixes()
+    return sorted(f for f in folder.rglob("*") if f.suffix.lower() in suffixes and not f.is_dir()
+                  and not any(part.startswith(".") for part in f.relative_to(folder).parts))
+
+
 class Folder(Source):
     name = "folder"
     layout = "a folder with one sub-folder of images per class"
@@ -34,11 +43,9 @@ class Folder(Source):
         if not subs:
             raise DataError(f"image folder '{path}' has no class sub-folders; data.path must be {self.layout}")
         labels_of, names = _labels(subs)
-        suffixes = image_suffixes()
         blobs, labels, ids = [], [], []
         for sub in subs:
-            files = sorted(f for f in sub.rglob("*") if f.suffix.lower() in suffixes and not f.name.startswith(".")
-                           and not f.is_dir())
+            files = image_files(sub)
             if not files:
                 raise DataError(f"class folder '{sub}' holds no images; remove it or add images")
             blobs += [read_file(f) for f in files]

@@ -13,42 +13,71 @@ from correctsweep.errors import DataError
 from correctsweep.sources.base import Records, Source
 
 
+def parquet_files(path: Path) -> list[Path]:
+    """A .parquet file, or the .parquet files under a folder (recursively), sorted."""
+    return [path] if path.is_file() else sorted(f for f in path.rglob("*.parquet") if f.is_file())
+
+
+def _unreadable(what: str, e: Exception) -> DataError:
+    return DataError(f"{what} is not readable as Parquet ({str(e).splitlines()[0][:100]})")
+
+
+def image_dataset(files: list[Path], what: str) -> pads.Dataset:
+    """Parquet files as one dataset whose column `image` holds encoded image bytes, read lazily (the
+    source reads it whole, predict streams it); else one line naming `what`. Both read tables alike."""
+    try:
+        dataset = pads.dataset([str(f) for f in files], format="parquet")
+        rows = dataset.count_rows()  # reads every file's footer, where a file cut short breaks
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise _unreadable(what, e) from None
+    if not rows:
+        raise DataError(f"{what} has no rows")
+    if "image" not in dataset.schema.names:
+        raise DataError(f"{what} lacks column image: it needs a column `image` of encoded image bytes, "
+                        "and for data.path also label, and optionally split, source_name, label_name")
+    image = dataset.schema.field("image").type
+    if not (pa.types.is_binary(image) or pa.types.is_large_binary(image)):
+        raise DataError(f"{what}: column image must hold encoded image bytes (binary), got {image}; write the "
+                        "PNG/JPEG file contents, not paths or text")
+    return dataset
+
+
+def sample_ids(table: pa.Table | pa.RecordBatch, start: int) -> list[str]:
+    """The rows' sample ids: their source_name, else their row number (`start` is the first row's)."""
+    if "source_name" in table.schema.names:
+        return [str(i) for i in table.column("source_name").to_pylist()]
+    return [f"row-{start + i:07d}" for i in range(table.num_rows)]
+
+
 class Parquet(Source):
     name = "parquet"
     layout = "a .parquet file or a folder of them"
 
     def read(self, path: Path, cfg) -> Records:
-        files = [path] if path.is_file() else sorted(f for f in path.rglob("*.parquet") if f.is_file())
+        files = parquet_files(path)
         if not files:
             raise DataError(f"no .parquet file in '{path}'; set data.path to a .parquet file or a folder of them")
         folders = sorted({str(f.parent.relative_to(path)) for f in files}) if path.is_dir() else []
         if len(folders) > 1:  # e.g. ../shared/data itself: merging FER+ and FER2013 would count faces twice
             raise DataError(f"'{path}' holds parquet files in {len(folders)} folders ({', '.join(folders[:4])}); "
                             "set data.path to one dataset's folder")
+        what = f"parquet data '{path}'"
         try:
-            table = pads.dataset([str(f) for f in files], format="parquet").to_table()
-        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
-            raise DataError(f"'{path}' is not readable as Parquet ({str(e).splitlines()[0][:100]}); "
-                            "check data.source and data.path") from None
-        missing = {"image", "label"} - set(table.column_names)
-        if missing:
-            raise DataError(f"parquet data '{path}' lacks column(s) {', '.join(sorted(missing))}; "
-                            "expected image (bytes), label, and optionally split, source_name, label_name")
-        image = table.column("image")
-        if not (pa.types.is_binary(image.type) or pa.types.is_large_binary(image.type)):
-            raise DataError(f"parquet data '{path}': column image must hold encoded image bytes (binary), "
-                            f"got {image.type}; write the PNG/JPEG file contents, not paths or text")
+            table = image_dataset(files, what).to_table()
+        except (OSError, ValueError) as e:
+            raise _unreadable(what, e) from None
+        if "label" not in table.column_names:
+            raise DataError(f"{what} lacks column(s) label; expected image (bytes), label, and optionally split, "
+                            "source_name, label_name")
         label = table.column("label")
         if not (pa.types.is_integer(label.type) or pa.types.is_string(label.type)
                 or pa.types.is_large_string(label.type)) or label.null_count:
-            raise DataError(f"parquet data '{path}': column label must be integers or strings without nulls, "
+            raise DataError(f"{what}: column label must be integers or strings without nulls, "
                             f"got {label.type} with {label.null_count} null(s)")
         n = table.num_rows
-        ids = (table.column("source_name").to_pylist() if "source_name" in table.column_names
-               else [f"row-{i:07d}" for i in range(n)])
         split = table.column("split").to_pylist() if "split" in table.column_names else [""] * n
         labels = np.asarray(label.to_pylist())
-        return Records(image.to_pylist(), labels, [str(i) for i in ids], [s or "" for s in split],
+        return Records(table.column("image").to_pylist(), labels, sample_ids(table, 0), [s or "" for s in split],
                        _names(table, labels, path) if "label_name" in table.column_names else None)
 
 
