@@ -13,7 +13,7 @@ from correctsweep.corrector_store import CorrectorRecord, load_result, predict_p
 from correctsweep.errors import CorrectsweepError
 from correctsweep.features import FeatureSet
 from correctsweep.metrics import balanced_accuracy, macro_f1, per_class
-from correctsweep.policy import apply_policy, best_threshold, objective_score, policies_for
+from correctsweep.policy import Labels, apply_policy, best_threshold, objective_score, policies_for
 
 CLASSES = [1, 2, 3, 4]
 EXCLUDED = 3
@@ -82,11 +82,12 @@ def test_best_threshold_finds_the_right_tau():
     proba[20:40] = [0, 0.32, 0.68, 0]
     proba[40:] = [0, 0, 0.1, 0.9]
     taus = np.linspace(0, 1, 20, endpoint=False)
-    tau, score = best_threshold(proba, y, f, CLASSES, "override", EXCLUDED, "balanced_accuracy", 0.05, taus)
+    labels, cfg = Labels(y, f, CLASSES, EXCLUDED), CorrectorConfig(objective="balanced_accuracy", harm_bound=0.05)
+    tau, score = best_threshold(proba, labels, "override", cfg, taus)
     assert tau == pytest.approx(0.70)
     assert score == pytest.approx(1.0)
     # new_class only ever switches to 3, which is never right here: the best is to change nothing
-    tau, score = best_threshold(proba, y, f, CLASSES, "new_class", EXCLUDED, "balanced_accuracy", 0.05, taus)
+    tau, score = best_threshold(proba, labels, "new_class", cfg, taus)
     assert tau == pytest.approx(0.95) and score == pytest.approx(balanced_accuracy(y, f, CLASSES))
 
 

@@ -8,7 +8,7 @@ from correctsweep.cli import main
 from correctsweep.config import BaseNetConfig, load_spec
 from correctsweep.errors import CorrectsweepError, SpecError
 from correctsweep.sweep import trial_devices
-from correctsweep.train import train_base_net
+from correctsweep.train import TrainSet, train_base_net
 
 
 def test_lstm_runs_in_fp32_under_bf16_autocast():
@@ -59,5 +59,5 @@ def test_nan_loss_stops_training_with_one_line(monkeypatch):
     images = torch.zeros(12, 1, 16, 16, dtype=torch.uint8)
     targets, idx = np.arange(12) % 3, np.arange(12)
     with pytest.raises(CorrectsweepError, match="loss became nan in epoch 1"):
-        train_base_net(images, targets, idx[:9], idx[9:], 3, None,
+        train_base_net(TrainSet(images, targets, idx[:9], idx[9:], 3),
                        BaseNetConfig(epochs=2, batch_size=4, device="cpu"), 0)

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from correctsweep import metrics
+from correctsweep.config import spec_from_dict
 from correctsweep.errors import SpecError
 from correctsweep.stats import (
     FIGURES,
     Interval,
-    ReportConfig,
+    Resampling,
     bootstrap_intervals,
     bootstrap_power,
-    check,
     compare_methods,
     detection_metrics,
     draws,
@@ -108,7 +108,7 @@ def test_detection_metrics_na(positive, score, reason):
 
 def test_bootstrap_point_estimates_are_the_metrics_own_and_intervals_cover_them():
     labels, pred_f, pred_h = fold(1500, 0)
-    got = bootstrap_intervals(labels, pred_f, pred_h, CLASSES, EXCLUDED, resamples=500)
+    got = bootstrap_intervals(labels, pred_f, pred_h, CLASSES, EXCLUDED, Resampling(500))
     summary = metrics.summary(labels, pred_f, pred_h, CLASSES)
     table = metrics.per_class(labels, pred_f, pred_h, CLASSES)
     expected = {"gain_excluded": table.at[EXCLUDED, "gain"], "tpr_h_excluded": table.at[EXCLUDED, "tpr_h"]}
@@ -117,12 +117,12 @@ def test_bootstrap_point_estimates_are_the_metrics_own_and_intervals_cover_them(
     for name, interval in got.items():
         assert interval.reason is None and interval.value == pytest.approx(expected[name], abs=1e-12)
         assert interval.lo <= interval.value <= interval.hi and interval.lo < interval.hi, name
-    assert bootstrap_intervals(labels, pred_f, pred_h, CLASSES, EXCLUDED, resamples=500) == got  # seeded
+    assert bootstrap_intervals(labels, pred_f, pred_h, CLASSES, EXCLUDED, Resampling(500)) == got  # seeded
 
 
 def test_bootstrap_intervals_shrink_with_the_test_set():
     width = lambda n: (lambda i: i.hi - i.lo)(bootstrap_intervals(*fold(n, 1), CLASSES, EXCLUDED,
-                                                                  resamples=400)["gain_excluded"])
+                                                                  Resampling(400))["gain_excluded"])
     assert width(6400) < 0.6 * width(400)  # ~1/sqrt(n): a quarter, give or take resampling noise
 
 
@@ -137,19 +137,19 @@ def test_draws_are_stratified_by_true_class():
 def test_bootstrap_na_where_the_figure_is_undefined():
     labels, pred_f, pred_h = fold(500, 0)
     keep = labels != EXCLUDED
-    got = bootstrap_intervals(labels[keep], pred_f[keep], pred_h[keep], CLASSES, EXCLUDED, resamples=200)
+    got = bootstrap_intervals(labels[keep], pred_f[keep], pred_h[keep], CLASSES, EXCLUDED, Resampling(200))
     assert got["gain_excluded"] == Interval.na(f"no image of class {EXCLUDED} in test")
     assert got["macro_harm"].reason is None
-    full = bootstrap_intervals(labels, pred_f, pred_f, CLASSES, None, resamples=200)
+    full = bootstrap_intervals(labels, pred_f, pred_f, CLASSES, None, Resampling(200))
     assert full["tpr_h_excluded"].reason == "no excluded class (the full model)"
     assert str(full["tpr_h_excluded"]) == "n/a (no excluded class (the full model))"
 
 
 def test_power_is_one_against_itself_and_na_without_a_full_model_hit():
     labels, pred_f, pred_h = fold(800, 0)
-    assert bootstrap_power(labels, pred_h, pred_h, CLASSES, EXCLUDED, resamples=200) == Interval(1.0, 1.0, 1.0)
+    assert bootstrap_power(labels, pred_h, pred_h, CLASSES, EXCLUDED, Resampling(200)) == Interval(1.0, 1.0, 1.0)
     full = np.where(labels == EXCLUDED, EXCLUDED, pred_f)  # the full model knows the class perfectly
-    p = bootstrap_power(labels, pred_h, full, CLASSES, EXCLUDED, resamples=200)
+    p = bootstrap_power(labels, pred_h, full, CLASSES, EXCLUDED, Resampling(200))
     own = labels == EXCLUDED
     assert p.value == pytest.approx(np.mean(pred_h[own] == EXCLUDED)) and p.lo < p.value < p.hi
     assert bootstrap_power(labels, pred_h, pred_f, CLASSES, EXCLUDED).reason == (
@@ -172,12 +172,12 @@ def test_format_interval():
     assert str(Interval.na("no image of class 3 in test")) == "n/a (no image of class 3 in test)"
 
 
-@pytest.mark.parametrize("cfg, key", [(ReportConfig(bootstrap=99), "report.bootstrap"),
-                                      (ReportConfig(bootstrap=1000.0), "report.bootstrap"),
-                                      (ReportConfig(level=1.0), "report.level"),
-                                      (ReportConfig(level=0.5), "report.level")])
-def test_report_config_check(cfg, key):
+@pytest.mark.parametrize("report, key", [({"bootstrap": 99}, "report.bootstrap"),
+                                         ({"bootstrap": 1000.5}, "report.bootstrap"),
+                                         ({"level": 1.0}, "report.level"),
+                                         ({"level": 0.5}, "report.level")])
+def test_report_config_check(report, key):
     with pytest.raises(SpecError, match=f"'{key}'") as caught:
-        check(cfg)
+        spec_from_dict({"report": report})
     assert "\n" not in str(caught.value)
-    check(ReportConfig())
+    assert spec_from_dict({}).report.bootstrap == 1000

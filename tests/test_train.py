@@ -74,7 +74,7 @@ def test_bf16_trains_on_the_cpu_when_asked_and_auto_keeps_fp32_there(monkeypatch
                         lambda *a, **k: ("dtype" in k and seen.append(k["enabled"])) or real(*a, **k))
     images, targets, tr, va = _tiny_fold()
     cfg = BaseNetConfig(epochs=1, batch_size=16, precision="bf16", device="cpu")
-    model, result = train.train_base_net(images, targets, tr, va, 4, None, cfg, 0)
+    model, result = train.train_base_net(train.TrainSet(images, targets, tr, va, 4), cfg, 0)
     assert seen and all(seen)  # every training and validation pass ran under bf16 autocast
     assert np.isfinite(result.history[0]["train_loss"]) and model.logit_mask.dtype == torch.float32
 

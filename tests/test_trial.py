@@ -9,7 +9,7 @@ from correctsweep.config import BaseNetConfig
 
 
 def test_base_net_shapes():
-    net = nets.build(BaseNetConfig(heads=4), 7, excluded_index=2)
+    net = nets.build(BaseNetConfig(), 7, excluded_index=2)  # the paper net's default settings
     logits, taps = net.forward_taps(torch.zeros(2, 1, 100, 100, dtype=torch.uint8), list(net.body.TAPS))
     assert logits.shape == (2, 7) and torch.isinf(logits[:, 2]).all()
     assert taps["conv"].shape == (2, 128, 12, 12) and taps["lstm"].shape == (2, 144, 128)
@@ -56,13 +56,13 @@ def test_early_stopping_waits_for_min_epochs():
     import numpy as np
 
     from correctsweep.config import BaseNetConfig
-    from correctsweep.train import train_base_net
+    from correctsweep.train import TrainSet, train_base_net
 
     rng = np.random.default_rng(0)
     images = torch.from_numpy(rng.integers(0, 255, (40, 3, 16, 16), dtype=np.uint8))
     targets = np.arange(40) % 3  # noise: validation accuracy cannot keep improving
     idx = np.arange(40)
-    runs = {m: train_base_net(images, targets, idx[:30], idx[30:], 3, None,
+    runs = {m: train_base_net(TrainSet(images, targets, idx[:30], idx[30:], 3),
                               BaseNetConfig(epochs=6, patience=1, min_epochs=m, batch_size=10, device="cpu"), 0)[1]
             for m in (0, 6)}
     assert runs[0].epochs_run < 6 and runs[6].epochs_run == 6
