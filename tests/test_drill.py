@@ -74,8 +74,8 @@ CASES = [
     # keys and values
     ("unknown top key", setting("colour=red"), "unknown key 'colour'"),
     ("unknown nested key", setting("data.sorce=x"), "data.sorce"),
-    ("renamed data.size", setting("data.size=300"), "now called 'data.n_images'"),
-    ("renamed smoothing", setting("base_net.smoothing=2"), "now called 'base_net.val_window'"),
+    ("a kind's setting in the corrector section", setting("corrector.max_rounds=30"), "corrector.xgboost.max_rounds"),
+    ("a source's setting in the data section", setting("data.n_images=300"), "data.synthetic.n_images"),
     ("epochs not a number", setting("base_net.epochs=many"), "base_net.epochs"),
     ("epochs a bool", setting("base_net.epochs=true"), "base_net.epochs"),
     ("negative split seed", setting("data.split_seed=-1"), "data.split_seed"),
