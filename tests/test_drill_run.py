@@ -15,7 +15,6 @@ import threading
 import time
 
 import pytest
-import yaml
 
 from correctsweep import cli, reach, sweep
 from correctsweep.config import digest, load_spec
@@ -25,26 +24,13 @@ SMOKE = "sweeps/smoke.yaml"
 FOLD = "fold=3/seed=0"
 
 
-# --- a finished smoke run (fold 3 only), made once and copied into each test's folder -----------------
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    storage = tmp_path_factory.mktemp("finished")
-    argv = ["--set", f"storage={storage}", "--set", "folds=[3]"]
-    assert cli.main(["trial", SMOKE, "--fold", "3", *argv]) == 0
-    assert cli.main(["collect", str(storage / "smoke")]) == 0 and cli.main(["best", str(storage / "smoke")]) == 0
-    return storage
-
+# --- the tiny run (conftest), copied into each test's folder -------------------------------------------
 
 @pytest.fixture
-def run(finished, tmp_path):
-    """A copy of the finished run under tmp_path/out, its spec.yaml's storage pointing at the copy."""
-    shutil.copytree(finished, tmp_path / "out")
-    run = tmp_path / "out" / "smoke"
-    spec = yaml.safe_load((run / "spec.yaml").read_text())
-    (run / "spec.yaml").write_text(yaml.safe_dump(spec | {"storage": str(tmp_path / "out")}, sort_keys=False))
-    shutil.rmtree(run / "locks")
-    return run
+def run(tiny_copy):
+    """A copy of the finished tiny run, its spec.yaml's storage pointing at the copy."""
+    shutil.rmtree(tiny_copy / "locks")
+    return tiny_copy
 
 
 def one(run, pattern):
@@ -53,7 +39,9 @@ def one(run, pattern):
 
 
 def corrector_file(run, name):
-    return one(run, f"correctors/{FOLD}/*/{name}")
+    """A file of fold 3's published corrector (the run has one search per corrector kind)."""
+    result = json.loads((run / "results" / "fold=3" / "seed=0.json").read_text())
+    return run / result["paths"]["corrector"] / name
 
 
 def net_file(run, name):
@@ -304,13 +292,22 @@ def test_a_second_sweep_of_a_running_one_is_one_line(tmp_path, capsys):
     assert f"pid {os.getpid()}" in err
 
 
-def test_two_collects_at_once_both_succeed(run):
+def test_two_collects_at_once_both_succeed(run, capsys):
+    """Another process's collect and this one's, started while the other writes its report."""
     cmd = [sys.executable, "-m", "correctsweep.cli", "collect", str(run)]
     env = os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)}
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for _ in range(2)]
-    outs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
+    other = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(run.glob(".tmp-report-*")) and other.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert other.poll() is None, "the other collect ended before it was seen writing"
+        assert cli.main(["collect", str(run)]) == 0
+        out = other.communicate(timeout=120)
+    finally:
+        if other.poll() is None:
+            other.kill()
+    assert other.returncode == 0, out
     assert (run / "report" / "report.md").is_file() and not list(run.rglob(".tmp-*"))
 
 
@@ -386,8 +383,10 @@ def closed_port() -> int:
 
 @pytest.fixture
 def quick_probes(monkeypatch):
-    monkeypatch.setattr(reach, "TIMEOUT_S", 4.0)
-    monkeypatch.setattr(sweep, "TRACKING_TIMEOUT_S", 20.0)
+    # every probe here fails: by an error, or (the servers that never answer, a machine that is slow to
+    # start the probe's Python) by these timeouts, with the same one line
+    monkeypatch.setattr(reach, "TIMEOUT_S", 2.0)
+    monkeypatch.setattr(sweep, "TRACKING_TIMEOUT_S", 5.0)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no credential look-up on a metadata server
 
 
