@@ -1,15 +1,32 @@
-"""A run directory built by hand (K = 3, no training) for the collect and best tests."""
+"""Shared test fixtures.
+
+* `tiny_run`: one tiny finished run (a real sweep, collect and best through the CLI), built once per test
+  session; `tiny_copy` copies it for a test that changes it. Its spec is `TINY`, the one place to edit.
+* `shared_ray`: the test session's one local Ray, which `correctsweep sweep` reuses (and leaves running);
+  `own_ray` shuts it down for a test that starts a Ray of its own on purpose.
+* `RunBuilder` / `run_builder`: a run directory built by hand (K = 3, no training) for the collect and best
+  tests.
+"""
+import dataclasses
+import hashlib
+import importlib.util
+import shutil
+from pathlib import Path
+
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
+import yaml
 
 from correctsweep import metrics
 from correctsweep.atomic import write_json, write_text
 from correctsweep.config import spec_from_dict
-from correctsweep.corrector import STUDY_NAME, sha256, study_storage
+from correctsweep.corrector_journal import STUDY_NAME, study_storage
+from correctsweep.corrector_store import CorrectorRecord, output_files
+from correctsweep.hashing import sha256
 from correctsweep.predictions import write as write_record
-from correctsweep.results import CorrectorRecord, ResultPaths, TrialResult
+from correctsweep.results import ResultPaths, TrialResult
 
 CLASSES = [1, 2, 3]
 NAMES = ["Surprise", "Fear", "Disgust"]
@@ -80,13 +97,14 @@ class RunBuilder:
             write_text(self.dir / paths[kind] / name, f"{fold} {seed} {name}")
         write_json(self.dir / paths["model"] / "model.json",
                    {"weights_sha256": sha256(self.dir / paths["model"] / "weights.pt")})
-        write_json(workdir / "best.json", {"kind": "xgboost", "pca_dims": None, "sha256": {
-            name: sha256(workdir / name) for name in ("predictions.parquet", "model.ubj")}})
         table = metrics.per_class(Y, pred_f, pred_h, CLASSES)
         record = CorrectorRecord(kind="xgboost", policy=best.user_attrs["policy"], tau=best.user_attrs["tau"],
                                  taps=best.user_attrs["taps"], pca_dims=None, params={"eta": 0.1}, n_rounds=5,
-                                 cv_score=best.value, search_seconds=1.5, refit_seconds=0.1,
-                                 seconds_per_candidate=0.5, n_candidates=len(trials))
+                                 cv_score=best.value, objective="balanced_accuracy", classes=CLASSES,
+                                 search_seconds=1.5, seconds_per_candidate=0.5, n_candidates=len(trials),
+                                 refit_seconds=0.1, sha256={name: sha256(workdir / name)
+                                                            for name in output_files("xgboost", None)})
+        write_json(workdir / "best.json", dataclasses.asdict(record))
         result = TrialResult(
             fold=fold, seed=seed, excluded=None if fold == "none" else int(fold), classes=CLASSES,
             class_names=NAMES, net="paper", net_key="k", features_key="f", sweep_key="s",
@@ -102,3 +120,114 @@ class RunBuilder:
 @pytest.fixture
 def run_builder(tmp_path):
     return lambda folds, seeds: RunBuilder(tmp_path / "run", folds, seeds)
+
+
+# --- the tiny finished run ---------------------------------------------------------------------------------
+
+KINDS = ["xgboost", "fisher", "logistic"]  # every corrector kind; xgboost is the published one
+DETECTORS = ["msp", "energy", "mahalanobis", "knn", "she"]  # logits, a tap, and features with the final layer
+
+# The tiny run's spec, complete (nothing from sweeps/), in today's keys. The smallest run that still goes
+# through every stage: the synthetic faces (7 classes) at 24 px, one epoch, two candidates per corrector
+# kind on 8 whitened components, one thread per trial (two trials side by side on a 2-core machine, and no
+# thread oversubscription when other work shares the cores).
+TINY = {
+    "name": "tiny",
+    "data": {"source": "synthetic", "synthetic": {"n_images": 500}, "image_size": 24},  # 500: the rarest class
+    # fills every split
+    "folds": [3, "none"],
+    "seeds": [0],
+    "base_net": {"epochs": 1, "patience": 1, "batch_size": 32, "threads": 1},
+    "corrector": {"kind": "xgboost", "kinds": KINDS, "n_candidates": 2, "cv_splits": 2, "threads": 1,
+                  "xgboost": {"max_rounds": 20, "pca_dims": 8}},
+    "detectors": {"names": DETECTORS},
+    "resources": {"cpus_per_trial": 1},
+    "report": {"bootstrap": 200},
+}
+
+
+def sets(*items: str) -> list[str]:
+    """`--set` arguments for each key=value item."""
+    return [arg for item in items for arg in ("--set", item)]
+
+
+@pytest.fixture(scope="session")
+def tiny_spec(tmp_path_factory) -> Path:
+    """TINY as a spec file (its storage a scratch folder: give each command its own with --set storage=...)."""
+    folder = tmp_path_factory.mktemp("tiny-spec")
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY | {"storage": str(folder / "outputs")}, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def _ray_session():
+    """Starts the local Ray when first asked (and again after an `own_ray` test); shuts it down at the end."""
+    import ray
+
+    def up():
+        if not ray.is_initialized():
+            ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+
+    yield up
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture
+def shared_ray(_ray_session):
+    """The test session's one local Ray: a sweep finds it initialised, runs on it and leaves it running."""
+    _ray_session()
+
+
+@pytest.fixture
+def own_ray():
+    """For a test that starts its own Ray on purpose (a cluster, an address): the shared one is shut down
+    first, and the next test that asks for `shared_ray` starts it again."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def fingerprint(root: Path) -> dict[str, str]:
+    """Every file under root and its SHA-256 (lock files aside: readers take them)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
+            if p.is_file() and "locks" not in p.relative_to(root).parts and not p.name.endswith(".lock")}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_spec, _ray_session) -> Path:
+    """The tiny finished run, made once per session with the real entry point: `correctsweep sweep` (Ray
+    Tune; it collects and selects, so report/ and best/ are there too), tracked to MLflow when MLflow is
+    installed. Read it only; copy it (`tiny_copy`) to change it: at the end of the session it must be
+    byte for byte as built."""
+    from correctsweep.cli import main
+
+    _ray_session()
+    storage = tmp_path_factory.mktemp("tiny-run")
+    tracking = [f"tracking={{mlflow: 'sqlite:///{storage}/mlflow.db'}}"] if importlib.util.find_spec("mlflow") else []
+    assert main(["sweep", str(tiny_spec), *sets(f"storage={storage}", *tracking)]) == 0
+    run = storage / TINY["name"]
+    built = fingerprint(storage)
+    yield run
+    changed = sorted(set(built.items()) ^ set(fingerprint(storage).items()))
+    assert not changed, f"a test changed the shared tiny run (copy it with `tiny_copy`): {changed[:5]}"
+
+
+@pytest.fixture
+def tiny_copy(tiny_run, tmp_path) -> Path:
+    """A copy of the tiny run (its whole storage, the decoded-data cache included) under tmp_path/storage,
+    its spec.yaml's storage pointing at the copy and without `tracking` (a sweep of the copy logs nowhere:
+    MLflow's store costs a sweep seconds, and the tracked run is the shared one's)."""
+    storage = tmp_path / "storage"
+    shutil.copytree(tiny_run.parent, storage, symlinks=True)
+    run = storage / tiny_run.name
+    spec = yaml.safe_load((run / "spec.yaml").read_text())
+    spec["storage"] = str(storage)
+    spec["tracking"] = {}
+    (run / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return run

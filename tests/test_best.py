@@ -1,9 +1,8 @@
-"""best on a run directory built by hand (known studies), and collect + best after a real smoke run."""
+"""best on a run directory built by hand (known studies), and collect + best after the tiny run's sweep."""
 import json
 
 import pandas as pd
 import pytest
-import records
 import xgboost as xgb
 import yaml
 
@@ -14,7 +13,6 @@ from correctsweep.predict import locate
 from correctsweep.train import load_model
 
 FC, BOTH = ["fc"], ["fc", "logits"]
-run_builder = records.run_builder  # conftest's, with the whole corrector record
 
 
 @pytest.fixture
@@ -96,18 +94,26 @@ def test_a_selection_of_another_version_is_refused_in_one_line(run):
     assert "rerun `correctsweep best`" in message
 
 
-def test_collect_and_best_after_a_smoke_run(tmp_path):
-    for fold in ("3", "none"):
-        assert main(["trial", "sweeps/smoke.yaml", "--fold", fold, "--set", f"storage={tmp_path}"]) == 0
-    run_dir = tmp_path / "smoke"
-    assert main(["collect", str(run_dir)]) == 0 and main(["best", str(run_dir)]) == 0
-    report = run_dir / "report"
+def test_collect_and_best_after_a_real_run(tiny_run):
+    """What the sweep's collect and best left in the tiny run (folds 3 and none)."""
+    report = tiny_run / "report"
     assert "Missing" not in (report / "report.md").read_text()
     power = pd.read_csv(report / "tpr_h_power.csv", index_col="class")
     assert list(power.columns) == ["3", "full", "P"] and power.full.notna().all()
-    config = yaml.safe_load((run_dir / "best" / "best_config.yaml").read_text())
+    config = yaml.safe_load((tiny_run / "best" / "best_config.yaml").read_text())
     assert [f["fold"] for f in config["folds"]] == ["3", "none"]
     three = config["folds"][0]["artifacts"]
-    model, meta = load_model(run_dir / "best" / three["weights"].rsplit("/", 1)[0])
+    model, meta = load_model(tiny_run / "best" / three["weights"].rsplit("/", 1)[0])
     assert meta["excluded"] == 3
-    assert xgb.Booster(model_file=str(run_dir / "best" / three["corrector"])).num_boosted_rounds() >= 1
+    assert xgb.Booster(model_file=str(tiny_run / "best" / three["corrector"])).num_boosted_rounds() >= 1
+
+
+def test_collect_and_best_commands_on_a_real_run(tiny_run, tiny_copy):
+    """The CLI's collect and best on a copy of a real run redo what the sweep wrote (the run's own path aside)."""
+    def outputs(run):
+        files = [p for folder in ("report", "best") for p in (run / folder).rglob("*") if p.is_file()]
+        return {p.relative_to(run): p.read_bytes().replace(str(run).encode(), b"RUN")
+                for p in files if p.suffix != ".png"}  # a figure's bytes may differ between two renderings
+
+    assert main(["collect", str(tiny_copy)]) == 0 and main(["best", str(tiny_copy)]) == 0
+    assert outputs(tiny_copy) == outputs(tiny_run)

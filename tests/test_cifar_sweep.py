@@ -7,18 +7,14 @@ from correctsweep.results import TrialResult
 
 
 @pytest.mark.slow
-def test_resnet18_sweep_over_ten_named_classes(tmp_path):
-    import ray
-
+def test_resnet18_sweep_over_ten_named_classes(tmp_path, shared_ray):
     write_cifar10(tmp_path / "cifar", train_per_class=12, test_per_class=5)
     # the committed CIFAR-10 spec on a tiny budget
     sets = [f"storage={tmp_path}", "name=cifar-smoke", f"data.path={tmp_path / 'cifar'}", "base_net.epochs=1",
-            "base_net.patience=1", "base_net.min_epochs=0", "corrector.n_candidates=2", "corrector.pca_dims=null",
-            "corrector.max_rounds=20", "corrector.tune_taps=false", "base_net.threads=1", "corrector.threads=1"]
-    try:
-        assert main(["sweep", "sweeps/cifar10.yaml", *[a for s in sets for a in ("--set", s)]]) == 0
-    finally:
-        ray.shutdown()
+            "base_net.patience=1", "base_net.min_epochs=0", "corrector.n_candidates=2",
+            "corrector.xgboost.pca_dims=null", "corrector.xgboost.max_rounds=20", "corrector.tune_taps=false",
+            "base_net.threads=1", "corrector.threads=1"]
+    assert main(["sweep", "sweeps/cifar10.yaml", *[a for s in sets for a in ("--set", s)]]) == 0
     run = tmp_path / "cifar-smoke"
     results = {r.fold: r for r in map(TrialResult.read, run.glob("results/fold=*/seed=0.json"))}
     assert set(results) == {*map(str, range(10)), "none"}

@@ -1,9 +1,10 @@
-"""The smoke sweep as a Ray job on a real two-node Ray cluster on this machine.
+"""The tiny run's sweep (conftest's spec) as a Ray job on a real two-node Ray cluster on this machine.
 
 What a user does on a cluster, scaled down: `ray start --head`, a second node joins it with
 `ray start --address`, `ray job submit --working-dir` runs `correctsweep sweep --address auto` on it.
-One CPU per node and one CPU per trial: the smoke spec's two trials (folds 3 and none) run at the
-same time, so Ray has to place them on different nodes.
+One CPU per node and one CPU per trial: the tiny spec's two trials (folds 3 and none) run at the
+same time, so Ray has to place them on different nodes. It starts its Ray on purpose: the test session's
+shared Ray (conftest) is another instance on the machine, from which it is isolated as below.
 
 Isolation from other Ray instances on the machine (other tests' `ray.init()`, other users):
 * every port is chosen free by the test (Ray's fixed defaults, 6379, 8265, 10001, 52365, would
@@ -36,9 +37,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import TINY
 
 REPO = Path(__file__).resolve().parents[1]
-FOLDS = {"3", "none"}  # sweeps/smoke.yaml's folds, one seed (0)
+FOLDS = {str(f) for f in TINY["folds"]}  # one seed (0)
 
 
 def free_ports(n: int) -> list[int]:
@@ -203,14 +205,14 @@ def ray_cluster(tmp_path):
 
 
 @pytest.mark.slow
-def test_smoke_sweep_as_ray_job_on_two_node_cluster(ray_cluster, tmp_path):
+def test_sweep_as_ray_job_on_two_node_cluster(ray_cluster, tiny_spec, tmp_path):
     nodes = ray_cluster.node_ids()
     assert len(nodes) == 2, f"expected the head and the joined node, got {nodes}"
 
     job_id = f"correctsweep-test-{secrets.token_hex(4)}"
     sets = [f"storage={tmp_path}", "resources.cpus_per_trial=1", "base_net.threads=1", "corrector.threads=1"]
     submit = ["ray", "job", "submit", "--address", ray_cluster.dashboard, "--working-dir", str(REPO),
-              "--submission-id", job_id, "--", "correctsweep", "sweep", "sweeps/smoke.yaml", "--address", "auto",
+              "--submission-id", job_id, "--", "correctsweep", "sweep", str(tiny_spec), "--address", "auto",
               *(arg for s in sets for arg in ("--set", s))]
     try:  # `ray job submit` waits for the job and streams its output
         done = subprocess.run(submit, env=ray_cluster.env, cwd=REPO, capture_output=True, text=True, timeout=900)
@@ -221,7 +223,7 @@ def test_smoke_sweep_as_ray_job_on_two_node_cluster(ray_cluster, tmp_path):
     assert ray_cluster.job_status(job_id) == "SUCCEEDED", log
     assert done.returncode == 0, log
 
-    run = tmp_path / "smoke"
+    run = tmp_path / TINY["name"]
     assert {p.parent.name.split("=", 1)[1] for p in run.glob("results/fold=*/seed=0.json")} == FOLDS
     report = (run / "report" / "report.md").read_text()
     # a fold's cell reads "3 Disgust" where the dataset names its classes, "none" for the full model

@@ -8,7 +8,6 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-import records
 from conftest import CLASSES, NAMES, Y, predictions, write_predictions
 
 from correctsweep import metrics
@@ -18,8 +17,6 @@ from correctsweep.report.build import build
 from correctsweep.report.plots import heatmap, training_curves
 from correctsweep.report.write import outputs
 from correctsweep.results import TrialResult
-
-run_builder = records.run_builder  # conftest's, with the whole corrector record
 
 MATRICES = ("retention", "harm", "gain", "dfpr", "tpr_h")
 
@@ -256,7 +253,7 @@ def test_cost_of_correcting_against_retraining(run_builder):
 
 def test_one_method_has_no_methods_section(run):
     report = collect(run.dir)
-    assert "## Correctors and baselines" not in (report / "report.md").read_text()
+    assert "## Correctors and detectors" not in (report / "report.md").read_text()
     assert not (report / "methods_gain_harm.png").exists()
 
 

@@ -14,10 +14,18 @@ import pytest
 from optuna.trial import TrialState
 from test_corrector import CLASSES, feature_set, small_cfg
 
+from correctsweep import corrector
 from correctsweep.cli import main
 from correctsweep.corrector import FINISHED, STUDY_NAME, _worker_died, search, study_storage
 
 INTERRUPTED = "correctsweep: interrupted; rerun the same command to continue where it stopped"
+
+
+@pytest.fixture(autouse=True)
+def outside_ray(monkeypatch):
+    """The workers of a search outside a Ray sweep (`correctsweep trial`): spawned processes, even while the
+    test session's shared Ray (conftest) is up, with which the search would ask Ray for its workers."""
+    monkeypatch.setattr(corrector, "_in_ray", lambda: False)
 
 
 def trials(workdir):
@@ -102,28 +110,30 @@ SEARCH = """
 import sys
 import optuna
 import correctsweep.trial
-from correctsweep import corrector
 from correctsweep.cli import main
-from test_corrector import feature_set, small_cfg
+from test_corrector_workers import search_only
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # stderr: the CLI's lines only
 workdir, workers = sys.argv[1], int(sys.argv[2])
-
-
-def run_trial(spec, fold, seed):
-    result = corrector.search(feature_set(400, 0), feature_set(120, 1),
-                              small_cfg(n_candidates=10, workers=workers, max_rounds=100, early_stopping_rounds=100),
-                              workdir, threads=2, on_candidate=lambda c: print("candidate", c["candidate"], flush=True))
-    print("finished", result.n_candidates, flush=True)
-
-
-correctsweep.trial.run_trial = run_trial  # `correctsweep trial`, with the search alone as its trial
+correctsweep.trial.run_trial = search_only(workdir, workers)  # `correctsweep trial`, with the search as its trial
 sys.exit(main(["trial", "sweeps/smoke.yaml", "--fold", "3", "--set", f"storage={workdir}"]))
 """
 
 
+def search_only(workdir, workers):
+    """A trial that is the corrector search alone, printing each candidate as it finishes."""
+    def run_trial(spec, fold, seed):
+        result = search(feature_set(400, 0), feature_set(120, 1),
+                        small_cfg(n_candidates=10, workers=workers, max_rounds=100, early_stopping_rounds=100),
+                        workdir, threads=2, on_candidate=lambda c: print("candidate", c["candidate"], flush=True))
+        print("finished", result.n_candidates, flush=True)
+    return run_trial
+
+
 @pytest.mark.parametrize("workers", [1, 2])
-def test_ctrl_c_in_the_search_prints_one_line_and_the_rerun_finishes(tmp_path, workers):
+def test_ctrl_c_in_the_search_prints_one_line_and_the_rerun_finishes(tmp_path, capsys, monkeypatch, workers):
+    """A real Ctrl-C (SIGINT to the process group, workers included) of `correctsweep trial` in a process of
+    its own; the rerun runs here."""
     tests = Path(__file__).parent
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-c", SEARCH, str(tmp_path), str(workers)]
@@ -140,7 +150,8 @@ def test_ctrl_c_in_the_search_prints_one_line_and_the_rerun_finishes(tmp_path, w
     left_running = [t for t in trials(tmp_path) if t.state == TrialState.RUNNING]
     assert len(left_running) <= workers  # what was interrupted is left for the rerun to retry
 
-    rerun = subprocess.run(cmd, cwd=tests.parent, env=env, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr
-    assert "finished 10" in rerun.stdout
+    monkeypatch.setattr("correctsweep.trial.run_trial", search_only(tmp_path, workers))
+    capsys.readouterr()
+    assert main(["trial", "sweeps/smoke.yaml", "--fold", "3", "--set", f"storage={tmp_path}"]) == 0
+    assert "finished 10" in capsys.readouterr().out
     assert sum(t.state in FINISHED for t in trials(tmp_path)) == 10

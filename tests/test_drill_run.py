@@ -15,9 +15,8 @@ import threading
 import time
 
 import pytest
-import yaml
 
-from correctsweep import cli, reach, sweep
+from correctsweep import cli, console, reach, sweep, tracking, tune_state
 from correctsweep.config import load_spec
 from correctsweep.hashing import digest
 from correctsweep.layout import RunLayout, mirror_of
@@ -26,26 +25,13 @@ SMOKE = "sweeps/smoke.yaml"
 FOLD = "fold=3/seed=0"
 
 
-# --- a finished smoke run (fold 3 only), made once and copied into each test's folder -----------------
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    storage = tmp_path_factory.mktemp("finished")
-    argv = ["--set", f"storage={storage}", "--set", "folds=[3]"]
-    assert cli.main(["trial", SMOKE, "--fold", "3", *argv]) == 0
-    assert cli.main(["collect", str(storage / "smoke")]) == 0 and cli.main(["best", str(storage / "smoke")]) == 0
-    return storage
-
+# --- the tiny run (conftest), copied into each test's folder -------------------------------------------
 
 @pytest.fixture
-def run(finished, tmp_path):
-    """A copy of the finished run under tmp_path/out, its spec.yaml's storage pointing at the copy."""
-    shutil.copytree(finished, tmp_path / "out")
-    run = tmp_path / "out" / "smoke"
-    spec = yaml.safe_load((run / "spec.yaml").read_text())
-    (run / "spec.yaml").write_text(yaml.safe_dump(spec | {"storage": str(tmp_path / "out")}, sort_keys=False))
-    shutil.rmtree(run / "locks")
-    return run
+def run(tiny_copy):
+    """A copy of the finished tiny run, its spec.yaml's storage pointing at the copy."""
+    shutil.rmtree(tiny_copy / "locks")
+    return tiny_copy
 
 
 def one(run, pattern):
@@ -54,7 +40,9 @@ def one(run, pattern):
 
 
 def corrector_file(run, name):
-    return one(run, f"correctors/{FOLD}/*/{name}")
+    """A file of fold 3's published corrector (the run has one search per corrector kind)."""
+    result = json.loads((run / "results" / "fold=3" / "seed=0.json").read_text())
+    return run / result["paths"]["corrector"] / name
 
 
 def net_file(run, name):
@@ -242,7 +230,7 @@ SPEC_CASES = [
     ("name a number", sets("name=007"), "'name' must be text"),
     ("tracking URI a number", sets("tracking={mlflow: 5}"), "'tracking.mlflow' must be text"),
     ("top key twice", spec_file("name: a\nseeds: [0]\nname: b\n"), "key 'name' is given twice (line 3)"),
-    ("nested key twice", spec_file("data:\n  n_images: 100\n  n_images: 200\n"), "key 'n_images' is given twice"),
+    ("nested key twice", spec_file("data:\n  image_size: 32\n  image_size: 48\n"), "key 'image_size' is given twice"),
     ("alias bomb", spec_file(BOMB), "more than 10000 values"),
     ("alias of itself", spec_file("name: &a [*a]\n"), "more than 10000 values"),
     ("huge spec file", spec_file("#" * (1 << 20) + "\nname: x\n"), "more than a spec needs"),
@@ -307,13 +295,22 @@ def test_a_second_sweep_of_a_running_one_is_one_line(tmp_path, capsys):
     assert f"pid {os.getpid()}" in err
 
 
-def test_two_collects_at_once_both_succeed(run):
+def test_two_collects_at_once_both_succeed(run, capsys):
+    """Another process's collect and this one's, started while the other writes its report."""
     cmd = [sys.executable, "-m", "correctsweep.cli", "collect", str(run)]
     env = os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)}
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for _ in range(2)]
-    outs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
+    other = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(run.glob(".tmp-report-*")) and other.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert other.poll() is None, "the other collect ended before it was seen writing"
+        assert cli.main(["collect", str(run)]) == 0
+        out = other.communicate(timeout=120)
+    finally:
+        if other.poll() is None:
+            other.kill()
+    assert other.returncode == 0, out
     assert (run / "report" / "report.md").is_file() and not list(run.rglob(".tmp-*"))
 
 
@@ -389,8 +386,10 @@ def closed_port() -> int:
 
 @pytest.fixture
 def quick_probes(monkeypatch):
-    monkeypatch.setattr(reach, "TIMEOUT_S", 4.0)
-    monkeypatch.setattr(sweep, "TRACKING_TIMEOUT_S", 20.0)
+    # every probe here fails: by an error, or (the servers that never answer, a machine that is slow to
+    # start the probe's Python) by these timeouts, with the same one line
+    monkeypatch.setattr(reach, "TIMEOUT_S", 2.0)
+    monkeypatch.setattr(tracking, "TRACKING_TIMEOUT_S", 5.0)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no credential look-up on a metadata server
 
 
@@ -439,7 +438,7 @@ def test_unreachable_tracking_is_one_line_before_any_write(tmp_path, capsys, qui
 def test_a_file_store_is_supported(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
     spec = load_spec(SMOKE, [f"tracking={{mlflow: 'file://{tmp_path}/mlruns'}}"])
-    sweep.check_tracking(spec)
+    tracking.check_tracking(spec)
     assert os.environ["MLFLOW_ALLOW_FILE_STORE"] == "true" and (tmp_path / "mlruns").is_dir()
 
 
@@ -468,7 +467,7 @@ def plant(tmp_path, record: bool, change=None):
     (experiment / "tuner.pkl").write_bytes(pickle.dumps({"tuner": 1}))
     (experiment / "experiment_state-2026.json").write_text('{"trial_data": []}')
     if record:
-        sweep.StateRecord(str(experiment), record_path).save()
+        tune_state.StateRecord(str(experiment), record_path).save()
     if change:
         change(experiment, tmp_path / "pwned")
     return experiment
@@ -506,7 +505,7 @@ def test_a_changed_state_file_is_set_back_to_the_recorded_one_before_tune_reads_
     plant(tmp_path, record=True)
     recorded = {p.relative_to(experiment): p.read_bytes() for p in experiment.rglob("*") if p.is_file()}
     change(experiment, tmp_path / "pwned")
-    assert sweep.restore_state(str(experiment), record)  # names what it set back
+    assert tune_state.restore_state(str(experiment), record)  # names what it set back
     assert {p.relative_to(experiment): p.read_bytes() for p in experiment.rglob("*") if p.is_file()} == recorded
     assert not (tmp_path / "pwned").exists() and not list(experiment.rglob(".tmp-*"))
 
@@ -515,7 +514,7 @@ def test_an_unchanged_experiment_is_resumed_as_it_is(tmp_path):
     experiment, record = experiment_of(tmp_path)
     plant(tmp_path, record=True)
     before = {p: p.read_bytes() for p in experiment.rglob("*") if p.is_file()}
-    assert sweep.restore_state(str(experiment), record) == []
+    assert tune_state.restore_state(str(experiment), record) == []
     assert {p: p.read_bytes() for p in experiment.rglob("*") if p.is_file()} == before
 
 
@@ -527,14 +526,14 @@ class FakeTrial:
 
 
 def test_progress_line_counts_trials_and_estimates_from_measured_stages(tmp_path, capsys):
-    lines = sweep.ProgressLines(tmp_path / "logs")
+    lines = console.ProgressLines(tmp_path / "logs")
     trials = [FakeTrial("a", "RUNNING", 1), FakeTrial("b", "PENDING", 2), FakeTrial("c", "PENDING", 3)]
     lines.on_trial_start(0, trials, trials[0])
     assert "ETA once every stage has been timed" in capsys.readouterr().out
     for stage in ("features", "corrector", "done"):
         lines.since["a"] -= 10  # each stage took 10 s
         lines.on_trial_result(0, trials, trials[0], {"stage": stage, "accuracy_f": 0.5, "accuracy_h": 0.6,
-                                                      "excluded_gain": 0.1, "node": "n" * 8})
+                                                      "gain_excluded": 0.1, "node": "n" * 8})
     lines.on_trial_complete(0, trials, trials[0])
     out = capsys.readouterr().out
     assert all(f"fold 1 seed 0: {stage} done" in out for stage in ("train", "features", "corrector"))

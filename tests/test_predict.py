@@ -1,4 +1,4 @@
-"""predict, load_corrected and export on one smoke run with every corrector kind on compact embeddings:
+"""predict, load_corrected and export on the tiny run (conftest: every corrector kind on compact embeddings):
 h on the run's own test split reproduces the recorded h exactly, PNGs of those images give the same
 labels, the ONNX pair agrees, and bad input is one line, exit code 2 and no output file."""
 import json
@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import KINDS, TINY
 from PIL import Image
 
 from correctsweep import cli, load_corrected
@@ -16,19 +17,12 @@ from correctsweep.data import make_splits
 from correctsweep.errors import CorrectsweepError
 from correctsweep.predict import predict_file, run_dataset
 
-pytestmark = pytest.mark.slow  # one smoke trial (three corrector searches) serves every test
-
-KINDS = ["xgboost", "fisher", "logistic"]
-SMOKE = "sweeps/smoke.yaml"
+SIZE = TINY["data"]["image_size"]
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    storage = tmp_path_factory.mktemp("storage")
-    assert cli.main(["trial", SMOKE, "--fold", "3", "--set", f"storage={storage}", "--set",
-                     f"corrector.kinds=[{', '.join(KINDS)}]", "--set", "corrector.xgboost.pca_dims=8"]) == 0
-    assert cli.main(["best", str(storage / "smoke")]) == 0
-    return storage / "smoke"
+@pytest.fixture
+def run(tiny_run):
+    return tiny_run
 
 
 def recorded(run, kind):
@@ -96,17 +90,17 @@ def test_python_api(run, tmp_path):
         im.save(paths[-1])
     assert (clf.predict(paths) == table.pred_h[:3].to_numpy()).all()
     assert len(clf.predict(images[:2, 0].numpy())) == 2  # grayscale [N, H, W]: replicated as training would
-    assert len(clf.predict(torch.zeros(2, 3, 64, 64, dtype=torch.uint8))) == 2  # resized to the run's 48
+    assert len(clf.predict(torch.zeros(2, 3, 64, 64, dtype=torch.uint8))) == 2  # resized to the run's SIZE
     with pytest.raises(CorrectsweepError, match="cannot be mapped"):
-        clf.predict(np.zeros((2, 4, 48, 48), dtype=np.uint8))
+        clf.predict(np.zeros((2, 4, SIZE, SIZE), dtype=np.uint8))
     with pytest.raises(CorrectsweepError, match="uint8"):
-        clf.predict(np.zeros((2, 3, 48, 48), dtype=np.float32))
+        clf.predict(np.zeros((2, 3, SIZE, SIZE), dtype=np.float32))
 
 
 def test_corrupt_images_are_skipped_and_counted_when_the_run_skips_them(run, tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir()
-    Image.new("RGB", (48, 48), (90, 60, 30)).save(folder / "a.png")
+    Image.new("RGB", (SIZE, SIZE), (90, 60, 30)).save(folder / "a.png")
     (folder / "b.png").write_bytes(b"not a png")
     clf = load_corrected(run, fold=3)
     clf.spec.data.skip_corrupt = True
@@ -115,6 +109,7 @@ def test_corrupt_images_are_skipped_and_counted_when_the_run_skips_them(run, tmp
     assert pd.read_parquet(tmp_path / "out.parquet").id.tolist() == ["a.png"]
 
 
+@pytest.mark.slow  # the ONNX export of three kinds: 15 s
 def test_onnx_pair_agrees_with_predict(run, tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxmltools")
@@ -125,7 +120,8 @@ def test_onnx_pair_agrees_with_predict(run, tmp_path):
         folder = tmp_path / f"onnx-{kind}"
         assert cli.main(["export", str(run), "--fold", "3", "--kind", kind, "--onnx", str(folder)]) == 0
         manifest = json.loads((folder / "manifest.json").read_text())
-        assert manifest["kind"] == kind and manifest["input"] == {**manifest["input"], "channels": 3, "image_size": 48}
+        assert manifest["kind"] == kind
+        assert manifest["input"] == {**manifest["input"], "channels": 3, "image_size": SIZE}
         assert [t["name"] for t in manifest["taps"]] == load_corrected(run, 3, kind=kind).selection.record.taps
         clf = load_corrected(run, fold=3, kind=kind)
         ds = run_dataset(clf.spec)
@@ -174,7 +170,7 @@ def good_png():
     from io import BytesIO
 
     buffer = BytesIO()
-    Image.new("RGB", (48, 48)).save(buffer, format="PNG")
+    Image.new("RGB", (SIZE, SIZE)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -222,12 +218,12 @@ def test_bad_input_is_one_line_and_writes_nothing(run, tmp_path, capsys, name, a
 def test_a_shipped_run_predicts_without_its_data_or_cache(run, tmp_path):
     """What ships is the run's spec.yaml and best/ (the net, the corrector): nothing of the data it was
     trained on, whose decoded cache would otherwise be read for the channel count."""
-    shipped = tmp_path / "shipped" / "smoke"
+    shipped = tmp_path / "shipped" / TINY["name"]
     shipped.mkdir(parents=True)
     shutil.copy(run / "spec.yaml", shipped / "spec.yaml")
     shutil.copytree(run / "best", shipped / "best")
     assert not (shipped.parent / ".cache").exists()
-    images = torch.randint(0, 256, (4, 3, 48, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images = torch.randint(0, 256, (4, 3, SIZE, SIZE), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     clf, ours = load_corrected(shipped / "best", fold=3, device="cpu"), load_corrected(run, fold=3, device="cpu")
     assert clf.channels == ours.channels and (clf.predict(images) == ours.predict(images)).all()
     assert not (shipped.parent / ".cache").exists()

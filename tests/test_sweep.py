@@ -1,4 +1,5 @@
-"""The Ray Tune sweep through its real entry point on tiny budgets: local, two nodes, kill and resume."""
+"""The Ray Tune sweep through its real entry point on tiny budgets: the session's tiny run (conftest), a
+retuned corrector, two nodes, kill and resume, object storage and MLflow tracking."""
 import json
 import re
 import subprocess
@@ -7,21 +8,18 @@ import time
 
 import pytest
 import yaml
+from conftest import TINY, sets
 
 from correctsweep.cli import main
 from correctsweep.config import spec_from_dict
 from correctsweep.errors import SpecError
 from correctsweep.sweep import tracking_callbacks
 
-# Three folds of the smoke spec, one CPU per trial so that two trials share this machine's cores.
-THREE_FOLDS = ["folds=[1, 3, none]", "resources.cpus_per_trial=1", "base_net.threads=1", "corrector.threads=1"]
+FOLDS = {str(f) for f in TINY["folds"]}
 
 
-def sweep_args(tmp_path, *extra):
-    args = ["sweep", "sweeps/smoke.yaml", "--set", f"storage={tmp_path}"]
-    for item in (*THREE_FOLDS, *extra):
-        args += ["--set", item]
-    return args
+def sweep_args(spec, storage, *extra):
+    return ["sweep", str(spec), *sets(f"storage={storage}", *extra)]
 
 
 def results(run):
@@ -29,72 +27,37 @@ def results(run):
     return {p.parent.name.split("=")[1]: json.loads(p.read_text()) for p in paths}
 
 
-@pytest.fixture(scope="module")
-def local_sweep(tmp_path_factory):
-    import ray
-
-    tmp = tmp_path_factory.mktemp("sweep")
-    try:
-        code = main(sweep_args(tmp))
-    finally:
-        ray.shutdown()
-    return tmp / "smoke", code
-
-
-@pytest.mark.slow
-def test_local_sweep_runs_every_fold_then_collects_and_selects(local_sweep, capsys):
-    run, code = local_sweep
-    assert code == 0
-    assert set(results(run)) == {"1", "3", "none"}
-    assert "fold 3" in (run / "report" / "report.md").read_text()
-    best = yaml.safe_load((run / "best" / "best_config.yaml").read_text())
+def test_local_sweep_runs_every_fold_then_collects_and_selects(tiny_run):
+    # the sweep itself (and its exit code 0) is conftest's tiny_run
+    assert set(results(tiny_run)) == FOLDS
+    assert "fold 3" in (tiny_run / "report" / "report.md").read_text()
+    best = yaml.safe_load((tiny_run / "best" / "best_config.yaml").read_text())
     assert best  # the selection's content is checked in test_best; here: the sweep ran it
 
 
-@pytest.mark.slow
-def test_changed_corrector_reuses_trained_nets(local_sweep, tmp_path, capsys):
-    import ray
-
-    run, _ = local_sweep
+def test_changed_corrector_reuses_trained_nets(tiny_copy, shared_ray):
+    run = tiny_copy
     weights = {p: p.stat().st_mtime_ns for p in run.glob("models/**/weights.pt")}
     searches = {fold: r["paths"]["corrector"] for fold, r in results(run).items()}
-    assert len(weights) == 3
+    assert len(weights) == len(FOLDS)
     logs = set(run.glob("logs/fold=*.log"))
-    try:
-        assert main(sweep_args(run.parent, "corrector.n_candidates=4")) == 0
-    finally:
-        ray.shutdown()
+    retuned = f"corrector.n_candidates={TINY['corrector']['n_candidates'] + 1}"
+    assert main(["sweep", str(run / "spec.yaml"), *sets(retuned)]) == 0  # the run's own spec, the corrector retuned
     out = "".join(p.read_text() for p in set(run.glob("logs/fold=*.log")) - logs)  # the trials' own output
-    assert out.count("reusing trained base net") == 3 and "training base net" not in out
+    assert out.count("reusing trained base net") == len(FOLDS) and "training base net" not in out
     assert {p: p.stat().st_mtime_ns for p in run.glob("models/**/weights.pt")} == weights
     assert all(r["paths"]["corrector"] != searches[fold] for fold, r in results(run).items())  # searched anew
     assert len([p for p in run.glob("tune-*") if p.is_dir()]) == 2  # a changed spec: a new Tune experiment
 
 
 @pytest.mark.slow
-def test_sweep_on_two_node_cluster_uses_both_nodes(tmp_path):
-    import ray
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
-    try:
-        cluster.wait_for_nodes()
-        assert main(sweep_args(tmp_path, "folds=[1, 3]") + ["--address", cluster.address]) == 0
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-    rows = [json.loads(line) for p in (tmp_path / "smoke").glob("tune-*/*/result.json")
-            for line in p.read_text().splitlines()]
-    nodes = {r["node"] for r in rows if r.get("stage") == "done"}
-    assert len(nodes) == 2
-
-
-@pytest.mark.slow
-def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
-    args = [sys.executable, "-m", "correctsweep.cli", *sweep_args(tmp_path, "resources.max_concurrent=1")]
-    run = tmp_path / "smoke"
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_spec, tmp_path, capsys, shared_ray):
+    """A real SIGKILL of the whole sweep (driver, its Ray and the trials) part-way; the resume runs here,
+    on the shared Ray."""
+    args = sweep_args(tiny_spec, tmp_path, "folds=[1, 3, none]", "resources.max_concurrent=1")
+    run = tmp_path / TINY["name"]
+    proc = subprocess.Popen([sys.executable, "-m", "correctsweep.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 300
         while not results(run) and time.time() < deadline and proc.poll() is None:
@@ -110,11 +73,12 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     assert len(finished) < 3, "the sweep ended before it could be killed"
     stamps = {fold: (run / f"results/fold={fold}/seed=0.json").stat().st_mtime_ns for fold in finished}
 
-    resumed = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    capsys.readouterr()
+    assert main(args + ["--resume"]) == 0
+    resumed = capsys.readouterr().out
     assert set(results(run)) == {"1", "3", "none"}
     for fold, stamp in stamps.items():
-        assert f"fold {fold} seed 0: started" not in resumed.stdout
+        assert f"fold {fold} seed 0: started" not in resumed
         assert (run / f"results/fold={fold}/seed=0.json").stat().st_mtime_ns == stamp
     assert (run / "report" / "report.md").is_file()
 
@@ -132,17 +96,12 @@ def test_bad_search_space_is_rejected_before_ray_starts(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_sweep_to_object_store_uri(tmp_path):
+def test_sweep_to_object_store_uri(tiny_spec, tmp_path, shared_ray):
     """A URI storage (file:// here; s3:// and gs:// go through the same pyarrow filesystems): trials work
     in a local mirror and copy their fold's outputs to the URI, which ends up holding the whole run."""
-    import ray
-
-    try:
-        assert main(sweep_args(f"file://{tmp_path}/bucket", "folds=[3, none]")) == 0
-    finally:
-        ray.shutdown()
-    remote = tmp_path / "bucket" / "smoke"
-    assert set(results(remote)) == {"3", "none"}
+    assert main(sweep_args(tiny_spec, f"file://{tmp_path}/bucket")) == 0
+    remote = tmp_path / "bucket" / TINY["name"]
+    assert set(results(remote)) == FOLDS
     assert list((remote / "features" / "fold=3").rglob("*.parquet")) and list(remote.glob("models/**/weights.pt"))
     assert (remote / "report" / "report.md").is_file() and (remote / "best" / "best_config.yaml").is_file()
 
@@ -167,30 +126,47 @@ def test_tracking_callbacks_are_tunes_own():
     assert not callback.should_save_artifact
 
 
-def test_sweep_logs_one_mlflow_run_per_trial(tmp_path):
-    """About 30 s: the smoke spec's two folds, one CPU each, side by side."""
+def test_sweep_logs_one_mlflow_run_per_trial(tiny_run):
+    """The tiny run's sweep tracked to MLflow (conftest adds `tracking` when MLflow is installed)."""
     pytest.importorskip("mlflow")
-    import ray
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"  # MLflow 3 refuses a file:// store unless told to allow it
-    try:
-        assert main(sweep_args(tmp_path, "folds=[3, none]", f"tracking={{mlflow: '{uri}'}}")) == 0
-    finally:
-        ray.shutdown()
-    trials = list((tmp_path / "smoke").glob("tune-*/*/params.json"))
+    spec = yaml.safe_load((tiny_run / "spec.yaml").read_text())
+    uri = spec["tracking"]["mlflow"]  # sqlite: MLflow 3 refuses a file:// store unless told to allow it
+    trials = list(tiny_run.glob("tune-*/*/params.json"))
     client = MlflowClient(tracking_uri=uri)
-    runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
-    assert len(runs) == len(trials) == 2
-    out = results(tmp_path / "smoke")
+    runs = client.search_runs([client.get_experiment_by_name(TINY["name"]).experiment_id])
+    assert len(runs) == len(trials) == len(FOLDS)
+    out = results(tiny_run)
     for run in runs:
         fold = run.data.params["fold"]
         result = out[fold]
         assert run.info.status == "FINISHED"
-        assert run.data.params["seed"] == "0" and run.data.params["spec/name"] == "smoke"  # the trial's config
+        assert run.data.params["seed"] == "0" and run.data.params["spec/name"] == TINY["name"]  # the trial's config
         assert run.data.metrics["accuracy_h"] == pytest.approx(result["summary"]["accuracy_h"])
         assert run.data.metrics["cv_score"] == pytest.approx(result["corrector"]["cv_score"])
         losses = client.get_metric_history(run.info.run_id, "train_loss")  # one per epoch, as reported
         assert [m.value for m in losses] == pytest.approx([h["train_loss"] for h in result["train"]["history"]])
     gain = next(c["gain"] for c in out["3"]["per_class"] if c["class"] == 3)
-    assert {r.data.params["fold"]: r.data.metrics["excluded_gain"] for r in runs}["3"] == pytest.approx(gain)
+    assert {r.data.params["fold"]: r.data.metrics["gain_excluded"] for r in runs}["3"] == pytest.approx(gain)
+
+
+@pytest.mark.slow
+def test_sweep_on_two_node_cluster_uses_both_nodes(tiny_spec, tmp_path, own_ray):
+    """Its own Ray on purpose: a head and a second node of one CPU each, one trial per node (last in this
+    file, so that the shared Ray is restarted as seldom as possible)."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    try:
+        cluster.wait_for_nodes()
+        assert main(sweep_args(tiny_spec, tmp_path) + ["--address", cluster.address]) == 0
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    rows = [json.loads(line) for p in (tmp_path / TINY["name"]).glob("tune-*/*/result.json")
+            for line in p.read_text().splitlines()]
+    nodes = {r["node"] for r in rows if r.get("stage") == "done"}
+    assert len(nodes) == 2

@@ -16,19 +16,18 @@ def test_base_net_shapes():
     assert taps["attn_weights"].shape == (2, 144, 144) and taps["fc"].shape == (2, 128)
 
 
-def test_trial_writes_features_and_reuses_them(tmp_path, capsys):
-    args = ["trial", "sweeps/smoke.yaml", "--fold", "3", "--set", f"storage={tmp_path}"]
-    assert main(args) == 0
-    root = tmp_path / "smoke" / "features"
+def test_trial_writes_features_and_a_rerun_reuses_them(tiny_copy, capsys):
+    """The tiny run's features (its sweep's trials wrote them), then `correctsweep trial` on the run again."""
+    root = tiny_copy / "features"
     table = pads.dataset(root, format="parquet", partitioning="hive").to_table().to_pandas()
     assert {"sample_id", "label", "pred_f", "conv", "lstm", "attn", "attn_weights", "fc", "logits",
             "softmax"} <= set(table.columns)
-    test = table[table.split == "test"]
-    assert (test.label == 3).any() and not (table.pred_f == 3).any()
+    test = table[(table.fold.astype(str) == "3") & (table.split == "test")]
+    assert (test.label == 3).any() and not (table[table.fold.astype(str) == "3"].pred_f == 3).any()
     n = duckdb.sql(f"select count(*) from read_parquet('{root}/**/*.parquet', hive_partitioning=1)").fetchall()[0][0]
     assert n == len(table)
     capsys.readouterr()
-    assert main(args) == 0
+    assert main(["trial", str(tiny_copy / "spec.yaml"), "--fold", "3"]) == 0
     out = capsys.readouterr().out
     assert "reusing trained base net" in out and "training base net" not in out and "wrote" not in out
 

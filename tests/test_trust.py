@@ -7,19 +7,13 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-import records
 from conftest import Y, predictions, write_predictions
 from sklearn.metrics import roc_auc_score
 
 from correctsweep import metrics
-from correctsweep.cli import main
 from correctsweep.predictions import write as write_record
 from correctsweep.report import collect
 from correctsweep.trust import FOLD_INTERVALS, METHOD_INTERVALS
-
-run_builder = records.run_builder  # conftest's, with the whole corrector record
-
-BASELINES = ["msp", "energy", "she"]
 
 
 def no_nan_text(text):
@@ -34,15 +28,9 @@ def intervals_hold_their_figures(table, figures):
         assert (table[name][defined] <= table[f"{name}_hi"][defined] + 1e-12).all()
 
 
-@pytest.mark.slow
-def test_smoke_report_is_recomputable_from_predictions(tmp_path):
-    settings = ["--set", f"storage={tmp_path}", "--set", f"detectors.names=[{', '.join(BASELINES)}]",
-                "--set", "corrector.n_candidates=2", "--set", "report.bootstrap=200"]
-    for fold in ("3", "none"):
-        assert main(["trial", "sweeps/smoke.yaml", "--fold", fold, *settings]) == 0
-    run = tmp_path / "smoke"
-    assert main(["collect", str(run)]) == 0
-
+def test_report_is_recomputable_from_predictions(tiny_run):
+    """The tiny run's report (conftest: msp among its detectors, 200 resamples) from its predictions/ alone."""
+    run = tiny_run
     rows = duckdb.sql(f"select * from read_parquet('{run}/predictions/**/*.parquet', hive_partitioning=1)").df()
     assert set(zip(rows.fold.astype(str), rows.split)) == {(f, s) for f in ("3", "none") for s in ("correct", "test")}
     test = rows[(rows.fold.astype(str) == "3") & (rows.split == "test")]

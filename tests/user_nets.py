@@ -1,4 +1,4 @@
-"""Users' own base nets, named in specs as base_net.module "user_nets:Class" (tests/ is on the path)."""
+"""Users' own base nets, named in specs as base_net.arch "user_nets:Class" (tests/ is on the path)."""
 import torch
 import torch.nn as nn
 

@@ -67,7 +67,6 @@ from correctsweep.corrector_store import RECORD, CorrectorResult, check_taps, lo
 from correctsweep.data import class_indices
 from correctsweep.errors import CorrectsweepError
 from correctsweep.features import FeatureSet
-from correctsweep.hashing import sha256  # noqa: F401 -- tests/conftest.py imports it from here (see its change)
 from correctsweep.kinds import Kind, SearchSetup, corrector_inputs, fit_projection
 from correctsweep.plugins import KINDS
 from correctsweep.policy import Labels, apply_policy, best_choice, policies_for
