@@ -104,7 +104,7 @@ class RunBuilder:
                                  search_seconds=1.5, seconds_per_candidate=0.5, n_candidates=len(trials),
                                  refit_seconds=0.1, sha256={name: sha256(workdir / name)
                                                             for name in output_files("xgboost", None)})
-        write_json(workdir / "best.json", dataclasses.asdict(record))
+        write_json(workdir / "winner.json", dataclasses.asdict(record))
         result = TrialResult(
             fold=fold, seed=seed, excluded=None if fold == "none" else int(fold), classes=CLASSES,
             class_names=NAMES, net="paper", net_key="k", features_key="f", sweep_key="s",

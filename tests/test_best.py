@@ -33,10 +33,10 @@ def test_best_config_per_fold_and_overall(run):
     folds = {f["fold"]: f for f in config["folds"]}
     assert list(folds) == ["1", "2", "none"]
     one = folds["1"]  # seed 1's search scored 0.70 against seed 0's 0.60
-    chosen = one["corrector"]  # the search's record, as its best.json holds it
+    chosen = one["corrector"]  # the search's record, as its winner.json holds it
     assert (one["seed"], chosen["policy"], chosen["taps"], chosen["tau"], chosen["cv_score"]) == \
         (1, "new_class", BOTH, 0.2, 0.70)
-    assert chosen == json.loads((run.dir / one["source"]["corrector"] / "best.json").read_text())
+    assert chosen == json.loads((run.dir / one["source"]["corrector"] / "winner.json").read_text())
     assert one["runner_up"]["policy"] == "override" and one["runner_up"]["margin"] == pytest.approx(0.30)
     assert one["test_score"] == pytest.approx((0.75 + 1 + 1) / 3)  # balanced accuracy of h on test
     assert folds["2"]["runner_up"]["taps"] == BOTH and folds["2"]["runner_up"]["margin"] == pytest.approx(0.03)

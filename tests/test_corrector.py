@@ -122,7 +122,7 @@ def test_search_recovers_the_excluded_class(tmp_path):
     table = pd.read_parquet(tmp_path / "predictions.parquet")
     assert list(table.columns) == ["sample_id", "label", "pred_f", "pred_h", "p_1", "p_2", "p_3", "p_4"]
     assert (table["pred_h"].to_numpy() == result.pred_h).all()
-    best = json.loads((tmp_path / "best.json").read_text())
+    best = json.loads((tmp_path / "winner.json").read_text())
     assert best["tau"] == result.tau and best["n_candidates"] == 4 and best["objective"] == "balanced_accuracy"
     assert set(best) == {f.name for f in fields(CorrectorRecord)}  # the record: no per-image arrays
 
@@ -133,10 +133,10 @@ def test_search_recovers_the_excluded_class(tmp_path):
     assert again.tau == result.tau and np.allclose(again.proba, result.proba)
     assert (load_result(tmp_path).pred_h == result.pred_h).all()
 
-    # killed after the search but before best.json: the rerun refits without new trials
-    (tmp_path / "best.json").unlink()
+    # killed after the search but before winner.json: the rerun refits without new trials
+    (tmp_path / "winner.json").unlink()
     refit = search(correct, test, small_cfg(n_candidates=4), tmp_path, threads=1, on_candidate=calls.append)
-    assert len(calls) == 4 and (tmp_path / "best.json").exists()
+    assert len(calls) == 4 and (tmp_path / "winner.json").exists()
     assert (refit.pred_h == result.pred_h).all() and refit.n_candidates == 4
 
 
@@ -204,9 +204,9 @@ def test_compact_embeddings_are_recorded_and_reapplied(tmp_path, dims, used):
     result = search(correct, test, small_cfg(n_candidates=4, pca_dims=dims, tune_taps=False), tmp_path, threads=1)
     if isinstance(dims, int):
         assert result.pca_dims == used and (tmp_path / "projection.npz").is_file()
-    else:  # the search chose; whatever it chose is what best.json and the saved files say
+    else:  # the search chose; whatever it chose is what winner.json and the saved files say
         assert result.pca_dims in (None, 3) and (tmp_path / "projection.npz").is_file() == (result.pca_dims == 3)
-    assert json.loads((tmp_path / "best.json").read_text())["pca_dims"] == result.pca_dims
+    assert json.loads((tmp_path / "winner.json").read_text())["pca_dims"] == result.pca_dims
     assert np.allclose(predict_proba(tmp_path, test), result.proba, atol=1e-6)  # the saved corrector reapplied
 
 
@@ -237,12 +237,12 @@ def test_timeout_spans_reruns(tmp_path):
 def test_a_record_of_another_version_is_refused_in_one_line_and_the_search_refits(tmp_path, capsys):
     correct, test = feature_set(150, 0), feature_set(60, 1)
     result = search(correct, test, small_cfg(n_candidates=2), tmp_path, threads=1)
-    older = json.loads((tmp_path / "best.json").read_text())
+    older = json.loads((tmp_path / "winner.json").read_text())
     del older["classes"], older["refit_seconds"]  # as a version before they were recorded wrote it
-    (tmp_path / "best.json").write_text(json.dumps(older | {"xgb_params": older.pop("params")}))
+    (tmp_path / "winner.json").write_text(json.dumps(older | {"xgb_params": older.pop("params")}))
     with pytest.raises(CorrectsweepError) as refused:
         load_result(tmp_path)
-    assert "best.json is unreadable as this version's corrector record" in str(refused.value)
+    assert "winner.json is unreadable as this version's corrector record" in str(refused.value)
     assert len(str(refused.value).splitlines()) == 1
     capsys.readouterr()
     again = search(correct, test, small_cfg(n_candidates=2), tmp_path, threads=1)

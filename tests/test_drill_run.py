@@ -128,13 +128,13 @@ FILE_CASES = [
      "predictions.parquet is missing"),
     ("predictions a folder", best(lambda r: to_folder(corrector_file(r, "predictions.parquet"))),
      "predictions.parquet is missing"),
-    ("best.json truncated", best(lambda r: truncate(corrector_file(r, "best.json"))), "best.json is unreadable"),
-    ("best.json missing", best(lambda r: corrector_file(r, "best.json").unlink()), "best.json is missing"),
-    ("best.json a folder", best(lambda r: to_folder(corrector_file(r, "best.json"))), "best.json is missing"),
-    ("best.json without checksums", best(lambda r: drop_checksums(corrector_file(r, "best.json"))),
-     "best.json is unreadable as this version's corrector record"),
-    ("best.json a list", best(lambda r: corrector_file(r, "best.json").write_text("[1, 2]")),
-     "best.json is unreadable"),
+    ("winner.json truncated", best(lambda r: truncate(corrector_file(r, "winner.json"))), "winner.json is unreadable"),
+    ("winner.json missing", best(lambda r: corrector_file(r, "winner.json").unlink()), "winner.json is missing"),
+    ("winner.json a folder", best(lambda r: to_folder(corrector_file(r, "winner.json"))), "winner.json is missing"),
+    ("winner.json without checksums", best(lambda r: drop_checksums(corrector_file(r, "winner.json"))),
+     "winner.json is unreadable as this version's corrector record"),
+    ("winner.json a list", best(lambda r: corrector_file(r, "winner.json").write_text("[1, 2]")),
+     "winner.json is unreadable"),
     ("net weights corrupt", best(lambda r: flip(net_file(r, "weights.pt"))), "weights.pt does not match"),
     ("net weights missing", best(lambda r: net_file(r, "weights.pt").unlink()), "weights.pt is missing"),
     ("net model.json corrupt", best(lambda r: truncate(net_file(r, "model.json"))), "is unreadable"),
@@ -142,7 +142,7 @@ FILE_CASES = [
      "is damaged at line"),
     ("journal missing", best(lambda r: corrector_file(r, "study.journal").unlink()), "study.journal is missing"),
     ("journal a folder", best(lambda r: to_folder(corrector_file(r, "study.journal"))), "study.journal is missing"),
-    ("corrector folder gone", best(lambda r: shutil.rmtree(corrector_file(r, "best.json").parent)),
+    ("corrector folder gone", best(lambda r: shutil.rmtree(corrector_file(r, "winner.json").parent)),
      "study.journal is missing"),
     ("run spec empty", collect(spec_text("")), "rerun one trial"),
     ("run spec a list", collect(spec_text("- name: smoke\n")), "must be a mapping"),
@@ -167,7 +167,7 @@ def test_bad_run_file_is_one_line_and_publishes_nothing(run, tmp_path, capsys, n
 RECOVER_CASES = [
     ("model truncated", lambda r: truncate(corrector_file(r, "model.ubj")), "refitting"),
     ("model a folder", lambda r: to_folder(corrector_file(r, "model.ubj")), "refitting"),
-    ("best.json without checksums", lambda r: drop_checksums(corrector_file(r, "best.json")), "refitting"),
+    ("winner.json without checksums", lambda r: drop_checksums(corrector_file(r, "winner.json")), "refitting"),
     ("journal damaged in the middle", lambda r: garbage_mid_journal(corrector_file(r, "study.journal")),
      "cut it back"),
 ]
@@ -183,7 +183,7 @@ def test_the_advised_trial_rerun_recomputes_and_best_then_publishes(run, capsys,
     assert cli.main(["best", str(run)]) == 0
     published = one(run, f"best/{FOLD}/corrector/model.ubj").read_bytes()
     assert published == corrector_file(run, "model.ubj").read_bytes()
-    assert json.loads(corrector_file(run, "best.json").read_text())["sha256"]["model.ubj"] == \
+    assert json.loads(corrector_file(run, "winner.json").read_text())["sha256"]["model.ubj"] == \
         hashlib.sha256(published).hexdigest()
 
 

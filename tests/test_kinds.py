@@ -62,7 +62,7 @@ def test_linear_kinds_recover_a_linearly_separable_excluded_class(tmp_path, kind
 def test_a_saved_kind_reloads_to_its_test_probabilities(tmp_path, kind):
     correct, test = separable_set(240, 0), separable_set(120, 1)
     result = search(correct, test, cfg_for(kind, n_candidates=3), tmp_path, threads=1)
-    best = json.loads((tmp_path / "best.json").read_text())
+    best = json.loads((tmp_path / "winner.json").read_text())
     assert best["kind"] == kind and (tmp_path / KINDS.get(kind).model_file).is_file()
     assert np.allclose(predict_proba(tmp_path, test), result.proba, atol=1e-6)
     assert np.allclose(predict_proba(tmp_path, test).sum(1), 1, atol=1e-5)

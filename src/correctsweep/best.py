@@ -19,11 +19,11 @@ Replaces RUN_DIR/best/ with best_config.yaml (`best_config.BestConfig`: per fold
 chosen search's `CorrectorRecord` included), rationale.md and, per fold, copies of the chosen base
 net (fold=J/seed=S/net/: weights.pt, model.json, loadable by train.load_model) and corrector
 (fold=J/seed=S/corrector/: its kind's model file (model.ubj for xgboost, model.npz for fisher and logistic),
-best.json, and projection.npz when it saw compact embeddings;
+winner.json, and projection.npz when it saw compact embeddings;
 `corrector_store.predict_proba` reapplies it). In best_config.yaml `artifacts` are relative to
 best/ and `source` (where they were copied from) to the run directory.
 
-Nothing is published unverified: a corrector's outputs must match the checksums its best.json
+Nothing is published unverified: a corrector's outputs must match the checksums its winner.json
 recorded, and a net's weights the one in its model.json, and what is copied is the bytes that were
 checked. A file that does not verify is named in one line with the trial to rerun, which recomputes it.
 """
@@ -130,7 +130,7 @@ def assess(layout: RunLayout, result: TrialResult, cfg: CorrectorConfig) -> tupl
 
 def _artifacts(layout: RunLayout, choice: FoldChoice) -> dict[str, tuple[Path, bytes]]:
     """What best/ publishes of the choice: artifact name -> (its path under best/, its verified bytes).
-    model.json and best.json hold the others' checksums: the bytes published are the bytes parsed."""
+    model.json and winner.json hold the others' checksums: the bytes published are the bytes parsed."""
     records = {"model": _source(layout, choice, choice.source.model, "model.json"),
                "corrector": _source(layout, choice, choice.source.corrector, RECORD)}
     read = {path.name: path.read_bytes() for path in records.values()}

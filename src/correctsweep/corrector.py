@@ -22,7 +22,7 @@ Design choices
   a resumed search proposes what an uninterrupted one would. A journal whose last record a kill cut
   short, or whose record in the middle is damaged, is cut back to its last whole record before the
   damage first. The search's seconds are kept in the study, so timeout_s bounds all runs together.
-* Outputs (`corrector_store`) are written atomically, and best.json, the chosen corrector's record,
+* Outputs (`corrector_store`) are written atomically, and winner.json, the chosen corrector's record,
   last. A rerun of a finished search loads them when they verify, and refits the winner when one is
   missing, cut short, replaced, or written by another version.
 * The candidates run in our own ask/tell loop rather than study.optimize: Ctrl-C then leaves one

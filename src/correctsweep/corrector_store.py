@@ -1,8 +1,8 @@
 """What a finished corrector search leaves in its workdir, and reading it back: the kind's model file,
 the compact-embedding basis (projection.npz, when the winner saw one), the test predictions
-(predictions.parquet) and, written last, best.json: the `CorrectorRecord` of the chosen corrector.
+(predictions.parquet) and, written last, winner.json: the `CorrectorRecord` of the chosen corrector.
 
-best.json is the record as JSON. Its presence says the other files are complete, and its checksums
+winner.json is the record as JSON. Its presence says the other files are complete, and its checksums
 (`CorrectorRecord.sha256`) that they are these: nothing is reused, reapplied or published before they
 verify (`verified`). It is read back only as the dataclass (`read_record`), every field's type checked,
 so a file that another version wrote, or that a kill or a disk damaged, is refused in one line naming
@@ -30,14 +30,14 @@ from correctsweep.kinds import Model, corrector_inputs
 from correctsweep.plugins import KINDS
 from correctsweep.projection import Projection
 
-RECORD = "best.json"
+RECORD = "winner.json"
 PREDICTIONS = "predictions.parquet"
 PROJECTION = "projection.npz"
 
 
 @dataclass
 class CorrectorRecord:
-    """The chosen corrector of one search: what best.json holds, what a trial's result names as the fold's
+    """The chosen corrector of one search: what winner.json holds, what a trial's result names as the fold's
     corrector (`TrialResult.corrector`), and what best, predict and export read."""
 
     kind: str
@@ -78,7 +78,7 @@ class CorrectorResult(CorrectorRecord):
 
 
 def output_files(kind: str, pca_dims: int | None) -> list[str]:
-    """The files a search writes beside best.json, whose checksums best.json records."""
+    """The files a search writes beside winner.json, whose checksums winner.json records."""
     return [PREDICTIONS, KINDS.get(kind).model_file] + ([PROJECTION] if pca_dims else [])
 
 
@@ -97,7 +97,7 @@ def check_taps(taps: list[str] | None, sets: dict[str, FeatureSet]) -> list[str]
 
 
 def remove_outputs(workdir: Path, kind: str) -> None:
-    """Remove a search's outputs (best.json first: without it nothing else is read), files or not. The
+    """Remove a search's outputs (winner.json first: without it nothing else is read), files or not. The
     workdir is keyed by the kind's settings, so only its kind's files can be there."""
     for name in [RECORD, *output_files(kind, 1)]:
         path = workdir / name
@@ -109,7 +109,7 @@ def remove_outputs(workdir: Path, kind: str) -> None:
 
 def save(workdir: Path, result: CorrectorResult, model: Model, projection: Projection | None,
          test: FeatureSet) -> CorrectorResult:
-    """Write the search's outputs, then best.json; returns `result` with the checksums best.json records."""
+    """Write the search's outputs, then winner.json; returns `result` with the checksums winner.json records."""
     model.save(workdir)
     if projection:
         projection.save(workdir / PROJECTION)
@@ -125,7 +125,7 @@ def save(workdir: Path, result: CorrectorResult, model: Model, projection: Proje
 
 
 def read_record(workdir: Path) -> CorrectorRecord:
-    """best.json as the record, without verifying the files it names (`verified` does)."""
+    """winner.json as the record, without verifying the files it names (`verified` does)."""
     path = Path(workdir) / RECORD
     if not path.is_file():
         raise CorrectsweepError(f"{path} is missing")
@@ -136,13 +136,13 @@ def read_record(workdir: Path) -> CorrectorRecord:
 
 
 def parse_record(data: bytes, path: Path) -> CorrectorRecord:
-    """The record that best.json's bytes `data` (read from `path`) hold, or one line naming the file."""
+    """The record that winner.json's bytes `data` (read from `path`) hold, or one line naming the file."""
     try:
         record = from_mapping(CorrectorRecord, json.loads(data), "record", finite=False)
         KINDS.get(record.kind, "kind")  # a kind this installation lacks: refused here, not at its first use
         return record
     # JSONDecodeError and UnicodeDecodeError are ValueErrors; SpecError: an unknown key or kind, a wrong
-    # type; TypeError: a missing field (best.json of another version)
+    # type; TypeError: a missing field (winner.json of another version)
     except (ValueError, SpecError, TypeError) as e:
         raise CorrectsweepError(f"{path} is unreadable as this version's corrector record "
                                 f"({str(e).splitlines()[0][:80]})") from None

@@ -3,7 +3,7 @@
 `locate` finds a fold's net and corrector in a run directory: by default the ones `correctsweep best`
 copied into best/ for the fold (best_config.yaml, read as `best_config.BestConfig`); with a seed or another
 kind searched in that fold, the fold x seed's result names them (`TrialResult.paths`). Either way the
-corrector is known by its record, its best.json (`corrector_store.CorrectorRecord`). `CorrectedClassifier`
+corrector is known by its record, its winner.json (`corrector_store.CorrectorRecord`). `CorrectedClassifier`
 loads and checks them (the net against its SHA-256, the corrector by a load that fails in one line) and
 runs h on images decoded, channel-mapped and resized as training fed them (`data.decode_batch`).
 `predict_file` is `correctsweep predict`: a loop over batches of the input calling the classifier, written
@@ -58,9 +58,9 @@ class Selection:
     net_dir: Path
     """weights.pt and model.json: `train.load_model` reads them."""
     corrector_dir: Path
-    """The kind's model file, best.json and, with compact embeddings, projection.npz."""
+    """The kind's model file, winner.json and, with compact embeddings, projection.npz."""
     record: CorrectorRecord
-    """The corrector's best.json: its kind, classes, taps (in the order g stacks them), policy and tau."""
+    """The corrector's winner.json: its kind, classes, taps (in the order g stacks them), policy and tau."""
     class_names: list[str]
     """The names of `record.classes`, in their order."""
 

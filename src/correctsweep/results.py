@@ -65,7 +65,7 @@ class TrialResult:
     per_class: list[dict]
     """metrics.per_class as records: class, then every per-class metric."""
     corrector: CorrectorRecord
-    """The fold's published corrector (corrector.kind), as its search's best.json records it."""
+    """The fold's published corrector (corrector.kind), as its search's winner.json records it."""
     methods: dict[str, MethodRecord]
     paths: ResultPaths
     train: dict | None
