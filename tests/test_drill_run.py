@@ -530,11 +530,11 @@ def test_progress_line_counts_trials_and_estimates_from_measured_stages(tmp_path
     trials = [FakeTrial("a", "RUNNING", 1), FakeTrial("b", "PENDING", 2), FakeTrial("c", "PENDING", 3)]
     lines.on_trial_start(0, trials, trials[0])
     assert "ETA once every stage has been timed" in capsys.readouterr().out
-    for stage in ("features", "corrector", "done"):
+    for stage in ("extract", "corrector", "done"):
         lines.since["a"] -= 10  # each stage took 10 s
         lines.on_trial_result(0, trials, trials[0], {"stage": stage, "accuracy_f": 0.5, "accuracy_h": 0.6,
                                                       "gain_excluded": 0.1, "node": "n" * 8})
     lines.on_trial_complete(0, trials, trials[0])
     out = capsys.readouterr().out
-    assert all(f"fold 1 seed 0: {stage} done" in out for stage in ("train", "features", "corrector"))
+    assert all(f"fold 1 seed 0: {stage} done" in out for stage in ("train", "extract", "corrector"))
     assert out.splitlines()[-1].endswith("1 of 3 trials done, 0 running, 0 failed; ETA 1 min 0 s")  # 2 x 30 s
