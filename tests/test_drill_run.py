@@ -324,10 +324,11 @@ def test_a_killed_writers_leftovers_are_removed_and_a_file_in_the_folders_place_
 
 
 @pytest.mark.slow
-def test_sigterm_ends_a_sweep_with_one_line_and_stops_its_ray(tmp_path):
+def test_sigterm_ends_a_sweep_with_one_line_and_stops_its_ray(tiny_spec, tmp_path):
+    """A real SIGTERM to a sweep in a process of its own, which starts (and must stop) a Ray of its own."""
     import psutil
 
-    cmd = [sys.executable, "-u", "-m", "correctsweep.cli", "sweep", SMOKE, "--set", f"storage={tmp_path}",
+    cmd = [sys.executable, "-u", "-m", "correctsweep.cli", "sweep", str(tiny_spec), "--set", f"storage={tmp_path}",
            "--set", "folds=[none]", "--set", "resources.cpus_per_trial=1"]
     env = os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
