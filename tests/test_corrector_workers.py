@@ -1,5 +1,7 @@
 """corrector.workers: several Optuna workers (spawned processes here) on one study; Ctrl-C in the search.
 Each worker process imports the package afresh (torch included), which is most of these tests' seconds."""
+import contextlib
+import multiprocessing
 import os
 import signal
 import socket
@@ -32,10 +34,43 @@ def trials(workdir):
     return optuna.load_study(study_name=STUDY_NAME, storage=study_storage(workdir)).trials
 
 
+@contextlib.contextmanager
+def both_workers_ready(workdir, workers=2, limit_s=120):
+    """Hold the search's ask.lock until `workers` worker processes have loaded XGBoost (they are then one
+    step from asking): a loaded machine can take seconds to spawn the second, by which time the first
+    would have run the whole budget alone. The lock's mtime is kept fresh, so the workers' grace period
+    (10 s) never breaks it."""
+    lock, done = Path(workdir) / "ask.lock", threading.Event()
+
+    def ready():
+        found = 0
+        for child in multiprocessing.active_children():
+            with contextlib.suppress(OSError):
+                found += "xgboost" in Path(f"/proc/{child.pid}/maps").read_text()
+        return found >= workers
+
+    def hold():
+        deadline = time.monotonic() + limit_s
+        while not done.is_set() and not ready() and time.monotonic() < deadline:
+            os.utime(lock)
+            time.sleep(0.2)
+        lock.unlink()
+
+    lock.touch()
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    try:
+        yield
+    finally:
+        done.set()
+        holder.join()
+
+
 def test_two_workers_share_the_budget_and_the_winner_is_the_best(tmp_path):
     calls = []
-    result = search(feature_set(240, 0), feature_set(120, 1), small_cfg(n_candidates=8, workers=2), tmp_path,
-                    threads=2, on_candidate=calls.append)
+    with both_workers_ready(tmp_path):
+        result = search(feature_set(240, 0), feature_set(120, 1), small_cfg(n_candidates=8, workers=2), tmp_path,
+                        threads=2, on_candidate=calls.append)
     done = [t for t in trials(tmp_path) if t.state in FINISHED]
     assert result.n_candidates == 8 and len(done) == 8  # exactly the budget, not one per worker more
     assert sorted(c["candidate"] for c in calls) == sorted(t.number for t in done)  # each reported once
@@ -51,6 +86,7 @@ def test_two_workers_share_the_budget_and_the_winner_is_the_best(tmp_path):
     assert not (tmp_path / "ask.lock").exists()
 
 
+@pytest.mark.slow  # a real SIGKILL of a spawned worker, and its replacement's start-up
 def test_a_killed_workers_candidate_is_retried_once(tmp_path):
     """SIGKILL one worker in the middle of a candidate: a sibling or its replacement runs the candidate
     again, and the search still finishes exactly n_candidates."""
@@ -130,6 +166,7 @@ def search_only(workdir, workers):
     return run_trial
 
 
+@pytest.mark.slow  # a real Ctrl-C of `correctsweep trial` in a process of its own, and the rerun
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ctrl_c_in_the_search_prints_one_line_and_the_rerun_finishes(tmp_path, capsys, monkeypatch, workers):
     """A real Ctrl-C (SIGINT to the process group, workers included) of `correctsweep trial` in a process of
