@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 from ray import tune
+
+from correctsweep.metrics import format_value
 
 
 class Tee:
@@ -64,8 +67,11 @@ class ProgressLines(tune.Callback):
             self.say(f"{self.name(trial)}: {last} done")
         self.stage[trial.trial_id] = stage
         if stage == "done":
+            bound = result.get("harm_bound", math.nan)
+            certified = "" if math.isnan(bound) else f" (certified bound {bound})"
             self.say(f"{self.name(trial)}: f acc {result['accuracy_f']:.3f} -> h {result['accuracy_h']:.3f}, "
-                     f"excluded-class Gain {result['gain_excluded']:.3f} (node {result['node'][:8]})")
+                     f"excluded-class Gain {format_value(result['gain_excluded'])}, pooled Harm "
+                     f"{format_value(result['pooled_harm'])}{certified} (node {result['node'][:8]})")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.say(f"{self.name(trial)}: finished")
@@ -122,6 +128,7 @@ def final_table(grid) -> str:
                      "acc f": m.get("accuracy_f"), "bal acc f": m.get("balanced_accuracy_f"),
                      "acc h": m.get("accuracy_h"), "bal acc h": m.get("balanced_accuracy_h"),
                      "excluded Gain": m.get("gain_excluded"), "macro harm": m.get("macro_harm"),
+                     "pooled harm": m.get("pooled_harm"), "bound": m.get("harm_bound"),
                      "node": str(m.get("node", ""))[:8]})
     table = pd.DataFrame(rows).sort_values(["fold", "seed"])
-    return table.to_string(index=False, float_format=lambda x: f"{x:.3f}")
+    return table.to_string(index=False, float_format=format_value, na_rep="n/a")

@@ -51,7 +51,7 @@ def format_interval(interval: Interval, digits: int = 3) -> str:
     return f"{interval.value:.{digits}f} [{interval.lo:.{digits - 1}f}, {interval.hi:.{digits - 1}f}]"
 
 
-FIGURES = ("gain_excluded", "macro_harm", "macro_dfpr", "tpr_h_excluded", "balanced_accuracy_f",
+FIGURES = ("gain_excluded", "macro_harm", "pooled_harm", "macro_dfpr", "tpr_h_excluded", "balanced_accuracy_f",
            "balanced_accuracy_h")
 
 
@@ -89,7 +89,9 @@ def _figures(c: metrics.Counts, at: int | None) -> dict[str, np.ndarray]:
     r = metrics.rates(c)
     nan = np.full(c.total.shape, np.nan)
     return {"gain_excluded": nan if at is None else r["gain"][..., at],
-            "macro_harm": metrics.macro(r["harm"]), "macro_dfpr": metrics.macro(r["dfpr"]),
+            "macro_harm": metrics.macro(r["harm"]),
+            "pooled_harm": metrics.harm_of(c.hit_f - c.hit_both, c.hit_f, "pooled"),
+            "macro_dfpr": metrics.macro(r["dfpr"]),
             "tpr_h_excluded": nan if at is None else r["tpr_h"][..., at],
             "balanced_accuracy_f": metrics.macro(r["tpr_f"]), "balanced_accuracy_h": metrics.macro(r["tpr_h"])}
 
@@ -114,7 +116,7 @@ class Resampling:
 def bootstrap_intervals(labels, pred_f, pred_h, classes, excluded: int | None,
                         how: Resampling = Resampling()) -> dict[str, Interval]:
     """FIGURES of one fold's test images with stratified bootstrap intervals: the excluded class's Gain and
-    TPR_h, the macro Harm and ΔFPR, and balanced accuracy of f and of h."""
+    TPR_h, the mean and pooled Harm, the macro ΔFPR, and balanced accuracy of f and of h."""
     classes = list(classes)
     at = classes.index(excluded) if excluded is not None else None
     point = metrics.counts(labels, pred_f, pred_h, classes)

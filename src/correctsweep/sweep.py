@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import os
 import signal
 import sys
@@ -86,8 +87,9 @@ def run_fold(config: dict) -> None:
             contextlib.redirect_stderr(Tee(fh, sys.stderr)):
         out = run_trial(spec, fold, seed, log=lambda line: print(line, flush=True), progress=progress)
     seconds = {f"seconds_{stage}": v for stage, v in out.stage_seconds.items()}
+    certificate = out.corrector.certificate
     done = {"stage": "done", "gain_excluded": out.per_class_value("gain", out.excluded),
-            "cv_score": out.corrector.cv_score}
+            "cv_score": out.corrector.cv_score, "harm_bound": certificate.max_harm if certificate else math.nan}
     progress(done | out.summary | seconds)
 
 

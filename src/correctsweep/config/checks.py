@@ -9,6 +9,9 @@ import re
 from typing import Any
 
 from correctsweep.config.schema import (
+    OBJECTIVES,
+    POLICIES,
+    SEARCH_SPACES,
     BaseNetConfig,
     CorrectorConfig,
     DataConfig,
@@ -17,11 +20,9 @@ from correctsweep.config.schema import (
     plugin_field,
 )
 from correctsweep.errors import SpecError
+from correctsweep.metrics import HARM_MEASURES
 from correctsweep.plugins import NETS, SOURCES
 
-OBJECTIVES = ("balanced_accuracy", "macro_f1", "gain_at_harm")
-POLICIES = ("override", "new_class")
-SEARCH_SPACES = ("grid", "choice", "uniform", "loguniform", "randint")  # Tune's names, see sweep.search_space
 MAX_INT = 2**32 - 1  # integers beyond this are no count, size or seed a sweep can use
 MAX_NAME = 100  # a run directory's name; Tune and the filesystem append to it
 
@@ -78,7 +79,12 @@ def _validate_corrector(c: CorrectorConfig) -> None:
     _check(c.workers >= 1, "corrector.workers", "must be >= 1")
     _check(c.cv_splits >= 2, "corrector.cv_splits", "must be >= 2")
     _check(c.objective in OBJECTIVES, "corrector.objective", f"must be one of {', '.join(OBJECTIVES)}")
-    _check(0 <= c.harm_bound <= 1, "corrector.harm_bound", "must be in [0, 1]")
+    _check(c.max_harm is None or 0 < c.max_harm < 1, "corrector.max_harm", "must be in (0, 1), e.g. 0.05")
+    _check(0 < c.confidence < 1, "corrector.confidence", "must be in (0, 1), e.g. 0.9")
+    _check(c.harm_measure in HARM_MEASURES, "corrector.harm_measure", f"must be one of {', '.join(HARM_MEASURES)}")
+    _check(0 < c.calibration_fraction < 1, "corrector.calibration_fraction", "must be in (0, 1), e.g. 0.3")
+    _check(c.objective != "gain_at_harm" or c.max_harm is not None, "corrector.max_harm",
+           "must be set for the gain_at_harm objective (the largest Harm a candidate may have)")
     _check(bool(c.policies) and set(c.policies) <= set(POLICIES), "corrector.policies",
            f"must be a non-empty subset of {', '.join(POLICIES)}")
     _check(c.tau_grid >= 2, "corrector.tau_grid", "must be >= 2")

@@ -139,9 +139,21 @@ class CorrectorConfig:
     cv_splits: int = 3
     """Stratified CV splits inside `correct` that score each candidate."""
     objective: str = "balanced_accuracy"
-    """What the search maximises for h: balanced_accuracy, macro_f1 or gain_at_harm."""
-    harm_bound: float = 0.05
-    """gain_at_harm only: the largest mean Harm a candidate may have."""
+    """What the search maximises for h: balanced_accuracy, macro_f1 or gain_at_harm (the excluded class's Gain, or
+    the mean Gain in the full model, among the candidates whose Harm, by harm_measure, stays at most max_harm)."""
+    max_harm: float | None = None
+    """Certify tau: with probability at least `confidence`, h breaks at most this share of f's correct answers on
+    new data (Harm by harm_measure), e.g. 0.05. A held-out part of `correct` (calibration_fraction) certifies
+    it, the rest fits g; a fold where no tau certifies keeps h = f. null: tau is the search's, uncertified."""
+    confidence: float = 0.9
+    """max_harm only: the probability 1 - delta with which the bound holds, over the draw of the calibration rows."""
+    harm_measure: str = "pooled"
+    """Which Harm max_harm bounds: pooled (the share of all of f's correct answers h breaks), mean (the mean over
+    classes of Harm_i, the paper's figure) or worst (the largest Harm_i). mean and worst need many calibration
+    rows in every class."""
+    calibration_fraction: float = 0.3
+    """max_harm only: the share of `correct` (stratified by class) held out to certify tau; g and the detectors
+    are fitted on the rest."""
     policies: list[str] = field(default_factory=lambda: list(POLICIES))
     """Decision policies searched: override and/or new_class."""
     tune_taps: bool = True

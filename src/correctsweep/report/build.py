@@ -18,6 +18,7 @@ from correctsweep.report.tables import (
     OverSeeds,
     cost_table,
     fold_table,
+    frontier_table,
     long_table,
     matrices,
     methods_table,
@@ -103,6 +104,8 @@ class Report:
     """methods_table, each interval as three numbers (methods.csv)."""
     cost: pd.DataFrame
     """cost_table."""
+    frontier: pd.DataFrame
+    """frontier_table: the published corrector's Gain-Harm curve over tau on test."""
     matrices: dict[str, OverSeeds]
     """tables.MATRICES's metric -> its class x fold matrix; empty when no fold has an excluded class."""
     power: OverSeeds | None
@@ -116,6 +119,11 @@ class Report:
     def compares_methods(self) -> bool:
         """Whether the results hold more than one corrector kind or detector."""
         return self.methods.method.nunique() > 1
+
+    @property
+    def certifies(self) -> bool:
+        """Whether some result's published corrector carries a certified bound on Harm."""
+        return bool(self.folds.harm_bound.notna().any())
 
     @property
     def has_training_curves(self) -> bool:
@@ -150,5 +158,5 @@ def build(run_dir: Path) -> Report:
         several=bool(folds.groupby("fold").seed.nunique().max() > 1), long=long,
         fold_cells=fold_cells, folds=folds, seeds=seeds_table(folds, cfg.level),
         method_cells=method_cells, methods=expand(method_cells, METHOD_INTERVALS),
-        cost=cost_table(results, long, classes), matrices=by_metric,
+        cost=cost_table(results, long, classes), frontier=frontier_table(results), matrices=by_metric,
         power=power_table(by_metric["tpr_h"], long, classes) if excluded else None)
