@@ -67,7 +67,7 @@ class ProgressLines(tune.Callback):
             self.say(f"{self.name(trial)}: {last} done")
         self.stage[trial.trial_id] = stage
         if stage == "done":
-            bound = result.get("harm_bound", math.nan)
+            bound = result["harm_bound"]
             certified = "" if math.isnan(bound) else f" (certified bound {bound})"
             self.say(f"{self.name(trial)}: f acc {result['accuracy_f']:.3f} -> h {result['accuracy_h']:.3f}, "
                      f"excluded-class Gain {format_value(result['gain_excluded'])}, pooled Harm "
