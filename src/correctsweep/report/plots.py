@@ -103,7 +103,7 @@ def gain_harm_plot(path: Path, methods: pd.DataFrame, names: dict[int, str]) -> 
     styles, families = method_styles(order), methods.drop_duplicates("method").set_index("method").family
     folds = sorted(methods.fold.unique(), key=fold_order)
     columns = min(4, len(folds))
-    fig = Figure(figsize=(6 + 2.6 * columns, max(4.5, 2.5 * -(-len(folds) // columns))))
+    fig = Figure(figsize=(6 + 2.6 * columns, max(4.5, 2.6 * -(-len(folds) // columns))), layout="constrained")
     left, right = fig.subfigures(1, 2, width_ratios=[6, 2.6 * columns])
     ax = left.subplots()
 
@@ -128,6 +128,7 @@ def gain_harm_plot(path: Path, methods: pd.DataFrame, names: dict[int, str]) -> 
             point(ax, method, row.macro_harm, row.gain_excluded, 6)
         ax.set_title(f"fold {class_label(fold, names)}", fontsize=9)
         ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(3))
     right.supxlabel("mean Harm", fontsize=9)
     right.supylabel("Gain of the excluded class", fontsize=9)
     fig.savefig(path, dpi=120, bbox_inches="tight")
