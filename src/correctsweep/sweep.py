@@ -41,6 +41,7 @@ from correctsweep.config import Spec, spec_from_dict
 from correctsweep.console import ProgressLines, Tee, final_table, stage_totals
 from correctsweep.errors import SpecError
 from correctsweep.hashing import digest
+from correctsweep.keys import net_key
 from correctsweep.layout import RunLayout, is_uri
 from correctsweep.schedulers import StoppedTrial, was_stopped
 from correctsweep.schedulers import make as make_scheduler
@@ -271,8 +272,6 @@ def _sweep(spec: Spec, layout: RunLayout, address: str | None, resume: bool, ver
 def _record_stopped(spec: Spec, layout: RunLayout, grid) -> int:
     """Record each trial the scheduler stopped (schedulers.StoppedTrial), which collect and best leave out;
     returns how many there are."""
-    from correctsweep.keys import net_key
-
     stopped = [r for r in grid if not r.error and was_stopped(r.metrics)]
     for r in stopped:
         fold, seed = str(r.config["fold"]), int(r.config["seed"])
