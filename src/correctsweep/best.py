@@ -61,6 +61,7 @@ from correctsweep.report import load_run
 from correctsweep.report.labels import fold_order
 from correctsweep.report.markdown import markdown_table
 from correctsweep.results import TrialResult
+from correctsweep.schedulers import stopped_trials
 
 # artifact name -> (the ArtifactSources field it is in, file, sub-folder under best/fold=J/seed=S/)
 # (None: the corrector kind's model_file)
@@ -193,7 +194,7 @@ def guarantee(cfg: CorrectorConfig, chosen: list[FoldChoice]) -> str:
 
 
 def rationale(name: str, cfg: CorrectorConfig, choices: list[FoldChoice], chosen: list[FoldChoice],
-              ranked: pd.DataFrame) -> str:
+              ranked: pd.DataFrame, stopped: int = 0) -> str:
     rows = pd.DataFrame([{
         "fold": c.fold, "seed": c.seed, "chosen": "yes" if any(c is k for k in chosen) else "",
         "policy": c.corrector.policy, "tau": c.corrector.tau, "taps": ", ".join(c.corrector.taps),
@@ -209,7 +210,9 @@ def rationale(name: str, cfg: CorrectorConfig, choices: list[FoldChoice], chosen
              "## Per fold",
              "Each fold takes its result with the best CV score; within it the search's winning candidate. The "
              "runner-up is the next-best complete candidate of the same search, and the margin is how much lower "
-             "its CV score is.", markdown_table(rows.set_index("fold")),
+             "its CV score is." + (f" {stopped} `search` sample(s) stopped early by the scheduler have no result "
+                                   "and are not among the choices." if stopped else ""),
+             markdown_table(rows.set_index("fold")),
              "## Overall",
              f"Settings are (policy, taps). A setting scores, in each fold × seed result, its best CV among that "
              f"search's complete candidates; the ranking is by the share of results that tried it (new_class is "
@@ -249,5 +252,6 @@ def select_best(run_dir: str | Path) -> Path:
         BestConfig(spec.name, cfg.objective, cfg.max_harm, cfg.confidence, cfg.harm_measure, chosen,
                    overall).write(
             tmp / layout.best_config.relative_to(layout.best_dir))
-        (tmp / "rationale.md").write_text(rationale(spec.name, cfg, choices, chosen, ranked))
+        (tmp / "rationale.md").write_text(rationale(spec.name, cfg, choices, chosen, ranked,
+                                                    len(stopped_trials(layout))))
     return layout.best_dir

@@ -10,6 +10,7 @@ from pathlib import Path
 from ray import tune
 
 from correctsweep.metrics import format_value
+from correctsweep.schedulers import was_stopped
 
 
 class Tee:
@@ -74,7 +75,9 @@ class ProgressLines(tune.Callback):
                      f"{format_value(result['pooled_harm'])}{certified} (node {result['node'][:8]})")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.say(f"{self.name(trial)}: finished")
+        last = trial.last_result
+        self.say(f"{self.name(trial)}: stopped by the scheduler at epoch {last['epoch']} (validation accuracy "
+                 f"{last['val_accuracy']:.3f})" if was_stopped(last) else f"{self.name(trial)}: finished")
         self.say(self.overall(trials, trial, "TERMINATED"))
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -124,7 +127,7 @@ def final_table(grid) -> str:
         m = r.metrics or {}
         rows.append({"fold": r.config["fold"], "seed": r.config["seed"],
                      **{k.split(".", 1)[1]: v for k, v in r.config.items() if k.startswith("base_net.")},
-                     "status": "error" if r.error else m.get("stage", "?"),
+                     "status": "error" if r.error else "stopped" if was_stopped(m) else m.get("stage", "?"),
                      "acc f": m.get("accuracy_f"), "bal acc f": m.get("balanced_accuracy_f"),
                      "acc h": m.get("accuracy_h"), "bal acc h": m.get("balanced_accuracy_h"),
                      "excluded Gain": m.get("gain_excluded"), "macro harm": m.get("macro_harm"),

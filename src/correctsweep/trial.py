@@ -184,6 +184,8 @@ def _stages(run: FoldRun) -> TrialResult:
     # several sampled nets of a `search` share a fold and seed: each writes its own result, collect picks
     write_json(run.layout.result_file(run.fold, run.seed, f"net-{run.net_key}" if spec.search else None),
                out.to_dict())
+    # a net a scheduler once stopped has now finished (say, a sweep without it): its result stands
+    run.layout.stopped_file(run.fold, run.seed, run.net_key).unlink(missing_ok=True)
     run.layout.push(run.layout.fold_parts(run.fold, run.seed))
     _log_result(run, out)
     return out

@@ -16,13 +16,15 @@ from correctsweep.config.schema import (
     CorrectorConfig,
     DataConfig,
     ReportConfig,
+    SchedulerConfig,
     Spec,
     plugin_field,
 )
 from correctsweep.errors import SpecError
 from correctsweep.metrics import HARM_MEASURES
-from correctsweep.plugins import NETS, SOURCES
+from correctsweep.plugins import NETS, SCHEDULERS, SOURCES
 
+SCHEDULES = ("cosine", "one_cycle")  # base_net.schedule, see train._optimiser
 MAX_INT = 2**32 - 1  # integers beyond this are no count, size or seed a sweep can use
 MAX_NAME = 100  # a run directory's name; Tune and the filesystem append to it
 
@@ -71,6 +73,13 @@ def _validate_base_net(b: BaseNetConfig) -> None:
     _check(b.val_window >= 1, "base_net.val_window", "must be >= 1")
     _check(b.device in ("auto", "cpu", "cuda"), "base_net.device", "must be auto, cpu or cuda")
     _check(b.precision in ("auto", "fp32", "bf16"), "base_net.precision", "must be auto, fp32 or bf16")
+    _check(b.schedule in SCHEDULES, "base_net.schedule", f"must be one of {', '.join(SCHEDULES)}")
+    _check(0 <= b.ema_decay < 1, "base_net.ema_decay", "must be in [0, 1), e.g. 0.999 (0 disables it)")
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        _check(getattr(b, key) >= 0, f"base_net.{key}", "must be >= 0 (0 disables it)")
+    _check(0 <= b.mix_probability <= 1, "base_net.mix_probability", "must be in [0, 1]")
+    _check(b.randaugment_ops >= 0, "base_net.randaugment_ops", "must be >= 0 (0 disables RandAugment)")
+    _check(0 <= b.randaugment_magnitude <= 30, "base_net.randaugment_magnitude", "must be between 0 and 30")
 
 
 def _validate_corrector(c: CorrectorConfig) -> None:
@@ -116,6 +125,20 @@ def _validate_run(spec: Spec) -> None:
                f"must be one mapping such as {{loguniform: [1e-4, 1e-2]}}; kinds: {', '.join(SEARCH_SPACES)}")
 
 
+def _validate_scheduler(spec: Spec) -> None:
+    """A scheduler compares the samples of one fold and seed: their validation sets are the same."""
+    name = spec.scheduler.name
+    if not name:
+        return
+    folds = [f for f in spec.folds if f != "all"]
+    _check(len(spec.folds) == len(folds) == 1 and len(spec.seeds) == 1, "scheduler",
+           f"{name} compares trials' validation accuracy, which only trials of one fold and one seed share; set "
+           "one fold and one seed (e.g. --set \"folds=[none]\" --set \"seeds=[0]\") or scheduler.name=null")
+    _check(bool(spec.search), "scheduler", f"{name} stops the weak samples of a base-net `search`, and the spec has "
+           "none; add a search (e.g. search: {base_net.lr: {loguniform: [1e-4, 1e-2]}}) or set scheduler.name=null")
+    SCHEDULERS.get(name, "scheduler.name").check_budget(spec.scheduler.settings[name], spec.base_net.epochs)
+
+
 def _searchable(b: BaseNetConfig, key: str) -> bool:
     """Whether a `search` key names a base_net field or a setting of the net's family."""
     parts = key.split(".")
@@ -144,8 +167,9 @@ def _validate_report(r: ReportConfig) -> None:
            f"must be a number in (0.5, 1), e.g. 0.95, got {r.level!r}")
 
 
-PLUGIN_SECTIONS = ("data", "base_net", "corrector", "detectors")  # the spec's sections that hold plug-ins
-SELECTORS = {DataConfig: "data.source", BaseNetConfig: "base_net.arch", CorrectorConfig: "corrector.kinds"}
+PLUGIN_SECTIONS = ("data", "base_net", "corrector", "detectors", "scheduler")  # the spec's sections that hold plug-ins
+SELECTORS = {DataConfig: "data.source", BaseNetConfig: "base_net.arch", CorrectorConfig: "corrector.kinds",
+             SchedulerConfig: "scheduler.name"}
 
 
 def _validate_plugins(section: Any, where: str) -> None:
@@ -181,6 +205,7 @@ def validate(spec: Spec) -> Spec:
     _validate_base_net(spec.base_net)
     _validate_corrector(spec.corrector)
     _validate_run(spec)
+    _validate_scheduler(spec)
     _validate_features(spec)
     _validate_report(spec.report)
     return spec

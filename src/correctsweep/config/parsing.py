@@ -218,7 +218,19 @@ def spec_from_dict(raw: dict[str, Any], overrides: list[str] = ()) -> Spec:
             if not isinstance(node, dict):
                 raise SpecError(f"--set {text}: '{k}' is not a section")
         node[keys[-1]] = value
+    raw["scheduler"] = _scheduler_section(raw.get("scheduler"))
     return validate(from_mapping(Spec, raw, ""))
+
+
+def _scheduler_section(value: Any) -> Any:
+    """`scheduler` as its section: `scheduler: asha` names it, `scheduler: {asha: {...}}` names it with its
+    settings; a section that already says `name` (as a stored spec.yaml does) is as written."""
+    if value is None or isinstance(value, str):
+        return {"name": value}
+    if isinstance(value, dict) and "name" not in value and len(value) == 1:
+        (name, settings), = value.items()
+        return {"name": name, name: settings}
+    return value
 
 
 def load_spec(path: str | Path, overrides: list[str] = (), stored: bool = False) -> Spec:

@@ -90,10 +90,12 @@ def _headline(r: Report) -> list[str]:
 
 
 def _missing(r: Report) -> list[str]:
+    stopped = [f"{r.stopped} `search` sample(s) stopped early by the scheduler are left out "
+               "(`results/fold=J/seed=S.stopped/`)."] if r.stopped else []
     if not r.missing:
-        return []
+        return stopped
     return ["**Missing results** (expected from spec.yaml folds × seeds, not found): " + ", ".join(
-        f"fold {f} seed {s} (`results/fold={f}/seed={s}.json`)" for f, s in r.missing) + "."]
+        f"fold {f} seed {s} (`results/fold={f}/seed={s}.json`)" for f, s in r.missing) + ".", *stopped]
 
 
 def _per_fold_over_seeds(r: Report) -> list[str]:
