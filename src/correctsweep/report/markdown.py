@@ -67,8 +67,10 @@ def _headline(r: Report) -> list[str]:
     table["bound"] = by_fold.harm_bound.first()
     held = by_fold.harm_held.agg(lambda v: "—" if v.isna().all() else f"{int(v.dropna().sum())} of {v.notna().sum()}")
     shown = table.rename(columns={"gain_excluded": "Gain", "macro_harm": "mean Harm", "pooled_harm": "pooled Harm",
-                                  "test_harm": f"test {cfg.harm_measure} Harm", "bound": "certified bound"})
+                                  "test_harm": "worst Harm", "bound": "certified bound"})
     shown["held"] = held
+    if cfg.harm_measure != "worst":  # the bound's own measure is one of the two columns already
+        shown = shown.drop(columns="worst Harm")
     if r.certifies:
         results = r.folds.dropna(subset=["harm_bound"])
         plain = results[results.tau == float("inf")]
@@ -84,7 +86,7 @@ def _headline(r: Report) -> list[str]:
         text = ("The published corrector's Gain of the excluded class (the mean Gain in fold none), mean and pooled "
                 "Harm on test. **No bound on Harm is certified**: tau is the search's best on `correct`; set "
                 "corrector.max_harm (e.g. 0.05) to certify it. ")
-        shown = shown.drop(columns=["certified bound", f"test {cfg.harm_measure} Harm", "held"])
+        shown = shown.drop(columns=["certified bound", "worst Harm", "held"], errors="ignore")
     return ["## Headline", text, markdown_table(named(shown, r.names))] + (
         [f"![Gain against Harm over tau]({files.FRONTIER_PLOT})"] if len(r.frontier) else [])
 
