@@ -157,7 +157,7 @@ def decode_resized(blob, gray: bool | None, size: int) -> torch.Tensor:
 def decode_batch(images, ids, size: int, skip_corrupt: bool,
                  gray: bool | None = None) -> tuple[torch.Tensor, np.ndarray]:
     """Images as the net is fed them (`decode_resized`): uint8 [n, C, size, size] of those that decode, and
-    the mask of which did. gray None: the first image that decodes decides for the rest. An image that
+    the mask of which did. gray None: grayscale if every image is, else colour throughout. An image that
     does not decode is skipped (skip_corrupt) or refused in one line naming its id. A source's own decoded
     batch (a uint8 array [N, C, H, W]: synthetic, CIFAR) is resized as it comes."""
     if isinstance(images, np.ndarray):
@@ -172,8 +172,9 @@ def decode_batch(images, ids, size: int, skip_corrupt: bool,
                                 "data.skip_corrupt=true (for predict: in the run's spec.yaml)") from None
             keep[i] = False
             continue
-        gray = img.shape[0] == 1
         out.append(img)
+    if len({img.shape[0] for img in out}) > 1:  # a grayscale image among colour ones is colour, as RGB reads it
+        out = [img.repeat(3, 1, 1) if img.shape[0] == 1 else img for img in out]
     return (torch.stack(out) if out else torch.empty(0, 1 if gray else 3, size, size, dtype=torch.uint8)), keep
 
 

@@ -138,6 +138,26 @@ def trial_devices(spec: Spec, cluster_gpus: float, local: bool) -> Spec:
     return spec
 
 
+def check_cpus(spec: Spec, address: str | None) -> None:
+    """Tune would wait forever for a trial that asks for more CPUs than any node has: say so at once. Before a
+    local Ray starts, this machine's CPUs count; once Ray runs, its largest node's (a cluster's autoscaler may
+    still add larger ones, so there it is a warning)."""
+    need = spec.resources.cpus_per_trial
+    if ray.is_initialized():
+        cpus = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=0)
+    elif address is None:
+        cpus = os.cpu_count() or 1
+    else:
+        return  # a cluster not joined yet: checked once it is
+    if need <= cpus:
+        return
+    if address is None:
+        raise SpecError(f"resources.cpus_per_trial is {need:g} but this machine offers {cpus:g} CPUs, so no trial "
+                        f"could start; set resources.cpus_per_trial to at most {cpus:g}")
+    print(f"warning: resources.cpus_per_trial is {need:g} but the cluster's largest node has {cpus:g} CPUs: no trial "
+          "starts until its autoscaler adds a larger node", flush=True)
+
+
 def _offer_resume(experiment: str) -> None:
     """An identical spec was swept before (killed or finished): continuing it is what the user wants
     almost always, so a terminal asks and a batch job (ray job submit) just resumes."""
@@ -195,6 +215,7 @@ def run_sweep(spec: Spec, address: str | None = None, resume: bool = False, verb
     layout.check_writable()
     callbacks = tracking_callbacks(spec)
     check_tracking(spec)
+    check_cpus(spec, address)
     with layout.sweep_lock(), _terminate_as_interrupt():
         return _sweep(spec, layout, address, resume, verbose, callbacks)
 
@@ -235,6 +256,7 @@ def _sweep(spec: Spec, layout: RunLayout, address: str | None, resume: bool, ver
                 ray.init(address=address, configure_logging=False, include_dashboard=False, log_to_driver=verbose)
                 signal.signal(signal.SIGTERM, _sigterm_as_sigint)  # ray.init installs its core's, which aborts
             spec = trial_devices(spec, ray.cluster_resources().get("GPU", 0), local=address is None)
+            check_cpus(spec, address)
             grid = _fit(spec, layout, folds, experiment, callbacks, verbose)
     finally:
         if started_ray:
