@@ -19,7 +19,8 @@ def png(value: int) -> bytes:
 
 
 def colour_png(value: int) -> bytes:
-    return encode_png(torch.full((3, 12, 12), value, dtype=torch.uint8)).numpy().tobytes()
+    return encode_png(torch.tensor([value, 255 - value, 0], dtype=torch.uint8)[:, None, None].expand(3, 12, 12)
+                      .contiguous()).numpy().tobytes()
 
 
 def class_folders(tmp, classes=("a", "b", "c"), first=png, rest=colour_png):
@@ -229,6 +230,9 @@ FINE_DATA = [  # data other tools and hands make, read as meant
     ("colour set whose first images are grayscale", lambda t: data_cmd(t, class_folders(t), "folder"),
      "60 images, 3 classes, 3x"),
     ("grayscale set", lambda t: data_cmd(t, class_folders(t, rest=png), "folder"), "60 images, 3 classes, 1x"),
+    ("grayscale set stored as RGB after its first image", lambda t: data_cmd(t, class_folders(
+        t, rest=lambda v: encode_png(torch.full((3, 12, 12), v, dtype=torch.uint8)).numpy().tobytes()), "folder"),
+     "60 images, 3 classes, 1x"),
     ("parquet of HF image structs", lambda t: data_cmd(t, parquet(t, hf_images(table(20)))), "60 images, 3 classes"),
     ("hidden folders without images", lambda t: (class_folders(t), (t / "imgs" / ".git").mkdir(),
                                                  (t / "imgs" / ".git" / "HEAD").write_text("ref"),

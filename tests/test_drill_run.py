@@ -860,6 +860,29 @@ def test_a_refused_write_is_one_line_and_keeps_the_old_output(run, tmp_path, cap
     refused(tmp_path, capsys, args, expect)
 
 
+LIMITED = [  # a real file size limit (ulimit -f) on each command that writes large files
+    ("collect", lambda r, t: ["collect", str(r)], "report: File too large"),
+    ("best", lambda r, t: ["best", str(r)], "File too large; the file size limit"),
+    ("predict", predict_out, "h.parquet: File too large"),
+]
+
+
+@pytest.mark.slow  # a process of its own per command (the limit must not reach pytest's own files)
+@pytest.mark.parametrize("name, argv, expect", LIMITED, ids=[c[0] for c in LIMITED])
+def test_a_real_file_size_limit_is_one_line(run, tmp_path, name, argv, expect):
+    import resource
+
+    (tmp_path / "out").mkdir()
+    before = snapshot(tmp_path)
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1024, resource.RLIM_INFINITY))
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-m", "correctsweep.cli", *argv(run, tmp_path)], capture_output=True,
+                          text=True, env=env, preexec_fn=limit, timeout=300)
+    err = done.stderr.strip()
+    assert done.returncode == 2 and len(err.splitlines()) == 1 and expect in err, err
+    assert snapshot(tmp_path) == before and not list(tmp_path.rglob(".tmp-*"))
+
+
 def test_a_previous_output_that_cannot_be_removed_is_named(run, tmp_path, capsys, monkeypatch):
     """An immutable file in the old report: the new report is in place, and the line names what is left."""
     real = shutil.rmtree

@@ -52,8 +52,7 @@ def write_error(e: OSError, path: str | Path) -> CorrectsweepError | None:
     at = Path(e.filename) if isinstance(e.filename, str) else Path(path)
     if FIXES[number] is _WRONG_KIND:  # name the file or folder of the wrong kind, not the path beneath it
         at = next((p for p in (at, *at.parents) if p.is_file() or p.is_dir() and p == at), at)
-    said = e.strerror or os.strerror(number)
-    return CorrectsweepError(f"cannot write {at}: {said}; {FIXES[number]}")
+    return CorrectsweepError(f"cannot write {at}: {os.strerror(number)}; {FIXES[number]}")
 
 
 @contextmanager

@@ -154,10 +154,21 @@ def decode_resized(blob, gray: bool | None, size: int) -> torch.Tensor:
     return resize(torch.from_numpy(np.ascontiguousarray(decode(blob, gray)))[None], size)[0]
 
 
+def _one_mode(images: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Images decoded as they come ([1 or 3, S, S]) in one mode: colour if the first is, or if another shows
+    colour (channels that differ); else grayscale, a colour image of greys being its first channel."""
+    colour = images[0].shape[0] == 3 or any(
+        img.shape[0] == 3 and not (torch.equal(img[0], img[1]) and torch.equal(img[1], img[2])) for img in images)
+    if colour:
+        return [img.repeat(3, 1, 1) if img.shape[0] == 1 else img for img in images]
+    return [img[:1] for img in images]
+
+
 def decode_batch(images, ids, size: int, skip_corrupt: bool,
                  gray: bool | None = None) -> tuple[torch.Tensor, np.ndarray]:
     """Images as the net is fed them (`decode_resized`): uint8 [n, C, size, size] of those that decode, and
-    the mask of which did. gray None: grayscale if every image is, else colour throughout. An image that
+    the mask of which did. gray None: grayscale if the first image is and no other has colour (a palette
+    image of greys is grey), else colour throughout (see `_one_mode`). An image that
     does not decode is skipped (skip_corrupt) or refused in one line naming its id. A source's own decoded
     batch (a uint8 array [N, C, H, W]: synthetic, CIFAR) is resized as it comes."""
     if isinstance(images, np.ndarray):
@@ -173,8 +184,8 @@ def decode_batch(images, ids, size: int, skip_corrupt: bool,
             keep[i] = False
             continue
         out.append(img)
-    if len({img.shape[0] for img in out}) > 1:  # a grayscale image among colour ones is colour, as RGB reads it
-        out = [img.repeat(3, 1, 1) if img.shape[0] == 1 else img for img in out]
+    if gray is None and out:
+        out = _one_mode(out)
     return (torch.stack(out) if out else torch.empty(0, 1 if gray else 3, size, size, dtype=torch.uint8)), keep
 
 
