@@ -1,6 +1,7 @@
 """The reliability drill: bad input of every kind gets one line naming the thing, exit code 2, no
 traceback, and leaves the run directory as it was."""
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -210,6 +211,26 @@ def test_bad_input_is_one_line_and_changes_nothing(tmp_path, capsys, name, argv,
     assert expect in err
     assert files() == before  # no spec.yaml, result or half-written file left behind (the decoded-data
     # cache aside: it holds the dataset as read, whatever the spec asks of it)
+
+
+SLOW_PATTERNS = [  # data.group_pattern's time is bounded: one line, not a hang
+    ("nested repetition", "(a+)+$"),
+    ("repeated alternation", "(a|aa)+$"),
+    ("nested stars", "(a*)*b$"),
+]
+
+
+@pytest.mark.parametrize("name, pattern", SLOW_PATTERNS, ids=[c[0] for c in SLOW_PATTERNS])
+def test_a_pattern_that_backtracks_without_end_is_one_line(tmp_path, capsys, monkeypatch, name, pattern):
+    from correctsweep import data
+
+    monkeypatch.setattr(data, "GROUP_PATTERN_SECONDS", 0.5)
+    frame = table().assign(source_name=lambda f: ["a" * 40 + f"!{i}" for i in range(len(f))])
+    args = data_cmd(tmp_path, parquet(tmp_path, frame), "parquet", "--set", f"data.group_pattern='{pattern}'")
+    started = time.monotonic()
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "takes more than 0.5 s" in err and time.monotonic() - started < 30, err
 
 
 def test_drill_covers_at_least_40_kinds():

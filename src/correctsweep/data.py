@@ -29,6 +29,7 @@ from correctsweep.config import DataConfig, as_dict, settings_of
 from correctsweep.errors import DataError, SpecError
 from correctsweep.hashing import digest
 from correctsweep.plugins import SOURCES
+from correctsweep.reach import bounded
 from correctsweep.sources import RAFDB_CLASSES, Records, Source, Unreadable
 
 MIN_PER_CLASS = 8  # one image at least in each of train, val, correct and test, with room to stratify
@@ -358,17 +359,25 @@ def _subsample(ds: Dataset, per_class: int, seed: int) -> Dataset:
 # ---------------------------------------------------------------- splits
 
 
+GROUP_PATTERN_SECONDS = 10.0
+"""How long data.group_pattern may take over all sample ids: a pattern such as (a+)+ can backtrack for ages."""
+
+
 def group_keys(ids: np.ndarray, pattern: str | None) -> np.ndarray:
     """The group of each sample (its id when there is no pattern)."""
     if not pattern:
         return ids
     regex = re.compile(pattern)
     keys = []
-    for i in ids:
-        m = regex.search(str(i))
-        if m is None:
-            raise DataError(f"data.group_pattern {pattern!r} does not match sample id '{i}'; fix the pattern")
-        keys.append(m.group(1) if m.groups() else m.group(0))
+    slow = DataError(f"data.group_pattern {pattern!r} takes more than {GROUP_PATTERN_SECONDS:g} s over the "
+                     f"{len(ids)} sample ids (a repetition inside a repetition, such as (a+)+, backtracks without "
+                     "end); write it without one, e.g. ^(S\\d+)_")
+    with bounded(GROUP_PATTERN_SECONDS, slow):
+        for i in ids:
+            m = regex.search(str(i))
+            if m is None:
+                raise DataError(f"data.group_pattern {pattern!r} does not match sample id '{i}'; fix the pattern")
+            keys.append(m.group(1) if m.groups() else m.group(0))
     return np.asarray(keys)
 
 

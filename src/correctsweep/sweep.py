@@ -95,10 +95,11 @@ def check_folds(spec: Spec) -> list[str]:
     """Load the dataset once before any trial starts: a data error, a fold naming no class or a net
     that does not fit the data surfaces as one line here rather than as every trial failing, the trials
     find the decoded cache, and 'all' expands to its classes."""
-    from correctsweep.data import load_dataset, resolve_fold
+    from correctsweep.data import load_dataset, make_splits, resolve_fold
     from correctsweep.trial import plan_net
 
     ds = load_dataset(spec.data, cache_dir=RunLayout.cache_dir(spec))
+    make_splits(ds, spec.data)  # here, in the main thread, data.group_pattern's time is bounded (data.group_keys)
     plan_net(spec, ds)
     folds = [str(c) for c in ds.classes] if "all" in spec.folds else []
     folds += [resolve_fold(f, ds) for f in spec.folds if f != "all"]
