@@ -77,6 +77,16 @@ def garbage_mid_journal(path):
     path.write_bytes(b"".join(lines))
 
 
+def fitted_on_another_net(run):
+    """The taps the fold's correctors were fitted on, recorded as another net's (as if its net were swapped)."""
+    import pyarrow.parquet as pq
+
+    path = one(run, f"features/{FOLD}/split=correct/part-*.parquet")
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[b"correctsweep"]) | {"weights_sha256": "0" * 64}
+    pq.write_table(table.replace_schema_metadata({b"correctsweep": json.dumps(meta).encode()}), path)
+
+
 def drop_checksums(path):
     best = json.loads(path.read_text())
     del best["sha256"]
@@ -160,6 +170,8 @@ FILE_CASES = [
     ("run spec a folder", collect(lambda r: to_folder(r / "spec.yaml")), "no spec.yaml"),
     ("best's net not the one its corrector was fitted on", lambda r: (best_choice(
         lambda c: c.update(net_sha256="0" * 64))(r), PREDICT(r))[1], "not the net fold 3's corrector was fitted on"),
+    ("a trial's corrector fitted on another net", lambda r: (fitted_on_another_net(r), PREDICT_SEED(r))[1],
+     "not the net fold 3's corrector was fitted on"),
     ("data added since the run", lambda r: (edit_spec(lambda s: s["data"]["synthetic"].update(n_images=560))(r, None),
                                             PREDICT(r))[1], "is not what the run split"),
 ]

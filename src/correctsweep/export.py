@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from correctsweep.errors import CorrectsweepError
 from correctsweep.features import pool_taps
 from correctsweep.nets import BaseNet
 from correctsweep.onnxgraph import OPSET, OnnxNodes, cast, const, node
+from correctsweep.outputs import check_folder
 from correctsweep.policy import apply_policy
 from correctsweep.predict import CorrectedClassifier, Outputs, load_corrected
 
@@ -130,29 +130,6 @@ def require_packages() -> None:
         import onnxscript  # noqa: F401
     except ImportError:
         raise CorrectsweepError(NEEDS) from None
-
-
-OWN_FILES = {"f.onnx", "g.onnx", "manifest.json"}
-
-
-def check_folder(folder: Path, run_dir: Path) -> Path:
-    """`folder`, resolved, if the export may take its place: a new or empty folder, or one holding an earlier
-    export and nothing else; never the run directory, a folder inside it, or a folder of the user's files."""
-    given, folder = folder, Path(folder).resolve()
-    if not folder.parent.is_dir():
-        raise CorrectsweepError(f"--onnx {given}: folder {folder.parent} does not exist; create it first")
-    run = Path(run_dir).resolve()
-    if folder.is_relative_to(run) or run.is_relative_to(folder):
-        raise CorrectsweepError(f"--onnx {given} is the run directory {run}, a folder inside it or one holding it; "
-                                "give a new folder outside the run")
-    if folder.exists() and not folder.is_dir():
-        raise CorrectsweepError(f"--onnx {given} is a file; give a new folder")
-    held = set(os.listdir(folder)) if folder.is_dir() else set()
-    if held and not (held <= OWN_FILES and "manifest.json" in held):
-        raise CorrectsweepError(f"--onnx {given} holds files that are not an export of this tool "
-                                f"({', '.join(sorted(held - OWN_FILES)[:3]) or 'no manifest.json'}), which writing the "
-                                "export would delete; give a new or empty folder")
-    return folder
 
 
 def export_onnx(clf: CorrectedClassifier, folder: Path) -> Path:

@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from correctsweep.atomic import atomic_path
@@ -36,9 +35,10 @@ from correctsweep.config import Spec, load_spec
 from correctsweep.corrector_store import CorrectorRecord, load_corrector, read_record
 from correctsweep.data import decode_batch, fold_of, load_dataset, make_splits
 from correctsweep.errors import CorrectsweepError, DataError
-from correctsweep.features import FeatureSet, extract
+from correctsweep.features import FeatureSet, extract, read_meta
 from correctsweep.kinds import corrector_inputs
 from correctsweep.layout import RunLayout
+from correctsweep.outputs import check_out
 from correctsweep.policy import apply_policy
 from correctsweep.results import TrialResult
 from correctsweep.sources import read_file
@@ -68,7 +68,7 @@ class Selection:
     class_names: list[str]
     """The names of `record.classes`, in their order."""
     net_sha256: str = ""
-    """The SHA-256 of the weights the corrector was fitted on, where best/ recorded it."""
+    """The SHA-256 of the weights the corrector was fitted on, where best/ or the features recorded it."""
 
     @property
     def excluded(self) -> int | None:
@@ -130,8 +130,19 @@ def _from_result(layout: RunLayout, fold: str, seed: int | None, kind: str | Non
         raise CorrectsweepError(f"fold {fold} seed {seed} searched no {kind} corrector (it searched "
                                 f"{', '.join(result.paths.correctors)}); pick one of those with --kind")
     where = f"the result of fold {fold} seed {seed}"
-    return _selection(layout, fold, seed, layout.inside(result.paths.model, where),
-                      layout.inside(result.paths.correctors[kind], where), result.class_names)
+    selection = _selection(layout, fold, seed, layout.inside(result.paths.model, where),
+                           layout.inside(result.paths.correctors[kind], where), result.class_names)
+    return dataclasses.replace(selection, net_sha256=_fitted_on(layout, result))
+
+
+def _fitted_on(layout: RunLayout, result: TrialResult) -> str:
+    """The SHA-256 of the net whose taps the fold x seed's correctors were fitted on, as its `correct` features
+    file records it ("" where the run holds no features, e.g. a shipped run)."""
+    path = layout.features_file(result.fold, result.seed, "correct", result.features_key)
+    try:
+        return str(read_meta(path).get("weights_sha256", "")) if path.is_file() else ""
+    except (OSError, ValueError) as e:
+        raise CorrectsweepError(f"{path} is unreadable ({str(e)[:60]}); {_rerun(result.fold, result.seed)}") from None
 
 
 def _selection(layout: RunLayout, fold: str, seed: int, net_dir: Path, corrector_dir: Path,
@@ -171,7 +182,8 @@ class CorrectedClassifier:
                                     f"version reads; {_rerun(selection.fold, selection.seed)}") from None
         if selection.net_sha256 and meta["weights_sha256"] != selection.net_sha256:
             raise CorrectsweepError(f"net {selection.net_dir} is not the net fold {selection.fold}'s corrector was "
-                                    "fitted on (best/ recorded other weights); rerun `correctsweep best`")
+                                    "fitted on (its record names other weights); rerun `correctsweep best`, or the "
+                                    "trial")
         if trained_for != (selection.record.classes, selection.excluded):
             raise CorrectsweepError(f"net {selection.net_dir} was trained for classes {trained_for[0]} without "
                                     f"{trained_for[1]}, not for fold {selection.fold}; rerun `correctsweep best`")
@@ -374,6 +386,7 @@ class _Writer:
 
     def write(self, frame: pd.DataFrame) -> None:
         import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
 
         table = pa.Table.from_pandas(frame, preserve_index=False)
         if self.writer is None:
@@ -396,40 +409,12 @@ class PredictSummary:
     seconds: float
 
 
-def _written_here(path: Path) -> bool:
-    """Whether `path` is a table predict wrote (its columns are OUTPUT_COLUMNS)."""
-    try:
-        if path.suffix.lower() == ".csv":
-            with open(path, encoding="utf-8") as fh:
-                columns = [c.strip('"') for c in fh.readline().strip().split(",")]
-        else:
-            columns = pq.read_schema(path).names
-    except (OSError, ValueError):  # not text, not Parquet
-        return False
-    return [c for c in columns if c != "label"] == OUTPUT_COLUMNS
-
-
-def check_out(out: Path, run_dir: Path, force: bool) -> None:
-    """A one-line error unless `out` may be written: outside the run directory (whose files are the run's own),
-    not a folder, and new, predict's own earlier output, or replaced on purpose (`force`)."""
-    if not out.parent.is_dir():
-        raise CorrectsweepError(f"--out {out}: folder {out.parent} does not exist; create it or write elsewhere")
-    if out.resolve().is_relative_to(Path(run_dir).resolve()):
-        raise CorrectsweepError(f"--out {out} is inside the run directory {run_dir}, whose files are the run's own; "
-                                "write the predictions elsewhere")
-    if out.is_dir():
-        raise CorrectsweepError(f"--out {out} is a folder; give a file name, e.g. {out / 'predictions.parquet'}")
-    if out.exists() and not force and not _written_here(out):
-        raise CorrectsweepError(f"--out {out} exists and is not a predictions table this tool wrote; pass --force "
-                                "to replace it, or write elsewhere")
-
-
 def predict_file(clf: CorrectedClassifier, input_text: str, out: Path, log=print,
                  force: bool = False) -> PredictSummary:
     """`correctsweep predict`: h on every image of INPUT, streamed batch by batch into `out` (Parquet, or
     CSV for a .csv suffix), which appears only once every batch is written (see check_out)."""
     out = Path(out)
-    check_out(out, clf.selection.run_dir, force)
+    check_out(out, clf.selection.run_dir, force, OUTPUT_COLUMNS)
     total, chunks = read_input(input_text, clf, clf.batch_size)
     started = last = time.perf_counter()
     done = skipped = changed = unseen = 0
