@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from correctsweep import cli, console, reach, sweep, tracking, tune_state
+from correctsweep import atomic, cli, console, reach, sweep, tracking, tune_state
 from correctsweep.config import load_spec
 from correctsweep.hashing import digest
 from correctsweep.layout import RunLayout, mirror_of
@@ -855,11 +855,13 @@ OS_CASES = [
     ("best, file size limit (EFBIG)", lambda r, t: ["best", str(r)], Path, "write_bytes", refusing(errno.EFBIG),
      "File too large; the file size limit"),
     ("collect, file size limit (EFBIG)", lambda r, t: ["collect", str(r)], Path, "write_text",
-     refusing(errno.EFBIG, "report.md"), "report.md: File too large"),
+     refusing(errno.EFBIG, "report.md"), "report: File too large"),
     ("predict, file size limit (EFBIG)", predict_out, os, "replace", refusing(errno.EFBIG), "File too large"),
     ("predict, output protected (EPERM)", predict_out, os, "replace", refusing(errno.EPERM),
      "Operation not permitted"),
     ("predict, read-only filesystem (EROFS)", predict_out, os, "replace", refusing(errno.EROFS), "read-only"),
+    ("best, an immutable file in the old best/", lambda r, t: ["best", str(r)], atomic, "_undeletable",
+     lambda real: lambda path: path / "best_config.yaml", "best_config.yaml cannot be deleted"),
 ]
 
 

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import shutil
+import struct
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -50,6 +51,8 @@ def write_error(e: OSError, path: str | Path) -> CorrectsweepError | None:
     if number is None:
         return None
     at = Path(e.filename) if isinstance(e.filename, str) else Path(path)
+    if any(part.startswith(PARTIAL_PREFIX) for part in at.parts):  # the user knows the path, not our temporary one
+        at = Path(path)
     if FIXES[number] is _WRONG_KIND:  # name the file or folder of the wrong kind, not the path beneath it
         at = next((p for p in (at, *at.parents) if p.is_file() or p.is_dir() and p == at), at)
     return CorrectsweepError(f"cannot write {at}: {os.strerror(number)}; {FIXES[number]}")
@@ -171,9 +174,38 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+_FS_IOC_GETFLAGS, _IMMUTABLE_OR_APPEND = 0x80086601, 0x10 | 0x20  # linux/fs.h: FS_IMMUTABLE_FL, FS_APPEND_FL
+
+
+def _undeletable(path: Path) -> Path | None:
+    """The first file or folder of `path` that could not be deleted: immutable or append-only (chattr +i, +a,
+    as Linux reports them), or inside a folder this process may not write; None where every one can be."""
+    for p in [path, *(path.rglob("*") if path.is_dir() and not path.is_symlink() else ())]:
+        if p.is_dir() and not p.is_symlink() and not os.access(p, os.W_OK | os.X_OK):
+            return p
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:  # a link, a socket: its flags do not matter to deleting it
+            continue
+        try:
+            flags = struct.unpack("l", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, struct.pack("l", 0)))[0]
+        except OSError:  # a filesystem without such flags (tmpfs, NFS)
+            flags = 0
+        finally:
+            os.close(fd)
+        if flags & _IMMUTABLE_OR_APPEND:
+            return p
+    return None
+
+
 def _swap(tmp: Path, path: Path) -> None:
     """`tmp` in the place of `path`: the old `path` is moved aside first (a directory cannot replace a non-empty
-    one) and back if the new one cannot take its place, then removed."""
+    one) and back if the new one cannot take its place, then removed. An old `path` that could not be removed
+    whole is refused before anything moves."""
+    blocked = _undeletable(path) if path.exists() else None
+    if blocked is not None:
+        raise CorrectsweepError(f"cannot replace {path}: {blocked} cannot be deleted (immutable or append-only, "
+                                "or in a folder you may not write); chattr -i (or -a) or chmod it, then rerun")
     old = path.with_name(f"{PARTIAL_PREFIX}old-{path.name}-{uuid.uuid4().hex[:8]}")
     moved = path.exists() or path.is_symlink()
     if moved:
