@@ -952,6 +952,7 @@ def test_a_folder_of_the_wrong_kind_is_one_line(run, tmp_path, capsys, name, pla
 class FakeTrial:
     def __init__(self, trial_id, status, fold):
         self.trial_id, self.status, self.config, self.path = trial_id, status, {"fold": fold, "seed": 0}, "/x"
+        self.last_result = {"stage": "done", "done": True}  # a trial that finished (not one a scheduler stopped)
 
 
 def test_progress_line_counts_trials_and_estimates_from_measured_stages(tmp_path, capsys):
