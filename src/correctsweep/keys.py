@@ -27,14 +27,18 @@ def sweep_key(spec: Spec) -> str:
     return digest(settings)
 
 
-def net_key(spec: Spec, fold: str, seed: int) -> str:
+def net_key(spec: Spec, fold: str, seed: int, weights_sha256: str | None = None) -> str:
     """What the trained net depends on: the dataset's content (a regenerated synthetic set or changed files
-    must not reuse a stale net), its split, every training setting, the fold and the seed."""
+    must not reuse a stale net), its split, every training setting, the fold and the seed; for a net loaded
+    from base_net.weights, also its checkpoint's SHA-256 (a checkpoint replaced in place is another net)."""
     # the path as written is left out: dataset_key holds it resolved, so a sweep (which makes paths absolute)
     # and `correctsweep trial` (relative, as the spec says) share one net
     data = as_dict(spec.data) | {"cache_dir": None, "path": None, "dataset": dataset_key(spec.data)}
     net = as_dict(spec.base_net) | {"device": None, "threads": None}
-    return digest({"data": data, "net": net, "fold": fold, "seed": seed})
+    if net["weights"] is None:  # a trained net keeps the key it had before base_net.weights existed
+        del net["weights"]
+    checkpoint = {"checkpoint": weights_sha256} if weights_sha256 else {}
+    return digest({"data": data, "net": net, "fold": fold, "seed": seed} | checkpoint)
 
 
 def features_key(spec: Spec, net: str, taps: list[str]) -> str:

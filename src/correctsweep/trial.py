@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from correctsweep import corrector, detectors, metrics, nets, predictions
+from correctsweep import checkpoints, corrector, detectors, metrics, nets, predictions
 from correctsweep.atomic import remove_partials, write_json
 from correctsweep.config import Spec
 from correctsweep.data import Dataset, class_indices, load_dataset, make_splits, resolve_fold
@@ -105,6 +105,8 @@ class FoldRun:
     """Receives each epoch, stage and candidate as a mapping (a sweep reports them to Tune)."""
     device: torch.device
     """Where f trains and extracts."""
+    checkpoint: checkpoints.Checkpoint | None = None
+    """f's trained weights (base_net.weights), checked when planned; None: f is trained here."""
 
     @property
     def excluded(self) -> int | None:
@@ -145,9 +147,11 @@ def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = pri
         fold = resolve_fold(fold, ds)
         splits = make_splits(ds, spec.data)
         plan = plan_net(spec, ds)
+        checkpoint = checkpoints.plan(spec.base_net, fold, seed, ds.classes, ds.class_names)
     layout.pull(layout.fold_parts(fold, seed))
-    run = FoldRun(spec, layout, ds, splits, plan, fold, seed, net_key(spec, fold, seed), threads, clock, log, progress,
-                  pick_device(spec.base_net.device))
+    key = net_key(spec, fold, seed, checkpoint and checkpoint.sha256)
+    run = FoldRun(spec, layout, ds, splits, plan, fold, seed, key, threads, clock, log, progress,
+                  pick_device(spec.base_net.device), checkpoint)
     with layout.lock(fold, seed, run.net_key):
         for part in layout.fold_parts(fold, seed):
             if (layout.root / part).is_dir() and remove_partials(layout.root / part):
@@ -288,7 +292,8 @@ def _methods(found: dict, detections: list[detectors.Detection], test, classes, 
 
 
 def _base_net(run: FoldRun, model_dir: Path):
-    """The fold's trained net: reused from `model_dir` (keyed by the net key) or trained and saved there."""
+    """The fold's net: reused from `model_dir` (keyed by the net key), or loaded from its checkpoint or trained,
+    and saved there."""
     if (model_dir / "model.json").is_file():
         try:
             loaded = load_model(model_dir)
@@ -297,19 +302,29 @@ def _base_net(run: FoldRun, model_dir: Path):
         except CorrectsweepError as e:
             run.say(f"{e}: training it again")
             shutil.rmtree(model_dir)
-    ds, splits, excluded = run.ds, run.splits, run.excluded
-    targets = class_indices(ds.labels, ds.classes, "the dataset")
+    ds, excluded = run.ds, run.excluded
     excluded_index = None if excluded is None else ds.classes.index(excluded)
+    if run.checkpoint is not None:
+        run.say(f"base net from checkpoint {run.checkpoint.path}")
+        model, record = run.checkpoint.load(run.spec.base_net, len(ds.classes), excluded_index), run.checkpoint.record
+    else:
+        model, record = _train(run, excluded_index)
+    meta = save_model(model, model_dir, {"classes": ds.classes, "excluded": excluded,
+                                         "channels": int(ds.images.shape[1]), "train": record}, run.spec.base_net)
+    return model, meta
+
+
+def _train(run: FoldRun, excluded_index: int | None):
+    """f trained on the fold's train split (its excluded class left out); (net, training record)."""
+    ds, splits = run.ds, run.splits
+    targets = class_indices(ds.labels, ds.classes, "the dataset")
     keep = lambda idx: idx if excluded_index is None else idx[targets[idx] != excluded_index]
     data = TrainSet(ds.images, targets, keep(splits["train"]), keep(splits["val"]), len(ds.classes), excluded_index)
     run.say(f"training base net on {len(data.train_idx)} images")
     on_epoch = lambda r: (run.log(f"  epoch {r['epoch']}: loss {r['train_loss']:.3f} val acc {r['val_accuracy']:.3f}"),
                           run.tell("train", r))
     model, res = train_base_net(data, run.spec.base_net, run.seed, on_epoch=on_epoch)
-    meta = save_model(model, model_dir, {"classes": ds.classes, "excluded": excluded,
-                                         "channels": int(ds.images.shape[1]), "train": dataclasses.asdict(res)},
-                      run.spec.base_net)
-    return model, meta
+    return model, dataclasses.asdict(res)
 
 
 def _features(run: FoldRun, model, meta: dict) -> FoldFeatures:

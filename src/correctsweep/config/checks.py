@@ -6,6 +6,7 @@ Each check raises a SpecError naming the first impossible key, before anything r
 from __future__ import annotations
 
 import re
+import string
 from typing import Any
 
 from correctsweep.config.schema import (
@@ -70,6 +71,25 @@ def _validate_base_net(b: BaseNetConfig) -> None:
     _check(b.val_window >= 1, "base_net.val_window", "must be >= 1")
     _check(b.device in ("auto", "cpu", "cuda"), "base_net.device", "must be auto, cpu or cuda")
     _check(b.precision in ("auto", "fp32", "bf16"), "base_net.precision", "must be auto, fp32 or bf16")
+    if b.weights is not None:
+        _check_template(b.weights)
+
+
+WEIGHTS_FIELDS = ("excluded", "excluded_name", "fold", "seed")  # what base_net.weights may name
+
+
+def _check_template(template: str) -> None:
+    """base_net.weights: a non-empty path whose {fields} are among WEIGHTS_FIELDS."""
+    _check(isinstance(template, str) and bool(template.strip()), "base_net.weights",
+           "must be a path template, e.g. ckpt/resnet18_without{excluded}.pth")
+    try:
+        named = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as e:
+        raise SpecError(f"'base_net.weights' {template!r} is not a path template ({e}); "
+                        "write {{ and }} for literal braces") from None
+    unknown = [n for n in named if n not in WEIGHTS_FIELDS]
+    _check(not unknown, "base_net.weights", f"names {{{unknown[0] if unknown else ''}}}; it may name "
+           + ", ".join(f"{{{f}}}" for f in WEIGHTS_FIELDS) + " (write {{ and }} for literal braces)")
 
 
 def _validate_corrector(c: CorrectorConfig) -> None:
