@@ -55,8 +55,8 @@ class Selection:
     run_dir: Path
     fold: str
     seed: int
-    net_dir: Path
-    """weights.pt and model.json: `train.load_model` reads them."""
+    net_dir: Path | None
+    """weights.pt and model.json: `train.load_model` reads them; None for a run from a features table."""
     corrector_dir: Path
     """The kind's model file, winner.json and, with compact embeddings, projection.npz."""
     record: CorrectorRecord
@@ -95,7 +95,8 @@ def locate(path: str | Path, fold, seed: int | None = None, kind: str | None = N
     if choice is None or seed is not None or kind is not None:
         return _from_result(layout, fold, seed, kind, choice)
     best = layout.best_dir
-    return _selection(layout, fold, choice.seed, best / Path(choice.artifacts["weights"]).parent,
+    net = choice.artifacts.get("weights")  # none from a features table
+    return _selection(layout, fold, choice.seed, best / Path(net).parent if net else None,
                       best / Path(choice.artifacts["corrector"]).parent, choice.class_names)
 
 
@@ -123,11 +124,11 @@ def _from_result(layout: RunLayout, fold: str, seed: int | None, kind: str | Non
     if kind not in result.paths.correctors:
         raise CorrectsweepError(f"fold {fold} seed {seed} searched no {kind} corrector (it searched "
                                 f"{', '.join(result.paths.correctors)}); pick one of those with --kind")
-    return _selection(layout, fold, seed, layout.root / result.paths.model,
+    return _selection(layout, fold, seed, layout.root / result.paths.model if result.paths.model else None,
                       layout.root / result.paths.correctors[kind], result.class_names)
 
 
-def _selection(layout: RunLayout, fold: str, seed: int, net_dir: Path, corrector_dir: Path,
+def _selection(layout: RunLayout, fold: str, seed: int, net_dir: Path | None, corrector_dir: Path,
                class_names: list[str]) -> Selection:
     try:
         record = read_record(corrector_dir)
@@ -219,6 +220,10 @@ class CorrectedClassifier:
                               self.selection.excluded).astype(np.int64)
         return Outputs(pred_f, pred_h, proba)
 
+    def inputs(self, text: str, size: int) -> tuple[int, Iterator[Chunk]]:
+        """INPUT as (count, chunks of `size`), see `read_input`."""
+        return read_input(text, self, size)
+
     def predict(self, images) -> np.ndarray:
         """h's labels."""
         return self.run(self.as_batch(images)).pred_h
@@ -268,6 +273,10 @@ def load_corrected(path: str | Path, fold, seed: int | None = None, kind: str | 
     fold x `seed`'s corrector of `kind`. Needs the run directory's spec.yaml, the net and the corrector,
     not the data it was trained on."""
     selection = locate(path, fold, seed, kind)
+    if selection.net_dir is None:  # a run from a features table: h reads f's outputs from rows
+        from correctsweep.from_features import TableClassifier
+
+        return TableClassifier(selection, run_spec(selection.run_dir), device)
     return CorrectedClassifier(selection, run_spec(selection.run_dir), device)
 
 
@@ -277,8 +286,9 @@ def load_corrected(path: str | Path, fold, seed: int | None = None, kind: str | 
 @dataclass
 class Chunk:
     ids: list[str]
-    images: list | torch.Tensor
-    """Encoded bytes or Unreadable per image (decoded here), or a decoded uint8 batch [n, C, S, S]."""
+    images: object
+    """Encoded bytes or Unreadable per image (decoded here), a decoded uint8 batch [n, C, S, S], or a table run's
+    rows (from_features.FeatureRows)."""
     labels: np.ndarray | None = None
     """True labels, where the input has them (a split of the run's dataset)."""
 
@@ -324,7 +334,7 @@ def read_input(text: str, clf: CorrectedClassifier, size: int) -> tuple[int, Ite
 def _decoded(chunk: Chunk, clf: CorrectedClassifier) -> tuple[Chunk, int]:
     """The chunk's images decoded, channel-mapped and resized; corrupt ones skipped and counted, or refused
     (the run's data.skip_corrupt)."""
-    if isinstance(chunk.images, torch.Tensor):
+    if not isinstance(chunk.images, list):  # decoded already, or rows of features
         return chunk, 0
     images, keep = decode_batch(chunk.images, chunk.ids, clf.image_size, clf.spec.data.skip_corrupt,
                                 clf.channels == 1)
@@ -368,7 +378,7 @@ def predict_file(clf: CorrectedClassifier, input_text: str, out: Path, log=print
     out = Path(out)
     if not out.parent.is_dir():
         raise CorrectsweepError(f"--out {out}: folder {out.parent} does not exist; create it or write elsewhere")
-    total, chunks = read_input(input_text, clf, clf.batch_size)
+    total, chunks = clf.inputs(input_text, clf.batch_size)
     started = last = time.perf_counter()
     done = skipped = changed = unseen = 0
     with atomic_path(out) as tmp:

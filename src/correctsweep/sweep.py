@@ -98,8 +98,13 @@ def check_folds(spec: Spec) -> list[str]:
     its classes."""
     from correctsweep.checkpoints import plan_all
     from correctsweep.data import load_dataset, resolve_fold
+    from correctsweep.plugins import SOURCES
     from correctsweep.trial import plan_net
 
+    if SOURCES.get(spec.data.source).holds_features:  # a features table: no images, no net
+        from correctsweep.from_features import check_table_folds
+
+        return check_table_folds(spec, spec.folds)
     ds = load_dataset(spec.data, cache_dir=RunLayout.cache_dir(spec))
     plan_net(spec, ds)
     folds = [str(c) for c in ds.classes] if "all" in spec.folds else []

@@ -27,6 +27,7 @@ from correctsweep.errors import CorrectsweepError
 from correctsweep.features import FeatureSet, extract, file_meta, read_split, write_split
 from correctsweep.keys import corrector_key, features_key, net_key, sweep_key
 from correctsweep.layout import RunLayout
+from correctsweep.plugins import SOURCES
 from correctsweep.policy import policies_for
 from correctsweep.results import CorrectorRecord, MethodRecord, ResultPaths, TrialResult
 from correctsweep.train import TrainSet, load_model, pick_device, save_model, train_base_net
@@ -54,6 +55,8 @@ class NetPlan:
     """The layer before the net's classifier: what the detectors on f's final layer read."""
     name: str
     """The net as the report names it: paper, a torchvision model or a user's module."""
+    has_net: bool = True
+    """False: f's outputs come as a features table (data.source features), with no net to train or publish."""
 
 
 def plan_net(spec: Spec, ds: Dataset) -> NetPlan:
@@ -136,7 +139,12 @@ def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = pri
     publishes and returns the result. Each stage reuses its cached output when the key that determines
     it is unchanged (see `keys`) and recomputes an output that does not read back whole. Inputs are
     validated before anything is written, and one process at a time runs a fold, seed and net: it first
-    removes what a killed writer left half-written there."""
+    removes what a killed writer left half-written there. A features table (data.source features) holds
+    f's outputs: its trial starts at the corrector (`from_features`)."""
+    if SOURCES.get(spec.data.source).holds_features:
+        from correctsweep.from_features import run_table_trial  # it builds on this module's stages
+
+        return run_table_trial(spec, fold, seed, log, progress)
     layout, clock = RunLayout.of(spec), StageClock()
     layout.check_writable()
     pick_device(spec.base_net.device), pick_device(spec.corrector.device, "corrector.device")  # before any write
@@ -153,16 +161,21 @@ def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = pri
     run = FoldRun(spec, layout, ds, splits, plan, fold, seed, key, threads, clock, log, progress,
                   pick_device(spec.base_net.device), checkpoint)
     with layout.lock(fold, seed, run.net_key):
-        for part in layout.fold_parts(fold, seed):
-            if (layout.root / part).is_dir() and remove_partials(layout.root / part):
-                run.say(f"removed files a killed run left half-written in {part}")
+        clear_partials(run)
         return _stages(run)
 
 
+def clear_partials(run: FoldRun) -> None:
+    """Remove what a killed writer left half-written in the fold x seed's folders (under its lock)."""
+    for part in run.layout.fold_parts(run.fold, run.seed):
+        if (run.layout.root / part).is_dir() and remove_partials(run.layout.root / part):
+            run.say(f"removed files a killed run left half-written in {part}")
+
+
 def _stages(run: FoldRun) -> TrialResult:
-    """The trial's stages after the data: train (or reuse) the net, extract (or reuse) the features,
-    search (or reuse) the correctors, run the detectors, score them on test and publish the result."""
-    spec, excluded = run.spec, run.excluded
+    """The trial's stages after the data: train, load or reuse the net, extract (or reuse) the features, then
+    `correct_and_publish`."""
+    excluded = run.excluded
     model_dir = run.layout.model_dir(run.fold, run.seed, run.net_key)
     with run.clock("train"):
         model, meta = _base_net(run, model_dir)
@@ -176,6 +189,14 @@ def _stages(run: FoldRun) -> TrialResult:
     del model
     if run.device.type == "cuda":  # the corrector's GPU matrices should not queue behind the net's cache
         torch.cuda.empty_cache()
+    return correct_and_publish(run, sets, final_layer, meta)
+
+
+def correct_and_publish(run: FoldRun, sets: FoldFeatures, final_layer: detectors.FinalLayer | None,
+                        meta: dict) -> TrialResult:
+    """The stages after f's features: search (or reuse) the correctors, run the detectors, score them on test
+    and publish the result. A run from a features table (`from_features`) starts here."""
+    spec, excluded = run.spec, run.excluded
     with run.clock("corrector"):
         found = _correct(run, sets)
     detections = []
@@ -208,7 +229,8 @@ def _result(run: FoldRun, sets: FoldFeatures, found: dict, detections: list[dete
         summary=metrics.summary(test.labels, test.pred_f, result.pred_h, classes),
         per_class=table.reset_index().to_dict(orient="records"), corrector=_corrector_record(result),
         methods=_methods(found, detections, test, classes, run.excluded),
-        paths=ResultPaths(model=layout.relative(layout.model_dir(run.fold, run.seed, run.net_key)),
+        paths=ResultPaths(model=layout.relative(layout.model_dir(run.fold, run.seed, run.net_key))
+                          if run.plan.has_net else "",
                           corrector=layout.relative(workdir),
                           predictions={split: layout.relative(p) for split, p in written.items()},
                           correctors={kind: layout.relative(w) for kind, (_, w) in found.items()}),
@@ -337,7 +359,7 @@ def _features(run: FoldRun, model, meta: dict) -> FoldFeatures:
     sets = {}
     for split in ("correct", "test"):
         path = run.layout.features_file(run.fold, run.seed, split, fkey)
-        sets[split] = _stored_features(path, len(run.splits[split]), meta["weights_sha256"], run.log)
+        sets[split] = stored_features(path, len(run.splits[split]), meta["weights_sha256"], run.log)
         if sets[split] is None:
             idx = run.splits[split]
             pred, values = extract(model, ds.images[torch.from_numpy(idx)], run.plan.taps, spec.features.full,
@@ -348,7 +370,7 @@ def _features(run: FoldRun, model, meta: dict) -> FoldFeatures:
     return FoldFeatures(sets["correct"], sets["test"], fkey)
 
 
-def _stored_features(path: Path, rows: int, weights_sha256: str, log):
+def stored_features(path: Path, rows: int, weights_sha256: str, log):
     """The stored features file, read once, if it reads back whole and comes from the loaded net;
     else None (and a broken file is removed, to be extracted again)."""
     if not path.is_file():
