@@ -58,7 +58,7 @@ def to_classes(raw: np.ndarray, classes: list[int], names: dict[int, str], colum
         out = np.asarray([by_name.get(str(v), -1) for v in raw], dtype=np.int64)
     unknown = ~np.isin(out, classes)
     if unknown.any():
-        raise DataError(f"{what}: {column} {raw[unknown][0]!r} is none of the classes "
+        raise DataError(f"{what}: {column} {raw[unknown][0].item()!r} is none of the classes "
                         f"({', '.join(names[c] for c in classes)})")
     return out
 
@@ -126,6 +126,9 @@ class FeatureTable:
     def plan(self, spec: Spec) -> NetPlan:
         """The taps the corrector gets and the detectors read, checked like a net's (`trial.plan_net`)."""
         known = tap_names(self.dataset.schema)
+        if not known:
+            raise DataError(f"{self.what} has no feature column and no logits: give g something to read (numeric or "
+                            "list<float> columns, or f's logits)")
         taps = list(spec.features.taps or known)
         for tap in taps:
             if tap not in known:
