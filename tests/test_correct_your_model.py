@@ -17,9 +17,9 @@ from correctsweep.results import TrialResult
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "correct-your-model.md"
-BUDGET = ["corrector.n_candidates=2", "corrector.xgboost.max_rounds=20", "corrector.xgboost.pca_dims=null",
-          "corrector.tune_taps=false", "corrector.threads=1", "base_net.threads=1", "corrector.timeout_s=null",
-          "report.bootstrap=200"]
+BUDGET = ["corrector.n_candidates=2", "corrector.cv_splits=2", "corrector.xgboost.max_rounds=20",
+          "corrector.xgboost.pca_dims=null", "corrector.tune_taps=false", "corrector.threads=1", "base_net.threads=1",
+          "corrector.timeout_s=null", "report.bootstrap=100"]
 
 
 def blocks(language: str) -> dict[str, str]:

@@ -41,8 +41,8 @@ class Features(Source):
     holds_features = True
 
     def read(self, path: Path, cfg) -> Records:
-        raise DataError(f"data.source features holds f's outputs, not images: `correctsweep trial` and `sweep` start "
-                        f"at the corrector; `correctsweep data` shows image datasets only ({path})")
+        raise DataError(f"data.source features ({path}) holds f's outputs, not images: there is no image to show or "
+                        "net to tap; `correctsweep trial` and `sweep` start at the corrector")
 
 
 def open_table(path: Path, what: str) -> pads.Dataset:
