@@ -10,7 +10,7 @@ import difflib
 import torch.nn as nn
 
 from correctsweep.errors import SpecError
-from correctsweep.nets.base import Family
+from correctsweep.nets.base import Family, check_fixed_args
 
 PREFIX = "timm/"
 
@@ -46,10 +46,7 @@ class Timm(Family):
             raise SpecError(f"'base_net.arch': timm has no model {model!r}"
                             + (f"; close names: {', '.join(PREFIX + c for c in close)}" if close else
                                "; `python -c \"import timm; print(timm.list_models())\"` lists them"))
-        for key in ("pretrained", "num_classes"):
-            if key in init_args:
-                raise SpecError(f"'base_net.init_args.{key}' is set by correctsweep (pretrained=False: no downloads; "
-                                "num_classes: the dataset's classes); remove it")
+        check_fixed_args(init_args, "pretrained=False")
 
     @classmethod
     def build(cls, cfg, num_classes: int) -> nn.Module:
