@@ -86,7 +86,8 @@ class RunBuilder:
             study.add_trial(optuna.trial.create_trial(value=value, user_attrs={
                 "policy": policy, "taps": taps, "tau": tau, "params": {"eta": 0.1}, "n_rounds": 5}))
         best = study.best_trial
-        pd.DataFrame({"label": Y, "pred_f": pred_f, "pred_h": pred_h}).to_parquet(workdir / "predictions.parquet")
+        pd.DataFrame({"split": "test", "label": Y, "pred_f": pred_f, "pred_h": pred_h}).to_parquet(
+            workdir / "predictions.parquet")
         # g's probability of the excluded class: high on the images h moved to it
         score = None if fold == "none" else (pred_h != pred_f).astype(float)
         records = {"test": write_predictions(self.dir, fold, seed, pred_f, {"xgboost": pred_h}, {"xgboost": score}),
@@ -101,8 +102,8 @@ class RunBuilder:
         record = CorrectorRecord(kind="xgboost", policy=best.user_attrs["policy"], tau=best.user_attrs["tau"],
                                  taps=best.user_attrs["taps"], pca_dims=None, params={"eta": 0.1}, n_rounds=5,
                                  cv_score=best.value, objective="balanced_accuracy", classes=CLASSES,
-                                 search_seconds=1.5, seconds_per_candidate=0.5, n_candidates=len(trials),
-                                 refit_seconds=0.1, sha256={name: sha256(workdir / name)
+                                 certificate=None, search_seconds=1.5, seconds_per_candidate=0.5,
+                                 n_candidates=len(trials), refit_seconds=0.1, sha256={name: sha256(workdir / name)
                                                             for name in output_files("xgboost", None)})
         write_json(workdir / "winner.json", dataclasses.asdict(record))
         result = TrialResult(
@@ -112,7 +113,7 @@ class RunBuilder:
             per_class=table.reset_index().to_dict(orient="records"), corrector=record, methods={},
             paths=ResultPaths(model=paths["model"], corrector=paths["corrector"], predictions=records,
                               correctors={"xgboost": paths["corrector"]}),
-            train=train_record(epochs, seed) if epochs else None, device={}, stage_seconds={})
+            train=train_record(epochs, seed) if epochs else None, device={}, stage_seconds={}, frontier=[])
         write_json(self.dir / "results" / f"fold={fold}" / f"seed={seed}.json", result.to_dict())
         return self
 

@@ -35,7 +35,7 @@ def test_bad_values_name_the_key(raw, overrides, key):
         spec_from_dict(raw, overrides)
 
 
-@pytest.mark.parametrize("name", ["default", "smoke", "ferplus", "ckplus48"])
+@pytest.mark.parametrize("name", ["default", "smoke", "ferplus", "ckplus48", "ferplus-recipe"])
 def test_shipped_specs_parse(name):
     load_spec(f"sweeps/{name}.yaml")
 

@@ -82,7 +82,7 @@ def test_best_threshold_finds_the_right_tau():
     proba[20:40] = [0, 0.32, 0.68, 0]
     proba[40:] = [0, 0, 0.1, 0.9]
     taus = np.linspace(0, 1, 20, endpoint=False)
-    labels, cfg = Labels(y, f, CLASSES, EXCLUDED), CorrectorConfig(objective="balanced_accuracy", harm_bound=0.05)
+    labels, cfg = Labels(y, f, CLASSES, EXCLUDED), CorrectorConfig(objective="balanced_accuracy")
     tau, score = best_threshold(proba, labels, "override", cfg, taus)
     assert tau == pytest.approx(0.70)
     assert score == pytest.approx(1.0)
@@ -95,17 +95,20 @@ def test_objective_score():
     y = np.array([1, 1, 2, 2, 3, 3])
     f = np.array([1, 1, 2, 2, 1, 2])
     h_good = np.array([1, 1, 2, 2, 3, 1])   # gain(3) = 1/2, no harm
-    h_harm = np.array([3, 1, 2, 2, 3, 3])   # gain(3) = 1, harm(1) = 1/2, harm(2) = 0 -> mean 1/4
-    assert objective_score(y, f, h_good, CLASSES, EXCLUDED, "balanced_accuracy", 0.05) == pytest.approx(
-        balanced_accuracy(y, h_good, CLASSES))
-    assert objective_score(y, f, h_good, CLASSES, EXCLUDED, "macro_f1", 0.05) == pytest.approx(
-        macro_f1(y, h_good, CLASSES))
-    assert objective_score(y, f, h_good, CLASSES, EXCLUDED, "gain_at_harm", 0.05) == pytest.approx(0.5)
-    assert objective_score(y, f, h_harm, CLASSES, EXCLUDED, "gain_at_harm", 0.30) == pytest.approx(1.0)
-    # infeasible: minus the excess harm, below any feasible score
-    assert objective_score(y, f, h_harm, CLASSES, EXCLUDED, "gain_at_harm", 0.05) == pytest.approx(-0.20)
+    h_harm = np.array([3, 1, 2, 2, 3, 3])   # gain(3) = 1, harm(1) = 1/2, harm(2) = 0 -> mean 1/4, pooled 1/4, worst 1/2
+    labels = Labels(y, f, CLASSES, EXCLUDED)
+    score = lambda h, objective, bound=0.05, measure="mean", at=labels: objective_score(
+        at, h, CorrectorConfig(objective=objective, max_harm=bound, harm_measure=measure))
+    assert score(h_good, "balanced_accuracy") == pytest.approx(balanced_accuracy(y, h_good, CLASSES))
+    assert score(h_good, "macro_f1") == pytest.approx(macro_f1(y, h_good, CLASSES))
+    assert score(h_good, "gain_at_harm") == pytest.approx(0.5)
+    assert score(h_harm, "gain_at_harm", 0.30) == pytest.approx(1.0)
+    # infeasible: minus the excess harm, below any feasible score; by the measure max_harm bounds
+    assert score(h_harm, "gain_at_harm", 0.05) == pytest.approx(-0.20)
+    assert score(h_harm, "gain_at_harm", 0.05, "pooled") == pytest.approx(-0.20)
+    assert score(h_harm, "gain_at_harm", 0.05, "worst") == pytest.approx(-0.45)
     # no excluded class: macro Gain (only class 3 has a defined Gain here)
-    assert objective_score(y, f, h_good, CLASSES, None, "gain_at_harm", 0.05) == pytest.approx(0.5)
+    assert score(h_good, "gain_at_harm", at=Labels(y, f, CLASSES, None)) == pytest.approx(0.5)
 
 
 def test_search_recovers_the_excluded_class(tmp_path):
@@ -120,7 +123,7 @@ def test_search_recovers_the_excluded_class(tmp_path):
     booster = xgb.Booster(model_file=str(tmp_path / "model.ubj"))
     assert booster.num_boosted_rounds() == result.n_rounds
     table = pd.read_parquet(tmp_path / "predictions.parquet")
-    assert list(table.columns) == ["sample_id", "label", "pred_f", "pred_h", "p_1", "p_2", "p_3", "p_4"]
+    assert list(table.columns) == ["split", "sample_id", "label", "pred_f", "pred_h", "p_1", "p_2", "p_3", "p_4"]
     assert (table["pred_h"].to_numpy() == result.pred_h).all()
     best = json.loads((tmp_path / "winner.json").read_text())
     assert best["tau"] == result.tau and best["n_candidates"] == 4 and best["objective"] == "balanced_accuracy"

@@ -534,8 +534,10 @@ def test_progress_line_counts_trials_and_estimates_from_measured_stages(tmp_path
     for stage in ("extract", "corrector", "done"):
         lines.since["a"] -= 10  # each stage took 10 s
         lines.on_trial_result(0, trials, trials[0], {"stage": stage, "accuracy_f": 0.5, "accuracy_h": 0.6,
-                                                      "gain_excluded": 0.1, "node": "n" * 8})
+                                                      "gain_excluded": 0.1, "pooled_harm": 0.02,
+                                                      "harm_bound": 0.05, "node": "n" * 8})
     lines.on_trial_complete(0, trials, trials[0])
     out = capsys.readouterr().out
+    assert "excluded-class Gain 0.100, pooled Harm 0.020 (certified bound 0.05)" in out
     assert all(f"fold 1 seed 0: {stage} done" in out for stage in ("train", "extract", "corrector"))
     assert out.splitlines()[-1].endswith("1 of 3 trials done, 0 running, 0 failed; ETA 1 min 0 s")  # 2 x 30 s

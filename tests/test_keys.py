@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from correctsweep.config import Spec, load_spec
+from correctsweep.config import Spec, load_spec, spec_from_dict
 from correctsweep.config.schema import plugin_field
 from correctsweep.keys import NOT_IN_KEYS, corrector_key, features_key, net_key
 from correctsweep.policy import policies_for
@@ -118,3 +118,11 @@ def test_a_relative_and_an_absolute_data_path_share_one_net(tmp_path, monkeypatc
     assert before == key(str(data))  # a sweep resolves the path, `correctsweep trial` keeps it as written
     (data / "part-1.parquet").write_bytes(b"y")
     assert key("data") != before  # the files still count
+
+
+def test_a_net_trained_before_the_recipe_options_existed_keeps_its_key():
+    # the key main (cbce013) gave this net; the recipe options at their defaults train it bit for bit alike
+    spec = spec_from_dict({"data": {"synthetic": {"n_images": 500}, "image_size": 24}, "base_net": {"epochs": 3}})
+    assert net_key(spec, "3", 0) == "08bf0ddf1949"
+    spec.base_net.ema_decay = 0.999
+    assert net_key(spec, "3", 0) != "08bf0ddf1949"

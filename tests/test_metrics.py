@@ -9,6 +9,7 @@ from correctsweep.metrics import (
     METRIC_COLUMNS,
     balanced_accuracy,
     format_value,
+    harm,
     macro_f1,
     per_class,
     summary,
@@ -150,7 +151,7 @@ def test_summary_hand_example():
     stats = summary(Y, YF, YH, CLASSES)
     expected_keys = {"accuracy_f", "accuracy_h", "balanced_accuracy_f", "balanced_accuracy_h",
                      "macro_f1_f", "macro_f1_h"}
-    expected_keys |= {f"{agg}_{m}" for m in METRIC_COLUMNS[1:] for agg in ("macro", "micro")}
+    expected_keys |= {f"{agg}_{m}" for m in METRIC_COLUMNS[1:] for agg in ("macro", "micro")} | {"pooled_harm"}
     assert set(stats) == expected_keys
     assert all(isinstance(v, float) for v in stats.values())
 
@@ -167,6 +168,10 @@ def test_summary_hand_example():
     # NaN entries (classes 4 and 5) are left out of both means.
     assert_close(stats["macro_retention"], (2 / 3 + 1 + 1) / 3)
     assert_close(stats["micro_retention"], (4 * 2 / 3 + 3 * 1 + 3 * 1) / 10)
+    # h breaks one of f's 3 + 3 + 1 right answers (classes 1, 2, 3)
+    assert_close(stats["pooled_harm"], 1 / 7)
+    assert_close(harm(Y, YF, YH, CLASSES, "mean"), stats["macro_harm"])
+    assert_close(harm(Y, YF, YH, CLASSES, "worst"), 1 / 3)
     assert_close(stats["macro_gain"], (0 + 1 / 2 + 1 / 2) / 3)
     assert_close(stats["micro_gain"], (4 * 0 + 3 / 2 + 2 / 2) / 9)
     assert_close(stats["macro_fpr_h"], (0 + 1 / 3 + 0 + 1 / 12 + 0) / 5)

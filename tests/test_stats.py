@@ -181,3 +181,18 @@ def test_report_config_check(report, key):
         spec_from_dict({"report": report})
     assert "\n" not in str(caught.value)
     assert spec_from_dict({}).report.bootstrap == 1000
+
+
+def test_holm_is_statsmodels_holm():
+    """stats._holm (written out: statsmodels' calls gc.collect() each time) gives multipletests' figures."""
+    from statsmodels.stats.multitest import multipletests
+
+    from correctsweep.stats import _holm
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 5, 17):
+        for p in (rng.random(n), rng.random(n) ** 4, np.round(rng.random(n), 1)):  # ties among the last
+            reject, corrected, _, _ = multipletests(p, alpha=0.05, method="holm")
+            got, rejected = _holm({f"m{i}": v for i, v in enumerate(p)}, 0.05)
+            assert list(got.values()) == pytest.approx(corrected.tolist())
+            assert list(rejected.values()) == reject.tolist()

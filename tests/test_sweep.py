@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 import yaml
 from conftest import TINY, sets
@@ -42,13 +43,26 @@ def test_changed_corrector_reuses_trained_nets(tiny_copy, shared_ray):
     searches = {fold: r["paths"]["corrector"] for fold, r in results(run).items()}
     assert len(weights) == len(FOLDS)
     logs = set(run.glob("logs/fold=*.log"))
-    retuned = f"corrector.n_candidates={TINY['corrector']['n_candidates'] + 1}"
-    assert main(["sweep", str(run / "spec.yaml"), *sets(retuned)]) == 0  # the run's own spec, the corrector retuned
+    # the run's own spec, its corrector certified: loosely, as the one-epoch tiny f is right on a row or two of
+    # the ~50 calibration rows
+    certified = ["corrector.max_harm=0.9", "corrector.confidence=0.5", "corrector.calibration_fraction=0.4"]
+    assert main(["sweep", str(run / "spec.yaml"), *sets(*certified)]) == 0
     out = "".join(p.read_text() for p in set(run.glob("logs/fold=*.log")) - logs)  # the trials' own output
     assert out.count("reusing trained base net") == len(FOLDS) and "training base net" not in out
     assert {p: p.stat().st_mtime_ns for p in run.glob("models/**/weights.pt")} == weights
     assert all(r["paths"]["corrector"] != searches[fold] for fold, r in results(run).items())  # searched anew
     assert len([p for p in run.glob("tune-*") if p.is_dir()]) == 2  # a changed spec: a new Tune experiment
+    # every method of every fold certified on the same calibration rows; the report and best say so
+    for r in results(run).values():
+        certificates = [r["corrector"]["certificate"]] + [m["certificate"] for m in r["methods"].values()]
+        assert all(c["max_harm"] == 0.9 and c["calibration_rows"] == certificates[0]["calibration_rows"]
+                   for c in certificates)
+        assert r["corrector"]["tau"] == r["corrector"]["certificate"]["tau"] and r["frontier"]
+    folds = pd.read_csv(run / "report" / "folds.csv")
+    assert (folds.harm_bound == 0.9).all() and folds.harm_held.notna().all()
+    report = (run / "report" / "report.md").read_text()
+    assert "## Headline" in report and "fold × seed results" in report and (run / "report" / "frontier.png").exists()
+    assert "**Guarantee**: on new images drawn like `correct`" in (run / "best" / "rationale.md").read_text()
 
 
 @pytest.mark.slow

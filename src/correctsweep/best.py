@@ -50,17 +50,18 @@ from correctsweep.best_config import (
 )
 from correctsweep.config import CorrectorConfig
 from correctsweep.corrector_journal import STUDY_NAME, damaged_record, study_storage
-from correctsweep.corrector_store import PREDICTIONS, PROJECTION, RECORD, parse_record, verified
+from correctsweep.corrector_store import PREDICTIONS, PROJECTION, RECORD, parse_record, read_predictions, verified
 from correctsweep.errors import CorrectsweepError
 from correctsweep.hashing import verified_bytes
 from correctsweep.layout import RunLayout
 from correctsweep.metrics import format_value
 from correctsweep.plugins import KINDS
-from correctsweep.policy import objective_score
+from correctsweep.policy import Labels, objective_score
 from correctsweep.report import load_run
 from correctsweep.report.labels import fold_order
 from correctsweep.report.markdown import markdown_table
 from correctsweep.results import TrialResult
+from correctsweep.schedulers import stopped_trials
 
 # artifact name -> (the ArtifactSources field it is in, file, sub-folder under best/fold=J/seed=S/)
 # (None: the corrector kind's model_file)
@@ -113,15 +114,15 @@ def assess(layout: RunLayout, result: TrialResult, cfg: CorrectorConfig) -> tupl
         record = verified(_source(layout, result, result.paths.corrector, RECORD).parent)
     except CorrectsweepError as e:
         raise _broken(layout, result, str(e)) from None
-    pred = pd.read_parquet(_source(layout, result, result.paths.corrector, PREDICTIONS),
-                           columns=["label", "pred_f", "pred_h"])
+    pred = read_predictions(_source(layout, result, result.paths.corrector, PREDICTIONS).parent, "test",
+                            ["label", "pred_f", "pred_h"])
     runner_up = None
     if len(candidates) > 1:  # row 0 is the winner: search refits the study's best candidate
         second = candidates.iloc[1]
         runner_up = RunnerUp(int(second.candidate), second.policy, second.taps.split(", "), float(second.tau),
                              float(second.cv_score), float(record.cv_score - second.cv_score))
-    test_score = objective_score(pred.label.to_numpy(), pred.pred_f.to_numpy(), pred.pred_h.to_numpy(),
-                                 record.classes, result.excluded, cfg.objective, cfg.harm_bound)
+    test_score = objective_score(Labels(pred.label.to_numpy(), pred.pred_f.to_numpy(), record.classes,
+                                        result.excluded), pred.pred_h.to_numpy(), cfg)
     choice = FoldChoice(result.fold, result.seed, result.excluded, result.class_names, result.net, result.net_key,
                         record, float(test_score), runner_up,
                         ArtifactSources(model=result.paths.model, corrector=result.paths.corrector))
@@ -178,8 +179,23 @@ def _runner_up(choice: FoldChoice) -> str:
         f"candidate {r.candidate}: {r.policy}, {', '.join(r.taps)}, tau {format_value(r.tau)}"
 
 
+def guarantee(cfg: CorrectorConfig, chosen: list[FoldChoice]) -> str:
+    """The certified bound in one sentence a user can act on (or that there is none)."""
+    if cfg.max_harm is None:
+        return ("**No certified bound on Harm**: tau is the search's best on `correct`, which says nothing about "
+                "new data; set corrector.max_harm (e.g. 0.05) to certify it.")
+    plain = [c.fold for c in chosen if c.corrector.certificate is not None and not c.corrector.certificate.corrects]
+    share = {"pooled": "of all of f's correct answers", "mean": "of f's correct answers per class on average",
+             "worst": "of f's correct answers in any class"}[cfg.harm_measure]
+    return (f"**Guarantee**: on new images drawn like `correct`, each fold's corrector breaks at most "
+            f"{cfg.max_harm:.0%} {share}, with probability at least {cfg.confidence:.0%} over the calibration "
+            f"rows that certified its tau"
+            + (f"; in fold(s) {', '.join(plain)} no tau certified, so h = f there (no correction)." if plain
+               else "."))
+
+
 def rationale(name: str, cfg: CorrectorConfig, choices: list[FoldChoice], chosen: list[FoldChoice],
-              ranked: pd.DataFrame) -> str:
+              ranked: pd.DataFrame, stopped: int = 0) -> str:
     rows = pd.DataFrame([{
         "fold": c.fold, "seed": c.seed, "chosen": "yes" if any(c is k for k in chosen) else "",
         "policy": c.corrector.policy, "tau": c.corrector.tau, "taps": ", ".join(c.corrector.taps),
@@ -187,14 +203,17 @@ def rationale(name: str, cfg: CorrectorConfig, choices: list[FoldChoice], chosen
         "margin": float("nan") if c.runner_up is None else c.runner_up.margin} for c in choices])
     first = ranked.iloc[0]
     lines = [f"# Best configuration: {name}",
+             guarantee(cfg, chosen),
              f"Metric: **{cfg.objective}** of the corrected system h"
-             + (f" (mean Harm at most {cfg.harm_bound})" if cfg.objective == "gain_at_harm" else "")
+             + (f" ({cfg.harm_measure} Harm at most {cfg.max_harm})" if cfg.objective == "gain_at_harm" else "")
              + ", maximised. `CV` is the corrector search's cross-validated score inside `correct`, which "
              "every choice uses; `test` is the chosen corrector's one evaluation on `test`, reported only.",
              "## Per fold",
              "Each fold takes its result with the best CV score; within it the search's winning candidate. The "
              "runner-up is the next-best complete candidate of the same search, and the margin is how much lower "
-             "its CV score is.", markdown_table(rows.set_index("fold")),
+             "its CV score is." + (f" {stopped} `search` sample(s) stopped early by the scheduler have no result "
+                                   "and are not among the choices." if stopped else ""),
+             markdown_table(rows.set_index("fold")),
              "## Overall",
              f"Settings are (policy, taps). A setting scores, in each fold × seed result, its best CV among that "
              f"search's complete candidates; the ranking is by the share of results that tried it (new_class is "
@@ -231,7 +250,9 @@ def select_best(run_dir: str | Path) -> Path:
         runner_up = None if len(ranked) < 2 else _setting(
             ranked.iloc[1], RunnerUpSetting, margin=float(ranked.mean_cv_score.iloc[0] - ranked.mean_cv_score.iloc[1]))
         overall = _setting(ranked.iloc[0], OverallSetting, runner_up=runner_up)
-        BestConfig(spec.name, cfg.objective, cfg.harm_bound, chosen, overall).write(
+        BestConfig(spec.name, cfg.objective, cfg.max_harm, cfg.confidence, cfg.harm_measure, chosen,
+                   overall).write(
             tmp / layout.best_config.relative_to(layout.best_dir))
-        (tmp / "rationale.md").write_text(rationale(spec.name, cfg, choices, chosen, ranked))
+        (tmp / "rationale.md").write_text(rationale(spec.name, cfg, choices, chosen, ranked,
+                                                    len(stopped_trials(layout))))
     return layout.best_dir

@@ -84,7 +84,10 @@ class OverallSetting(Setting):
 class BestConfig:
     run: str
     objective: str
-    harm_bound: float
+    max_harm: float | None
+    """The certified bound on Harm (corrector.max_harm), or None: uncertified."""
+    confidence: float
+    harm_measure: str
     folds: list[FoldChoice]
     overall: OverallSetting
 

@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 from ray import tune
+
+from correctsweep.metrics import format_value
+from correctsweep.schedulers import was_stopped
 
 
 class Tee:
@@ -64,11 +68,16 @@ class ProgressLines(tune.Callback):
             self.say(f"{self.name(trial)}: {last} done")
         self.stage[trial.trial_id] = stage
         if stage == "done":
+            bound = result["harm_bound"]
+            certified = "" if math.isnan(bound) else f" (certified bound {bound})"
             self.say(f"{self.name(trial)}: f acc {result['accuracy_f']:.3f} -> h {result['accuracy_h']:.3f}, "
-                     f"excluded-class Gain {result['gain_excluded']:.3f} (node {result['node'][:8]})")
+                     f"excluded-class Gain {format_value(result['gain_excluded'])}, pooled Harm "
+                     f"{format_value(result['pooled_harm'])}{certified} (node {result['node'][:8]})")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.say(f"{self.name(trial)}: finished")
+        last = trial.last_result
+        self.say(f"{self.name(trial)}: stopped by the scheduler at epoch {last['epoch']} (validation accuracy "
+                 f"{last['val_accuracy']:.3f})" if was_stopped(last) else f"{self.name(trial)}: finished")
         self.say(self.overall(trials, trial, "TERMINATED"))
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -118,10 +127,11 @@ def final_table(grid) -> str:
         m = r.metrics or {}
         rows.append({"fold": r.config["fold"], "seed": r.config["seed"],
                      **{k.split(".", 1)[1]: v for k, v in r.config.items() if k.startswith("base_net.")},
-                     "status": "error" if r.error else m.get("stage", "?"),
+                     "status": "error" if r.error else "stopped" if was_stopped(m) else m.get("stage", "?"),
                      "acc f": m.get("accuracy_f"), "bal acc f": m.get("balanced_accuracy_f"),
                      "acc h": m.get("accuracy_h"), "bal acc h": m.get("balanced_accuracy_h"),
                      "excluded Gain": m.get("gain_excluded"), "macro harm": m.get("macro_harm"),
+                     "pooled harm": m.get("pooled_harm"), "bound": m.get("harm_bound"),
                      "node": str(m.get("node", ""))[:8]})
     table = pd.DataFrame(rows).sort_values(["fold", "seed"])
-    return table.to_string(index=False, float_format=lambda x: f"{x:.3f}")
+    return table.to_string(index=False, float_format=format_value, na_rep="n/a")

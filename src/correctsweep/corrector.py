@@ -16,6 +16,10 @@ Design choices
 * tau costs no trials: each candidate's out-of-fold probabilities are scored at every grid threshold
   for every allowed policy and the best (tau, policy) is kept as trial user attributes. Ties go to
   the largest tau: of equally good corrections, the one that changes f least.
+* Certified Harm (corrector.max_harm): a stratified calibration part of `correct` is held out before
+  anything else; the candidates are cross-validated and the winner refitted on the rest, and the winner's
+  tau is then certified on the calibration part (`certify`), whose rows g never saw. Its probabilities
+  there are kept beside the test ones in predictions.parquet (column `split`).
 * Resume: the study lives in an Optuna journal file in the workdir. A rerun marks trials left
   RUNNING by a killed process, or by Ctrl-C, as FAIL (re-enqueueing their parameters once) and runs only
   the missing trials; the sampler is reseeded by the number of finished candidates before each one, so
@@ -61,6 +65,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from correctsweep import certify
 from correctsweep.config import CorrectorConfig
 from correctsweep.corrector_journal import STUDY_NAME, repair_journal, study_storage
 from correctsweep.corrector_store import RECORD, CorrectorResult, check_taps, load_result, remove_outputs, save
@@ -69,7 +74,7 @@ from correctsweep.errors import CorrectsweepError
 from correctsweep.features import FeatureSet
 from correctsweep.kinds import Kind, SearchSetup, corrector_inputs, fit_projection
 from correctsweep.plugins import KINDS
-from correctsweep.policy import Labels, apply_policy, best_choice, policies_for
+from correctsweep.policy import Labels, apply_policy, best_choice, policies_for, targets
 from correctsweep.workers import ProcessWorkers, RayWorkers
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -83,8 +88,9 @@ def stratified_cv_splits(y, k, seed, classes) -> list[np.ndarray]:
     counts = np.bincount(y, minlength=len(classes))
     for c, n in zip(classes, counts):
         if n < k:
-            raise CorrectsweepError(f"class {c} has {n} sample(s) in the correct split, fewer than "
-                                    f"corrector.cv_splits={k}; lower cv_splits or enlarge data.correct_fraction")
+            raise CorrectsweepError(f"class {c} has {n} sample(s) in the correct split (less its calibration part when "
+                                    f"certified), fewer than corrector.cv_splits={k}; lower cv_splits or enlarge "
+                                    "data.correct_fraction")
     rng = np.random.default_rng(seed)
     split = np.empty(len(y), dtype=np.int64)
     start = 0
@@ -363,11 +369,17 @@ def _finished(study: optuna.Study, cfg: CorrectorConfig) -> bool:
 
 def search(correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig, workdir: Path, threads: int,
            on_candidate: Callable[[dict], None] | None = None, taps: list[str] | None = None) -> CorrectorResult:
-    """Tune a corrector of kind cfg.kind, refit it on all of `correct`, predict `test` once. `taps`:
-    candidates (default: all in `correct`). A rerun of a finished search loads its saved result."""
+    """Tune a corrector of kind cfg.kind, refit it, certify its tau (corrector.max_harm), predict `test` once.
+    Uncertified, the search and the refit use all of `correct`; certified, its fit part, and the calibration
+    part certifies tau (see `certify`). `taps`: candidates (default: all in `correct`). A rerun of a finished
+    search loads its saved result."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    setup = _setup(correct, test, cfg, threads, taps)
+    fit, calibration = certify.split(correct, cfg)
+    setup = _setup(fit, test, cfg, threads, taps)
+    rule = certify.Rule.of(cfg)
+    if calibration is not None:  # before any candidate: rows too few to certify anything end the search here
+        certify.check_size(_labels(calibration, setup), rule)
     kind = KINDS.get(cfg.kind)(setup)
     study = _open_study(workdir, cfg.seed)
     if _finished(study, cfg) and (workdir / RECORD).exists():
@@ -384,15 +396,28 @@ def search(correct: FeatureSet, test: FeatureSet, cfg: CorrectorConfig, workdir:
     best = study.best_trial
     attrs = best.user_attrs | {"params": best.user_attrs["params"] | kind.fixed}  # this machine's device, threads
     started = time.perf_counter()
-    projection = fit_projection(correct, attrs["taps"], attrs["pca_dims"], cfg.seed)
-    model = kind.refit(*corrector_inputs(correct, attrs["taps"], projection), attrs)
+    projection = fit_projection(fit, attrs["taps"], attrs["pca_dims"], cfg.seed)
+    model = kind.refit(*corrector_inputs(fit, attrs["taps"], projection), attrs)
     proba = model.predict_proba(corrector_inputs(test, attrs["taps"], projection)[0])
+    tau, certificate, calibration_proba = attrs["tau"], None, None
+    if calibration is not None:
+        calibration_proba = model.predict_proba(corrector_inputs(calibration, attrs["taps"], projection)[0])
+        target, conf = targets(calibration_proba, setup.classes, attrs["policy"], setup.excluded)
+        certificate = certify.certify(target, conf, _labels(calibration, setup), rule, certify.corrector_taus(cfg),
+                                      cfg)
+        tau = certificate.tau
     result = CorrectorResult(
-        kind=cfg.kind, policy=attrs["policy"], tau=attrs["tau"], taps=attrs["taps"],
+        kind=cfg.kind, policy=attrs["policy"], tau=tau, taps=attrs["taps"],
         pca_dims=projection.dims if projection else None, params=attrs["params"], n_rounds=attrs.get("n_rounds"),
-        cv_score=best.value, objective=cfg.objective, classes=setup.classes, search_seconds=spent,
-        seconds_per_candidate=spent / len(done), n_candidates=len(done), refit_seconds=time.perf_counter() - started,
+        cv_score=best.value, objective=cfg.objective, classes=setup.classes, certificate=certificate,
+        search_seconds=spent, seconds_per_candidate=spent / len(done), n_candidates=len(done),
+        refit_seconds=time.perf_counter() - started,
         sha256={},  # the outputs' checksums: `save` takes them as it writes the files
-        pred_h=apply_policy(proba, test.pred_f, setup.classes, attrs["policy"], attrs["tau"], setup.excluded),
+        pred_h=apply_policy(proba, test.pred_f, setup.classes, attrs["policy"], tau, setup.excluded),
         proba=proba)
-    return save(workdir, result, model, projection, test)
+    return save(workdir, result, model, projection, {"test": (test, proba), "calibration": (calibration,
+                                                                                           calibration_proba)})
+
+
+def _labels(fs: FeatureSet, setup: SearchSetup) -> Labels:
+    return Labels(fs.labels, fs.pred_f, setup.classes, setup.excluded)

@@ -22,12 +22,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from correctsweep.atomic import atomic_path, write_json
+from correctsweep.certify import Certificate
 from correctsweep.config import from_mapping
 from correctsweep.errors import CorrectsweepError, SpecError
 from correctsweep.features import FeatureSet
 from correctsweep.hashing import sha256, verified_bytes
 from correctsweep.kinds import Model, corrector_inputs
 from correctsweep.plugins import KINDS
+from correctsweep.policy import apply_policy
 from correctsweep.projection import Projection
 
 RECORD = "winner.json"
@@ -56,11 +58,13 @@ class CorrectorRecord:
     objective: str
     classes: list[int]
     """g's classes, the columns of its probabilities in this order."""
+    certificate: Certificate | None
+    """tau's certified bound on Harm (corrector.max_harm), or None when uncertified."""
     search_seconds: float
     seconds_per_candidate: float
     n_candidates: int
     refit_seconds: float
-    """Seconds to refit the winner on all of `correct` and predict `test`."""
+    """Seconds to refit the winner on `correct` (its fit part when certified), certify and predict `test`."""
     sha256: dict[str, str]
     """Each output file's SHA-256 (`output_files`), by file name, taken when it was written."""
 
@@ -108,16 +112,25 @@ def remove_outputs(workdir: Path, kind: str) -> None:
 
 
 def save(workdir: Path, result: CorrectorResult, model: Model, projection: Projection | None,
-         test: FeatureSet) -> CorrectorResult:
-    """Write the search's outputs, then winner.json; returns `result` with the checksums winner.json records."""
+         predicted: dict[str, tuple[FeatureSet | None, np.ndarray | None]]) -> CorrectorResult:
+    """Write the search's outputs, then winner.json; returns `result` with the checksums winner.json records.
+    `predicted`: split (test, and calibration when certified) -> its features and g's probabilities on them,
+    one table with a `split` column (the calibration rows are what a re-split of the guarantee needs)."""
     model.save(workdir)
     if projection:
         projection.save(workdir / PROJECTION)
-    columns = {"sample_id": test.sample_ids.astype(str), "label": test.labels, "pred_f": test.pred_f,
-               "pred_h": result.pred_h.astype(np.int64)}
-    columns |= {f"p_{c}": result.proba[:, i].astype(np.float32) for i, c in enumerate(result.classes)}
+    parts = []
+    for split, (fs, proba) in predicted.items():
+        if fs is None:
+            continue
+        h = result.pred_h if split == "test" else apply_policy(proba, fs.pred_f, result.classes, result.policy,
+                                                                 result.tau, fs.meta.get("excluded"))
+        columns = {"split": np.full(len(fs.labels), split), "sample_id": fs.sample_ids.astype(str),
+                   "label": fs.labels, "pred_f": fs.pred_f, "pred_h": np.asarray(h).astype(np.int64)}
+        columns |= {f"p_{c}": proba[:, i].astype(np.float32) for i, c in enumerate(result.classes)}
+        parts.append(pa.table(columns))
     with atomic_path(workdir / PREDICTIONS) as tmp:
-        pq.write_table(pa.table(columns), tmp)
+        pq.write_table(pa.concat_tables(parts), tmp)
     saved = replace(result, sha256={name: sha256(workdir / name)
                                     for name in output_files(result.kind, result.pca_dims)})
     write_json(workdir / RECORD, asdict(saved.record()))
@@ -162,12 +175,17 @@ def load_result(workdir: Path) -> CorrectorResult:
     """The result a finished search wrote into `workdir`, once its outputs verify."""
     record = verified(workdir)
     try:
-        table = pd.read_parquet(Path(workdir) / PREDICTIONS)
+        table = read_predictions(workdir, "test")
         return CorrectorResult(**vars(record), pred_h=table["pred_h"].to_numpy(),
                                proba=table[[f"p_{c}" for c in record.classes]].to_numpy())
     except (OSError, ValueError, KeyError) as e:
         raise CorrectsweepError(f"corrector output {workdir} does not read back ({str(e).splitlines()[0][:60]})"
                                 ) from None
+
+
+def read_predictions(workdir: Path, split: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """g's rows of one split (test, or calibration when certified) in the search's predictions.parquet."""
+    return pd.read_parquet(Path(workdir) / PREDICTIONS, columns=columns, filters=[("split", "==", split)])
 
 
 def load_corrector(workdir: Path, record: CorrectorRecord) -> tuple[Model, Projection | None]:

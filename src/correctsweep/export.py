@@ -20,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -152,7 +154,10 @@ def export_onnx(clf: CorrectedClassifier, folder: Path) -> Path:
         write_json(tmp / "manifest.json", {
             "run": str(sel.run_dir), "fold": sel.fold, "seed": sel.seed, "kind": record.kind,
             "classes": record.classes, "class_names": sel.class_names, "excluded": sel.excluded,
-            "policy": record.policy, "tau": record.tau,
+            # null where no tau certified (h = f): JSON has no infinity
+            "policy": record.policy, "tau": record.tau if math.isfinite(record.tau) else None,
+            "certificate": None if record.certificate is None else asdict(record.certificate) | {
+                "tau": record.tau if math.isfinite(record.tau) else None},
             "input": {"features": "each row's taps below, float32, stacked in their order; pred_f from the row's "
                       "pred_f or the argmax of its logits with the excluded class masked"} if table else image_input,
             "f": None if table else {
@@ -162,9 +167,10 @@ def export_onnx(clf: CorrectedClassifier, folder: Path) -> Path:
             "taps": taps,
             "projection": None if p is None else {
                 "dims": p.dims, "inside": "g.onnx", "formula": "(features[:, columns] - shift) @ basis"},
-            "h": f"pred_f = classes[argmax(logits)]; {record.policy} with tau {record.tau} on g's probabilities "
-                 "(override: switch to argmax p if it differs from pred_f and p >= tau; new_class: switch to "
-                 "the excluded class if its p >= tau)"})
+            "h": (f"pred_f = classes[argmax(logits)]; {record.policy} with tau {record.tau} on g's probabilities "
+                  "(override: switch to argmax p if it differs from pred_f and p >= tau; new_class: switch to "
+                  "the excluded class if its p >= tau)") if math.isfinite(record.tau) else
+                 "h = pred_f = classes[argmax(logits)]: no tau certified corrector.max_harm, so g changes nothing"})
     return folder
 
 
@@ -188,7 +194,8 @@ class OnnxPair:
         logits, features = self.f.run(["logits", "features"], {"images": np.ascontiguousarray(images)})
         proba = self.g.run(["probabilities"], {"features": features})[0]
         pred_f = np.asarray(m["classes"])[logits.argmax(1)]
-        return Outputs(pred_f, apply_policy(proba, pred_f, m["classes"], m["policy"], m["tau"], m["excluded"]), proba)
+        tau = math.inf if m["tau"] is None else m["tau"]
+        return Outputs(pred_f, apply_policy(proba, pred_f, m["classes"], m["policy"], tau, m["excluded"]), proba)
 
 
 def main(args) -> None:

@@ -43,6 +43,11 @@ class FeatureSet:
     meta: dict
     """The file's metadata: classes, class_names, excluded, weights_sha256, spec, tap_dims."""
 
+    def rows(self, index: np.ndarray) -> FeatureSet:
+        """These rows of the set, in `index` order."""
+        return FeatureSet(self.sample_ids[index], self.labels[index], self.pred_f[index],
+                          {name: values[index] for name, values in self.taps.items()}, self.meta)
+
 
 @torch.no_grad()
 def extract(model: BaseNet, images: torch.Tensor, taps: list[str], full: bool, batch_size: int,

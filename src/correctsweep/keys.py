@@ -7,24 +7,32 @@ every spec field, plug-in settings included, against these keys and NOT_IN_KEYS.
 
 from __future__ import annotations
 
-from correctsweep.config import CorrectorConfig, Spec, as_dict
+from correctsweep.config import BaseNetConfig, CorrectorConfig, Spec, as_dict
 from correctsweep.data import dataset_key
 from correctsweep.hashing import digest
 
 # Spec fields that change no stage's output, so no stage key holds them: where results go, which trials
-# run, how fast, and the report's tracking, detectors and intervals. corrector.kind and corrector.kinds say
-# which searches run and which one is published; each search's key holds its own kind.
-NOT_IN_KEYS = {"name", "storage", "folds", "seeds", "search", "num_samples", "tracking", "resources",
+# run (and which a scheduler stops), how fast, and the report's tracking, detectors and intervals.
+# corrector.kind and corrector.kinds say which searches run and which one is published; each search's key
+# holds its own kind.
+NOT_IN_KEYS = {"name", "storage", "folds", "seeds", "search", "num_samples", "scheduler", "tracking", "resources",
                "data.cache_dir", "base_net.device", "base_net.threads", "features.batch_size", "corrector.threads",
                "corrector.workers", "corrector.kind", "corrector.kinds", "detectors", "report"}
 
 
 def sweep_key(spec: Spec) -> str:
-    """The sweep settings a result was made under, base-net settings aside (a `search` varies them) and the
-    report's, which only collect reads (left out, not nulled: a result of an earlier spec keeps its key)."""
+    """The sweep settings a result was made under, base-net settings aside (a `search` varies them), the
+    report's, which only collect reads, and the scheduler's, which stops trials but changes no result (both
+    left out, not nulled: a result of an earlier spec keeps its key)."""
     settings = spec.to_dict() | {"base_net": None}
-    del settings["report"]
+    del settings["report"], settings["scheduler"]
     return digest(settings)
+
+
+# Training options added after nets were first keyed: at their defaults (which train exactly as before they
+# existed) they are left out of the net key, so a net trained earlier keeps its key and is reused.
+LATER_OPTIONS = ("schedule", "ema_decay", "mixup_alpha", "cutmix_alpha", "mix_probability", "randaugment_ops",
+                 "randaugment_magnitude", "weights")
 
 
 def net_key(spec: Spec, fold: str, seed: int, weights_sha256: str | None = None) -> str:
@@ -34,9 +42,9 @@ def net_key(spec: Spec, fold: str, seed: int, weights_sha256: str | None = None)
     # the path as written is left out: dataset_key holds it resolved, so a sweep (which makes paths absolute)
     # and `correctsweep trial` (relative, as the spec says) share one net
     data = as_dict(spec.data) | {"cache_dir": None, "path": None, "dataset": dataset_key(spec.data)}
-    net = as_dict(spec.base_net) | {"device": None, "threads": None}
-    if net["weights"] is None:  # a trained net keeps the key it had before base_net.weights existed
-        del net["weights"]
+    defaults = BaseNetConfig()
+    net = {key: value for key, value in as_dict(spec.base_net).items()
+           if key not in LATER_OPTIONS or value != getattr(defaults, key)} | {"device": None, "threads": None}
     checkpoint = {"checkpoint": weights_sha256} if weights_sha256 else {}
     return digest({"data": data, "net": net, "fold": fold, "seed": seed} | checkpoint)
 

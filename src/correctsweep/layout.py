@@ -7,6 +7,7 @@
       correctors/fold=J/seed=S/net-<net key>-corr-<corrector key>/   study.journal, model.ubj, ...
       predictions/fold=J/seed=S/split=X/part-<net key>.parquet    every method's h and score per image
       results/fold=J/seed=S.json                      the fold x seed's current result
+      results/fold=J/seed=S.stopped/net-<net key>.json   a `search` sample the scheduler stopped (no result)
       report/, best/                                  written by collect and best
       tune-<spec key>/                                one Tune experiment per spec
       tune-<spec key>.state.json                      its state files and checksums (what a resume starts from)
@@ -182,6 +183,13 @@ class RunLayout:
         return sorted((self.root / "results").glob(f"{folds}/seed=*.json")) + \
             sorted((self.root / "results").glob(f"{folds}/seed=*.samples/*.json"))
 
+    def stopped_file(self, fold: str, seed: int, net_key: str) -> Path:
+        """The record of a `search` sample (its net) that the trial scheduler stopped before it had a result."""
+        return self.root / "results" / f"fold={fold}" / f"seed={seed}.stopped" / f"net-{net_key}.json"
+
+    def stopped_files(self) -> list[Path]:
+        return sorted((self.root / "results").glob("fold=*/seed=*.stopped/net-*.json"))
+
     @contextmanager
     def lock(self, fold: str, seed: int, key: str) -> Iterator[None]:
         """One writer per fold, seed and net: a second process stops with a line naming the holder
@@ -217,7 +225,8 @@ class RunLayout:
     def fold_parts(self, fold: str, seed: int) -> list[str]:
         """What one fold x seed owns in the run directory, relative to it."""
         return [f"{d}/fold={fold}/seed={seed}" for d in ("models", "features", "correctors", "predictions")] + \
-            [f"results/fold={fold}/seed={seed}.json", f"results/fold={fold}/seed={seed}.samples"]
+            [f"results/fold={fold}/seed={seed}.json", f"results/fold={fold}/seed={seed}.samples",
+             f"results/fold={fold}/seed={seed}.stopped"]
 
     def pull(self, parts: list[str]) -> None:
         """With URI storage, bring `parts` (relative paths) of the run into the local mirror."""

@@ -14,7 +14,8 @@ A ratio with a zero denominator is NaN and is left out of every mean: `ratio` to
 Predictions of labels outside `classes` are wrong for every listed class; true labels outside
 `classes` count in N only.
 Aggregates: macro = nanmean over classes; micro = mean weighted by N_i / N, with the weights
-renormalised over the classes where the metric is defined.
+renormalised over the classes where the metric is defined; pooled Harm = sum_i |A_i \\ B_i| / sum_i |A_i|, the
+share of all of f's correct answers that h breaks (what a certified bound holds by default, see `certify`).
 """
 
 from dataclasses import dataclass
@@ -43,6 +44,11 @@ def _prepare(classes, *labels):
         pos = np.clip(np.searchsorted(sorted_classes, a), 0, k - 1)
         indices.append(np.where(sorted_classes[pos] == a, order[pos], k))
     return classes, indices
+
+
+def positions(classes, labels) -> np.ndarray:
+    """Each label's position in `classes`, or len(classes) for a label not listed."""
+    return _prepare(classes, labels)[1][0]
 
 
 def _count(index, k, mask=None):
@@ -125,6 +131,33 @@ def per_class(y_true, y_f, y_h, classes) -> pd.DataFrame:
     return table[METRIC_COLUMNS]
 
 
+HARM_MEASURES = ("pooled", "mean", "worst")
+
+
+def harm_of(broken, kept, measure: str):
+    """Harm from per-class counts [..., K], `kept` of f's correct answers and `broken` of them by h: pooled (the
+    share of all of f's correct answers that h breaks), mean (the mean over classes of Harm_i) or worst (the
+    largest Harm_i). Classes f is never right on have no Harm; NaN where f is right nowhere. A float for one
+    set of counts, else an array of the leading shape."""
+    broken, kept = np.asarray(broken, dtype=float), np.asarray(kept, dtype=float)
+    if measure == "pooled":
+        out = _ratio(broken.sum(-1), kept.sum(-1))
+    elif measure == "mean":
+        out = macro(_ratio(broken, kept))
+    elif measure == "worst":
+        rates = _ratio(broken, kept)
+        out = np.where(np.isnan(rates).all(-1), np.nan, np.where(np.isnan(rates), -np.inf, rates).max(-1))
+    else:
+        raise ValueError(f"unknown Harm measure {measure!r}; one of {', '.join(HARM_MEASURES)}")
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def harm(y_true, y_f, y_h, classes, measure: str) -> float:
+    """harm_of h's labels against f's."""
+    c = counts(y_true, y_f, y_h, classes)
+    return harm_of(c.hit_f - c.hit_both, c.hit_f, measure)
+
+
 def _accuracy(y_true, y_pred, classes) -> float:
     classes, (t, p) = _prepare(classes, y_true, y_pred)
     return float(np.sum((t == p) & (t < classes.size)) / t.size) if t.size else float("nan")
@@ -157,6 +190,7 @@ def summary(y_true, y_f, y_h, classes) -> dict[str, float]:
     for m in METRIC_COLUMNS[1:]:
         out[f"macro_{m}"] = nanmean(table[m])
         out[f"micro_{m}"] = nanmean(table[m], weights)
+    out["pooled_harm"] = harm(y_true, y_f, y_h, classes, "pooled")
     return out
 
 

@@ -1,4 +1,5 @@
-"""One registry for every kind of plug-in: net families, corrector kinds, dataset sources and detectors.
+"""One registry for every kind of plug-in: net families, corrector kinds, dataset sources, detectors and Tune's
+trial schedulers.
 
 A plug-in is one class: it has a `name` (what a spec calls it), a `Settings` dataclass (its own spec
 keys, a docstring each, held in the spec under the plug-in's name, e.g. `corrector.xgboost.max_rounds`)
@@ -123,3 +124,4 @@ NETS = Registry("net", "base_net.arch", "correctsweep.nets")
 KINDS = Registry("corrector kind", "corrector.kind", "correctsweep.kinds")
 SOURCES = Registry("dataset source", "data.source", "correctsweep.sources")
 DETECTORS = Registry("detector", "detectors.names", "correctsweep.detectors")
+SCHEDULERS = Registry("scheduler", "scheduler.name", "correctsweep.schedulers")

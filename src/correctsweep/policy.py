@@ -42,20 +42,22 @@ def apply_policy(proba, pred_f, classes, policy, tau, excluded) -> np.ndarray:
     return np.where(conf >= tau, target, pred_f)
 
 
-def objective_score(y_true, pred_f, pred_h, classes, excluded, objective, harm_bound) -> float:
-    """What the search maximises for h (see CorrectorConfig.objective); higher is better."""
-    if objective == "balanced_accuracy":
+def objective_score(labels: Labels, pred_h, cfg) -> float:
+    """What the search maximises for h on `labels`' rows (cfg: a CorrectorConfig's objective, max_harm and
+    harm_measure, see CorrectorConfig.objective); higher is better."""
+    y_true, pred_f, classes, excluded = labels.y_true, labels.pred_f, labels.classes, labels.excluded
+    if cfg.objective == "balanced_accuracy":
         return metrics.balanced_accuracy(y_true, pred_h, classes)
-    if objective == "macro_f1":
+    if cfg.objective == "macro_f1":
         return metrics.macro_f1(y_true, pred_h, classes)
-    if objective == "gain_at_harm":
+    if cfg.objective == "gain_at_harm":
         table = metrics.per_class(y_true, pred_f, pred_h, classes)
         gain = table["gain"].mean() if excluded is None else table.at[excluded, "gain"]
-        harm = table["harm"].mean()  # NaN only when f is right nowhere: nothing to harm
-        if harm > harm_bound:
-            return -float(harm - harm_bound)  # below every feasible score, which is >= 0
+        harm = metrics.harm(y_true, pred_f, pred_h, classes, cfg.harm_measure)  # NaN: f right nowhere, nothing to harm
+        if harm > cfg.max_harm:
+            return -float(harm - cfg.max_harm)  # below every feasible score, which is >= 0
         return 0.0 if math.isnan(gain) else float(gain)
-    raise ValueError(f"unknown objective {objective!r}")
+    raise ValueError(f"unknown objective {cfg.objective!r}")
 
 
 @dataclass(frozen=True)
@@ -70,9 +72,8 @@ class Labels:
 
 
 def best_threshold(proba, labels: Labels, policy: str, cfg, taus) -> tuple[float, float]:
-    """The threshold among `taus` with the best objective_score of h (cfg: a CorrectorConfig's objective and
-    harm_bound), and that score. Ties go to the largest tau: of equally good corrections, the one that
-    changes f least."""
+    """The threshold among `taus` with the best objective_score of h (cfg: a CorrectorConfig), and that score.
+    Ties go to the largest tau: of equally good corrections, the one that changes f least."""
     target, conf = targets(proba, labels.classes, policy, labels.excluded)
     return scan(target, conf, labels, cfg, taus)
 
@@ -81,10 +82,8 @@ def scan(target, conf, labels: Labels, cfg, taus) -> tuple[float, float]:
     """best_threshold for any per-row (target, conf), e.g. a detector's novelty score with target j:
     h = where(conf >= tau, target, f)."""
     taus = np.asarray(taus, dtype=float)
-    y, f = labels.y_true, labels.pred_f
-    preds = np.where(conf[None, :] >= taus[:, None], target[None, :], f[None, :])
-    scores = np.array([objective_score(y, f, p, labels.classes, labels.excluded, cfg.objective, cfg.harm_bound)
-                       for p in preds])
+    preds = np.where(conf[None, :] >= taus[:, None], target[None, :], labels.pred_f[None, :])
+    scores = np.array([objective_score(labels, p, cfg) for p in preds])
     i = len(scores) - 1 - int(np.argmax(scores[::-1]))
     return float(taus[i]), float(scores[i])
 

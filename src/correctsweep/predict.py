@@ -406,7 +406,11 @@ def main(args) -> None:
     """The predict sub-command (cli.py parses its arguments)."""
     clf = load_corrected(args.run_dir, args.fold, args.seed, args.kind, args.device)
     sel, record = clf.selection, clf.selection.record
-    print(f"fold {sel.fold} seed {sel.seed}: {record.kind} corrector, {record.policy} at tau {record.tau:.3f}, "
+    c = record.certificate
+    bound = "" if c is None else (f" (certified: {c.harm_measure} Harm at most {c.max_harm} with probability "
+                                  f"{c.confidence})" if c.corrects else f" (no tau certified {c.harm_measure} Harm at "
+                                  f"most {c.max_harm}: h = f)")
+    print(f"fold {sel.fold} seed {sel.seed}: {record.kind} corrector, {record.policy} at tau {record.tau:.3f}{bound}, "
           f"on {clf.device.type}", flush=True)
     s = predict_file(clf, args.input, Path(args.out), log=lambda m: print(m, flush=True))
     print(f"{s.out}: {s.images} images, {s.changed} changed by g, {s.unseen} flagged as the class f never saw"

@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from correctsweep.certify import Certificate, FrontierPoint
 from correctsweep.config import from_mapping
 from correctsweep.corrector_store import CorrectorRecord
 from correctsweep.errors import CorrectsweepError, SpecError
@@ -30,7 +31,9 @@ class MethodRecord:
     cv_score: float | None = None
     """correctors: the cross-validated objective inside `correct`."""
     correct_score: float | None = None
-    """detectors: the objective on `correct` at the chosen threshold."""
+    """detectors: the objective at the chosen threshold on `correct` (on its calibration rows when certified)."""
+    certificate: Certificate | None = None
+    """tau's certified bound on Harm (corrector.max_harm), or None when uncertified."""
 
 
 @dataclass
@@ -72,6 +75,8 @@ class TrialResult:
     """train.TrainResult as a mapping (epochs, history, throughput)."""
     device: dict
     stage_seconds: dict[str, float]
+    frontier: list[FrontierPoint]
+    """The published corrector's Gain and Harm on `test` over its tau grid (the chosen tau among them)."""
 
     @property
     def names(self) -> dict[int, str]:

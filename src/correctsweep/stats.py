@@ -22,7 +22,6 @@ import numpy as np
 from scipy import stats as sps
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from statsmodels.stats.contingency_tables import mcnemar
-from statsmodels.stats.multitest import multipletests
 
 from correctsweep import metrics
 
@@ -51,7 +50,7 @@ def format_interval(interval: Interval, digits: int = 3) -> str:
     return f"{interval.value:.{digits}f} [{interval.lo:.{digits - 1}f}, {interval.hi:.{digits - 1}f}]"
 
 
-FIGURES = ("gain_excluded", "macro_harm", "macro_dfpr", "tpr_h_excluded", "balanced_accuracy_f",
+FIGURES = ("gain_excluded", "macro_harm", "pooled_harm", "macro_dfpr", "tpr_h_excluded", "balanced_accuracy_f",
            "balanced_accuracy_h")
 
 
@@ -89,7 +88,9 @@ def _figures(c: metrics.Counts, at: int | None) -> dict[str, np.ndarray]:
     r = metrics.rates(c)
     nan = np.full(c.total.shape, np.nan)
     return {"gain_excluded": nan if at is None else r["gain"][..., at],
-            "macro_harm": metrics.macro(r["harm"]), "macro_dfpr": metrics.macro(r["dfpr"]),
+            "macro_harm": metrics.macro(r["harm"]),
+            "pooled_harm": metrics.harm_of(c.hit_f - c.hit_both, c.hit_f, "pooled"),
+            "macro_dfpr": metrics.macro(r["dfpr"]),
             "tpr_h_excluded": nan if at is None else r["tpr_h"][..., at],
             "balanced_accuracy_f": metrics.macro(r["tpr_f"]), "balanced_accuracy_h": metrics.macro(r["tpr_h"])}
 
@@ -114,7 +115,7 @@ class Resampling:
 def bootstrap_intervals(labels, pred_f, pred_h, classes, excluded: int | None,
                         how: Resampling = Resampling()) -> dict[str, Interval]:
     """FIGURES of one fold's test images with stratified bootstrap intervals: the excluded class's Gain and
-    TPR_h, the macro Harm and ΔFPR, and balanced accuracy of f and of h."""
+    TPR_h, the mean and pooled Harm, the macro ΔFPR, and balanced accuracy of f and of h."""
     classes = list(classes)
     at = classes.index(excluded) if excluded is not None else None
     point = metrics.counts(labels, pred_f, pred_h, classes)
@@ -199,10 +200,21 @@ class Comparison:
 
 
 def _holm(p: dict[str, float], alpha: float) -> tuple[dict[str, float], dict[str, bool]]:
+    """Holm's step-down correction: each p's corrected value and whether it is rejected at alpha. Written out
+    (as statsmodels' multipletests computes it) because that function calls gc.collect() on every Holm call,
+    which costs a second with torch loaded: most of collect's time on a run of many folds and seeds."""
     if not p:
         return {}, {}
-    reject, corrected, _, _ = multipletests(list(p.values()), alpha=alpha, method="holm")
-    return dict(zip(p, map(float, corrected))), dict(zip(p, map(bool, reject)))
+    values = np.asarray(list(p.values()), dtype=float)
+    order = np.argsort(values, kind="mergesort")
+    ranked = values[order]
+    steps = np.arange(len(ranked), 0, -1)
+    fails = np.flatnonzero(ranked > alpha / steps)
+    reject = np.arange(len(ranked)) < (fails[0] if fails.size else len(ranked))  # down to the first that fails
+    corrected = np.minimum(np.maximum.accumulate(ranked * steps), 1.0)
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))
+    return (dict(zip(p, map(float, corrected[back]))), dict(zip(p, map(bool, reject[back]))))
 
 
 def compare_methods(outcomes: dict[str, np.ndarray], published: str, alpha: float = 0.05) -> dict[str, Comparison]:

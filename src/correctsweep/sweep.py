@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import os
 import signal
 import sys
@@ -41,7 +42,10 @@ from correctsweep.config import Spec, spec_from_dict
 from correctsweep.console import ProgressLines, Tee, final_table, stage_totals
 from correctsweep.errors import SpecError
 from correctsweep.hashing import digest
+from correctsweep.keys import net_key
 from correctsweep.layout import RunLayout, is_uri
+from correctsweep.schedulers import StoppedTrial, was_stopped
+from correctsweep.schedulers import make as make_scheduler
 from correctsweep.tracking import check_tracking, tracking_callbacks
 from correctsweep.tune_state import StateRecord, restore_state
 
@@ -86,8 +90,9 @@ def run_fold(config: dict) -> None:
             contextlib.redirect_stderr(Tee(fh, sys.stderr)):
         out = run_trial(spec, fold, seed, log=lambda line: print(line, flush=True), progress=progress)
     seconds = {f"seconds_{stage}": v for stage, v in out.stage_seconds.items()}
+    certificate = out.corrector.certificate
     done = {"stage": "done", "gain_excluded": out.per_class_value("gain", out.excluded),
-            "cv_score": out.corrector.cv_score}
+            "cv_score": out.corrector.cv_score, "harm_bound": certificate.max_harm if certificate else math.nan}
     progress(done | out.summary | seconds)
 
 
@@ -237,6 +242,9 @@ def _sweep(spec: Spec, layout: RunLayout, address: str | None, resume: bool, ver
     # Tune saves its experiment state at most every 10 s by default; a kill inside that window loses
     # finished trials from --resume's view. A sweep has tens of trials, so saving often costs nothing.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    if spec.scheduler.name:  # Tune fails a trial whose result lacks the scheduler's metric, as the results of
+        # the stages after training do; the schedulers pass over those results (see `schedulers`)
+        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     started_ray = not ray.is_initialized()
     started = time.perf_counter()
     try:
@@ -250,7 +258,8 @@ def _sweep(spec: Spec, layout: RunLayout, address: str | None, resume: bool, ver
         if started_ray:
             ray.shutdown()
     errors = [r for r in grid if r.error]
-    if any(not r.error and (r.metrics or {}).get("stage") != "done" for r in grid):
+    stopped = _record_stopped(spec, layout, grid)
+    if any(not r.error and (r.metrics or {}).get("stage") != "done" and not was_stopped(r.metrics) for r in grid):
         raise KeyboardInterrupt  # Tune caught a Ctrl-C (or SIGTERM), saved its state and stopped the trials
     if len(errors) == len(grid):
         first = str(errors[0].error).strip().splitlines()[-1][:200]
@@ -263,12 +272,27 @@ def _sweep(spec: Spec, layout: RunLayout, address: str | None, resume: bool, ver
     print(final_table(grid))
     print(stage_totals(grid))
     print(f"sweep '{spec.name}' finished in {time.perf_counter() - started:.0f} s: "
-          f"{len(grid) - len(errors)} of {len(grid)} trials succeeded")
+          f"{len(grid) - len(errors) - stopped} of {len(grid)} trials succeeded"
+          + (f", {stopped} stopped early by the {spec.scheduler.name} scheduler" if stopped else ""))
     print(f"report: {report / 'report.md'}\nbest:   {best / 'best_config.yaml'}\nlogs:   {layout.logs_dir}/")
     if errors:
         raise SpecError(f"{len(errors)} trial(s) failed; their logs are under {layout.logs_dir} and their errors "
                         f"under {experiment.path}; fix the cause and rerun with --resume")
     return layout.root
+
+
+def _record_stopped(spec: Spec, layout: RunLayout, grid) -> int:
+    """Record each trial the scheduler stopped (schedulers.StoppedTrial), which collect and best leave out;
+    returns how many there are."""
+    stopped = [r for r in grid if not r.error and was_stopped(r.metrics)]
+    for r in stopped:
+        fold, seed = str(r.config["fold"]), int(r.config["seed"])
+        record = StoppedTrial(fold, seed, net_key(trial_spec(r.config), fold, seed), int(r.metrics["epoch"]),
+                              float(r.metrics["val_accuracy"]), spec.scheduler.name,
+                              {k: v for k, v in r.config.items() if k.startswith("base_net.")})
+        record.write(layout)
+        layout.push([layout.relative(layout.stopped_file(fold, seed, record.net_key))])
+    return len(stopped)
 
 
 @dataclass
@@ -297,7 +321,8 @@ def _fit(spec: Spec, layout: RunLayout, folds: list[str], experiment: Experiment
                                 failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
                                 callbacks=[ProgressLines(layout.logs_dir), record, *callbacks])
     print(f"sweep '{spec.name}': folds {', '.join(folds)} x seeds {spec.seeds}"
-          f"{f' x {spec.num_samples} samples' if spec.search else ''}, {resources} per trial -> {spec.run_dir}\n"
+          f"{f' x {spec.num_samples} samples' if spec.search else ''}, {resources} per trial"
+          f"{f', the {spec.scheduler.name} scheduler' if spec.scheduler.name else ''} -> {spec.run_dir}\n"
           f"logs: each trial's in {layout.logs_dir}/, Ray's in {layout.logs_dir / 'ray.log'}"
           f"{'' if verbose else ' (--verbose shows them here)'}", flush=True)
     if experiment.exists:
@@ -305,7 +330,7 @@ def _fit(spec: Spec, layout: RunLayout, folds: list[str], experiment: Experiment
                                    param_space=param_space)
     else:
         tuner = tune.Tuner(trainable, param_space=param_space, run_config=run_config,
-                           tune_config=tune.TuneConfig(num_samples=spec.num_samples,
+                           tune_config=tune.TuneConfig(num_samples=spec.num_samples, scheduler=make_scheduler(spec),
                                                        max_concurrent_trials=spec.resources.max_concurrent))
     grid = tuner.fit()
     record.save()  # Tune's last save may follow its callbacks' last call

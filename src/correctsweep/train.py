@@ -6,7 +6,8 @@ are gathered by index, which removes the DataLoader from the hot loop. The forwa
 autocast where `base_net.precision` resolves to bf16 (by default on a GPU only). The learning rate
 warms up linearly, then follows a cosine decay, and the gradient norm is clipped: the published recipe
 (plain Adam, LSTM over 144 steps) sometimes stalls or diverges early, and these keep every fold
-trainable without changing the model.
+trainable without changing the model. Options a recipe search can turn on (all off by default): a
+one-cycle schedule, an average of the weights (EMA), and RandAugment and mixup/cutmix (`recipe`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from correctsweep.config import BaseNetConfig, as_dict, from_mapping, settings_o
 from correctsweep.errors import CorrectsweepError, SpecError
 from correctsweep.hashing import sha256, verified_bytes
 from correctsweep.nets import BaseNet
+from correctsweep.recipe import mix, randaugment
 
 
 def pick_device(name: str, key: str = "base_net.device") -> torch.device:
@@ -134,18 +136,31 @@ class EarlyStopping:
 
 
 def _optimiser(model: BaseNet, cfg: BaseNetConfig, steps_per_epoch: int):
-    """AdamW with a linear warm-up, then a cosine decay to zero over the whole budget."""
+    """AdamW and base_net.schedule over the whole budget: cosine, a linear warm-up then a cosine decay to zero,
+    or one_cycle, torch's OneCycleLR peaking at base_net.lr."""
     total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.schedule == "one_cycle":
+        return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: (s + 1) / warmup if s < warmup else
                                                  0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup))))
     return optimizer, schedule
 
 
+def _averaged(model: BaseNet, cfg: BaseNetConfig) -> torch.optim.swa_utils.AveragedModel | None:
+    """The exponential moving average of the weights base_net.ema_decay asks for, BatchNorm's running
+    statistics included (use_buffers), or None."""
+    if not cfg.ema_decay:
+        return None
+    swa = torch.optim.swa_utils
+    return swa.AveragedModel(model, multi_avg_fn=swa.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+
+
 @dataclass
 class _Loop:
     """What every training step uses: the net, its loss, optimiser and schedule, the settings, the seeded
-    generator of batch order and augmentation, and whether steps run in bf16."""
+    generator of batch order and augmentation, whether steps run in bf16, the average of the weights (if
+    any) and the seeded generator of mixup/cutmix."""
 
     model: BaseNet
     loss_fn: Callable
@@ -154,6 +169,13 @@ class _Loop:
     cfg: BaseNetConfig
     generator: torch.Generator
     bf16: bool
+    averaged: torch.optim.swa_utils.AveragedModel | None
+    mixing: np.random.Generator
+
+    @property
+    def evaluated(self) -> BaseNet:
+        """The net each epoch validates and the trainer keeps: the average of the weights, or the net."""
+        return self.averaged.module if self.averaged is not None else self.model
 
 
 def _train_epoch(loop: _Loop, x_train: torch.Tensor, y_train: torch.Tensor) -> torch.Tensor:
@@ -168,14 +190,20 @@ def _train_epoch(loop: _Loop, x_train: torch.Tensor, y_train: torch.Tensor) -> t
         if len(batch) < 2:  # BatchNorm cannot train on a single image
             continue
         x = augment(x_train[batch], generator) if cfg.augment else x_train[batch]
+        if cfg.randaugment_ops:
+            x = randaugment(x, cfg)
+        mixed = mix(x, cfg, loop.mixing)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = loss_fn(model(x), y_train[batch])
+            logits = model(mixed.x if mixed else x)
+            loss = mixed.loss(loss_fn, logits, y_train[batch]) if mixed else loss_fn(logits, y_train[batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         schedule.step()
+        if loop.averaged is not None:
+            loop.averaged.update_parameters(model)
         loss_sum += loss.detach() * len(batch)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -225,7 +253,8 @@ def train_base_net(data: TrainSet, cfg: BaseNetConfig, seed: int,
                                      device)
     x_val, y_val = images[torch.from_numpy(val_idx)], torch.from_numpy(targets[val_idx])
     optimizer, schedule = _optimiser(model, cfg, math.ceil(len(train_idx) / cfg.batch_size))
-    loop = _Loop(model, loss_fn, optimizer, schedule, cfg, torch.Generator().manual_seed(seed), bf16)
+    loop = _Loop(model, loss_fn, optimizer, schedule, cfg, torch.Generator().manual_seed(seed), bf16,
+                 _averaged(model, cfg), np.random.default_rng(seed))
     stopping, train_seconds, started = EarlyStopping(cfg), 0.0, time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -234,10 +263,10 @@ def train_base_net(data: TrainSet, cfg: BaseNetConfig, seed: int,
         if not torch.isfinite(loss_sum):  # checked once an epoch: a per-step check would sync the GPU
             raise CorrectsweepError(f"the base net's training loss became {loss_sum.item()} in epoch {epoch}; "
                                     "lower base_net.lr or keep base_net.grad_clip > 0")
-        val_acc = (predict(model, x_val, device, bf16=bf16) == y_val).float().mean().item()
+        val_acc = (predict(loop.evaluated, x_val, device, bf16=bf16) == y_val).float().mean().item()
         record = {"epoch": epoch, "train_loss": loss_sum.item() / len(train_idx), "val_accuracy": val_acc,
                   "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
-        stopping.update(record, model)
+        stopping.update(record, loop.evaluated)
         if on_epoch:
             on_epoch(record | {"best_val_accuracy": stopping.best_record["val_accuracy"]})
         if stopping.should_stop():

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from correctsweep import checkpoints, corrector, detectors, metrics, nets, predictions
+from correctsweep import certify, checkpoints, corrector, detectors, metrics, nets, predictions
 from correctsweep.atomic import remove_partials, write_json
 from correctsweep.config import Spec
 from correctsweep.data import Dataset, class_indices, load_dataset, make_splits, resolve_fold
@@ -28,7 +28,7 @@ from correctsweep.features import FeatureSet, extract, file_meta, read_split, wr
 from correctsweep.keys import corrector_key, features_key, net_key, sweep_key
 from correctsweep.layout import RunLayout
 from correctsweep.plugins import SOURCES
-from correctsweep.policy import policies_for
+from correctsweep.policy import Labels, policies_for, targets
 from correctsweep.results import CorrectorRecord, MethodRecord, ResultPaths, TrialResult
 from correctsweep.train import TrainSet, load_model, pick_device, save_model, train_base_net
 
@@ -209,6 +209,8 @@ def correct_and_publish(run: FoldRun, sets: FoldFeatures, final_layer: detectors
     # several sampled nets of a `search` share a fold and seed: each writes its own result, collect picks
     write_json(run.layout.result_file(run.fold, run.seed, f"net-{run.net_key}" if spec.search else None),
                out.to_dict())
+    # a net a scheduler once stopped has now finished (say, a sweep without it): its result stands
+    run.layout.stopped_file(run.fold, run.seed, run.net_key).unlink(missing_ok=True)
     run.layout.push(run.layout.fold_parts(run.fold, run.seed))
     _log_result(run, out)
     return out
@@ -237,7 +239,15 @@ def _result(run: FoldRun, sets: FoldFeatures, found: dict, detections: list[dete
         train=meta.get("train"),
         # the scikit-learn kinds name no device: they run on the CPU
         device={"base_net": run.device.type, "corrector": result.params.get("device", "cpu"), "threads": run.threads},
-        stage_seconds=run.clock.seconds)
+        stage_seconds=run.clock.seconds, frontier=_frontier(run, result, test))
+
+
+def _frontier(run: FoldRun, result: corrector.CorrectorResult, test: FeatureSet) -> list[certify.FrontierPoint]:
+    """The published corrector's Gain-Harm curve on `test` over the taus it could have had (its own included)."""
+    target, conf = targets(result.proba, result.classes, result.policy, run.excluded)
+    taus = np.append(certify.corrector_taus(run.spec.corrector), result.tau)
+    return certify.frontier(target, conf, Labels(test.labels, test.pred_f, result.classes, run.excluded),
+                            taus[np.isfinite(taus)])
 
 
 def _log_result(run: FoldRun, out: TrialResult) -> None:
@@ -249,6 +259,13 @@ def _log_result(run: FoldRun, out: TrialResult) -> None:
         run.log(f"fold {run.fold}: Gain of excluded class {run.ds.named(run.excluded)} = "
                 f"{metrics.format_value(table.loc[run.excluded, 'gain'])}, "
                 f"accuracy f {out.summary['accuracy_f']:.3f} -> h {out.summary['accuracy_h']:.3f}")
+    c = out.corrector.certificate
+    if c is not None:
+        run.log(f"fold {run.fold}: " + (f"tau {c.tau:.4g} certified: {c.harm_measure} Harm at most {c.max_harm} with "
+                                        f"probability {c.confidence}" if c.corrects else
+                                        f"no tau certified {c.harm_measure} Harm at most {c.max_harm}: h = f")
+                + f"; on test pooled Harm {metrics.format_value(out.summary['pooled_harm'])}, "
+                f"mean {metrics.format_value(out.summary['macro_harm'])}")
 
 
 def _correct(run: FoldRun, sets: FoldFeatures) -> dict[str, tuple[corrector.CorrectorResult, Path]]:
@@ -302,9 +319,11 @@ def _corrector_record(result: corrector.CorrectorResult) -> CorrectorRecord:
 def _methods(found: dict, detections: list[detectors.Detection], test, classes, excluded) -> dict[str, MethodRecord]:
     """Every kind's and detector's h on `test`, scored alike: what collect's methods table compares."""
     scored = {kind: (r.pred_h, dict(family="corrector", policy=r.policy, tau=r.tau, cv_score=r.cv_score,
-                                    seconds=r.search_seconds + r.refit_seconds)) for kind, (r, _) in found.items()}
+                                    seconds=r.search_seconds + r.refit_seconds, certificate=r.certificate))
+              for kind, (r, _) in found.items()}
     scored |= {d.name: (d.pred_h, dict(family="detector", policy="new_class", tau=d.threshold,
-                                       correct_score=d.correct_score, seconds=d.seconds)) for d in detections}
+                                       correct_score=d.correct_score, seconds=d.seconds, certificate=d.certificate))
+               for d in detections}
     out = {}
     for name, (pred_h, record) in scored.items():
         gain = metrics.per_class(test.labels, test.pred_f, pred_h, classes)["gain"]

@@ -14,14 +14,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from correctsweep import stats
+from correctsweep import metrics, stats
+from correctsweep.certify import Certificate
 from correctsweep.config import ReportConfig
 from correctsweep.results import TrialResult
 from correctsweep.stats import Interval
 
 INTERVALS = list(stats.FIGURES)  # the figures every fold's and method's h gets an interval for
 FOLD_INTERVALS = [*INTERVALS, "power"]
-METHOD_INTERVALS = ["gain_excluded", "macro_harm", "macro_dfpr", "balanced_accuracy_h"]
+METHOD_INTERVALS = ["gain_excluded", "macro_harm", "pooled_harm", "macro_dfpr", "balanced_accuracy_h"]
+CERTIFIED = ["harm_bound", "test_harm", "harm_held"]
+"""A certified h's bound (corrector.max_harm), its Harm on test by the bound's measure, and whether it stayed under."""
 DETECTION = ["auroc", "aupr", "fpr_at_95_tpr"]
 BOOTSTRAP_SEED = 0
 
@@ -33,6 +36,8 @@ class FoldTrust:
     intervals: dict[str, Interval]
     mcnemar_p: float
     """The exact two-sided McNemar p of f's and h's correctness on the test images."""
+    certified: dict
+    """CERTIFIED: h's certified bound on Harm beside its Harm on test."""
 
 
 def _resampling(cfg: ReportConfig) -> stats.Resampling:
@@ -60,10 +65,20 @@ def power(test: pd.DataFrame, full: pd.DataFrame | None, result: TrialResult, cf
                                  result.excluded, _resampling(cfg))
 
 
+def certified(certificate: Certificate | None, test: pd.DataFrame, method: str, result: TrialResult) -> dict:
+    """CERTIFIED for one method's h on test: NaN and NA where it carries no certificate."""
+    if certificate is None:
+        return {"harm_bound": math.nan, "test_harm": math.nan, "harm_held": pd.NA}
+    harm = metrics.harm(test.label, test.pred_f, test[f"h_{method}"], result.classes, certificate.harm_measure)
+    return {"harm_bound": certificate.max_harm, "test_harm": harm,
+            "harm_held": bool(math.isnan(harm) or harm <= certificate.max_harm)}  # NaN: f right nowhere, none broken
+
+
 def fold_trust(result: TrialResult, test: pd.DataFrame, full: pd.DataFrame | None, cfg: ReportConfig) -> FoldTrust:
     h = test[f"h_{result.corrector.kind}"]
     return FoldTrust(intervals(test, result.corrector.kind, result, cfg) | {"power": power(test, full, result, cfg)},
-                     stats.mcnemar_exact(test.pred_f == test.label, h == test.label))
+                     stats.mcnemar_exact(test.pred_f == test.label, h == test.label),
+                     certified(result.corrector.certificate, test, result.corrector.kind, result))
 
 
 def method_rows(result: TrialResult, test: pd.DataFrame, cfg: ReportConfig) -> list[dict]:
@@ -80,7 +95,8 @@ def method_rows(result: TrialResult, test: pd.DataFrame, cfg: ReportConfig) -> l
         recovery, correct = paired["recovery"].get(name), paired["correct"][name]
         number = lambda x: math.nan if x is None else x
         rows.append({"fold": result.fold, "seed": result.seed, "method": name, "family": record.family,
-                     **{k: found[k] for k in METHOD_INTERVALS}, "accuracy_h": correct.rate,
+                     **{k: found[k] for k in METHOD_INTERVALS}, **certified(record.certificate, test, name, result),
+                     "accuracy_h": correct.rate,
                      **{k: number(getattr(detection, k)) for k in DETECTION}, "detection_na": detection.reason,
                      "p_recovery": number(recovery and recovery.p),
                      "p_recovery_holm": number(recovery and recovery.p_holm),

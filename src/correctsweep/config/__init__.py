@@ -10,11 +10,12 @@ from correctsweep.config.schema import (
     FeaturesConfig,
     ReportConfig,
     ResourcesConfig,
+    SchedulerConfig,
     Spec,
     as_dict,
     settings_of,
 )
 
 __all__ = ["OBJECTIVES", "POLICIES", "BaseNetConfig", "CorrectorConfig", "DataConfig", "DetectorsConfig",
-           "FeaturesConfig", "ReportConfig", "ResourcesConfig", "Spec", "as_dict", "from_mapping", "load_spec",
-           "parse_override", "settings_of", "spec_from_dict", "validate"]
+           "FeaturesConfig", "ReportConfig", "ResourcesConfig", "SchedulerConfig", "Spec", "as_dict", "from_mapping",
+           "load_spec", "parse_override", "settings_of", "spec_from_dict", "validate"]

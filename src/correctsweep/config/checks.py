@@ -10,19 +10,22 @@ import string
 from typing import Any
 
 from correctsweep.config.schema import (
+    OBJECTIVES,
+    POLICIES,
+    SEARCH_SPACES,
     BaseNetConfig,
     CorrectorConfig,
     DataConfig,
     ReportConfig,
+    SchedulerConfig,
     Spec,
     plugin_field,
 )
 from correctsweep.errors import SpecError
-from correctsweep.plugins import NETS, SOURCES
+from correctsweep.metrics import HARM_MEASURES
+from correctsweep.plugins import NETS, SCHEDULERS, SOURCES
 
-OBJECTIVES = ("balanced_accuracy", "macro_f1", "gain_at_harm")
-POLICIES = ("override", "new_class")
-SEARCH_SPACES = ("grid", "choice", "uniform", "loguniform", "randint")  # Tune's names, see sweep.search_space
+SCHEDULES = ("cosine", "one_cycle")  # base_net.schedule, see train._optimiser
 MAX_INT = 2**32 - 1  # integers beyond this are no count, size or seed a sweep can use
 MAX_NAME = 100  # a run directory's name; Tune and the filesystem append to it
 
@@ -71,6 +74,13 @@ def _validate_base_net(b: BaseNetConfig) -> None:
     _check(b.val_window >= 1, "base_net.val_window", "must be >= 1")
     _check(b.device in ("auto", "cpu", "cuda"), "base_net.device", "must be auto, cpu or cuda")
     _check(b.precision in ("auto", "fp32", "bf16"), "base_net.precision", "must be auto, fp32 or bf16")
+    _check(b.schedule in SCHEDULES, "base_net.schedule", f"must be one of {', '.join(SCHEDULES)}")
+    _check(0 <= b.ema_decay < 1, "base_net.ema_decay", "must be in [0, 1), e.g. 0.999 (0 disables it)")
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        _check(getattr(b, key) >= 0, f"base_net.{key}", "must be >= 0 (0 disables it)")
+    _check(0 <= b.mix_probability <= 1, "base_net.mix_probability", "must be in [0, 1]")
+    _check(b.randaugment_ops >= 0, "base_net.randaugment_ops", "must be >= 0 (0 disables RandAugment)")
+    _check(0 <= b.randaugment_magnitude <= 30, "base_net.randaugment_magnitude", "must be between 0 and 30")
     if b.weights is not None:
         _check_template(b.weights)
 
@@ -98,7 +108,12 @@ def _validate_corrector(c: CorrectorConfig) -> None:
     _check(c.workers >= 1, "corrector.workers", "must be >= 1")
     _check(c.cv_splits >= 2, "corrector.cv_splits", "must be >= 2")
     _check(c.objective in OBJECTIVES, "corrector.objective", f"must be one of {', '.join(OBJECTIVES)}")
-    _check(0 <= c.harm_bound <= 1, "corrector.harm_bound", "must be in [0, 1]")
+    _check(c.max_harm is None or 0 < c.max_harm < 1, "corrector.max_harm", "must be in (0, 1), e.g. 0.05")
+    _check(0 < c.confidence < 1, "corrector.confidence", "must be in (0, 1), e.g. 0.9")
+    _check(c.harm_measure in HARM_MEASURES, "corrector.harm_measure", f"must be one of {', '.join(HARM_MEASURES)}")
+    _check(0 < c.calibration_fraction < 1, "corrector.calibration_fraction", "must be in (0, 1), e.g. 0.3")
+    _check(c.objective != "gain_at_harm" or c.max_harm is not None, "corrector.max_harm",
+           "must be set for the gain_at_harm objective (the largest Harm a candidate may have)")
     _check(bool(c.policies) and set(c.policies) <= set(POLICIES), "corrector.policies",
            f"must be a non-empty subset of {', '.join(POLICIES)}")
     _check(c.tau_grid >= 2, "corrector.tau_grid", "must be >= 2")
@@ -130,6 +145,20 @@ def _validate_run(spec: Spec) -> None:
                f"must be one mapping such as {{loguniform: [1e-4, 1e-2]}}; kinds: {', '.join(SEARCH_SPACES)}")
 
 
+def _validate_scheduler(spec: Spec) -> None:
+    """A scheduler compares the samples of one fold and seed: their validation sets are the same."""
+    name = spec.scheduler.name
+    if not name:
+        return
+    folds = [f for f in spec.folds if f != "all"]
+    _check(len(spec.folds) == len(folds) == 1 and len(spec.seeds) == 1, "scheduler",
+           f"{name} compares trials' validation accuracy, which only trials of one fold and one seed share; set "
+           "one fold and one seed (e.g. --set \"folds=[none]\" --set \"seeds=[0]\") or scheduler.name=null")
+    _check(bool(spec.search), "scheduler", f"{name} stops the weak samples of a base-net `search`, and the spec has "
+           "none; add a search (e.g. search: {base_net.lr: {loguniform: [1e-4, 1e-2]}}) or set scheduler.name=null")
+    SCHEDULERS.get(name, "scheduler.name").check_budget(spec.scheduler.settings[name], spec.base_net.epochs)
+
+
 def _searchable(b: BaseNetConfig, key: str) -> bool:
     """Whether a `search` key names a base_net field or a setting of the net's family."""
     parts = key.split(".")
@@ -158,8 +187,9 @@ def _validate_report(r: ReportConfig) -> None:
            f"must be a number in (0.5, 1), e.g. 0.95, got {r.level!r}")
 
 
-PLUGIN_SECTIONS = ("data", "base_net", "corrector", "detectors")  # the spec's sections that hold plug-ins
-SELECTORS = {DataConfig: "data.source", BaseNetConfig: "base_net.arch", CorrectorConfig: "corrector.kinds"}
+PLUGIN_SECTIONS = ("data", "base_net", "corrector", "detectors", "scheduler")  # the spec's sections that hold plug-ins
+SELECTORS = {DataConfig: "data.source", BaseNetConfig: "base_net.arch", CorrectorConfig: "corrector.kinds",
+             SchedulerConfig: "scheduler.name"}
 
 
 def _validate_plugins(section: Any, where: str) -> None:
@@ -195,6 +225,7 @@ def validate(spec: Spec) -> Spec:
     _validate_base_net(spec.base_net)
     _validate_corrector(spec.corrector)
     _validate_run(spec)
+    _validate_scheduler(spec)
     _validate_features(spec)
     _validate_report(spec.report)
     return spec

@@ -27,7 +27,8 @@ def from_mapping(cls: type, raw: Any, where: str, finite: bool = True) -> Any:
     """`raw` as the dataclass `cls`, nested dataclasses and types checked; a SpecError names the first
     unknown key or wrong type by its dotted path. A section that holds plug-ins (see schema.plugin_field)
     reads any other key as a plug-in's name and its value as that plug-in's settings. `finite`: numbers
-    must be finite (a spec's); a result's figures may be NaN, which is how an undefined ratio is stored."""
+    must be finite (a spec's); a record's figures may be NaN, how an undefined ratio is stored, or infinite, the
+    tau of a corrector that changes nothing (certify.NO_CORRECTION)."""
     if not isinstance(raw, dict):
         raise SpecError(f"'{where or 'spec'}' must be a mapping of keys, got {_shown(raw)}")
     hints = typing.get_type_hints(cls)
@@ -87,7 +88,7 @@ def _number(hint: type, value: Any, path: str, finite: bool = True) -> int | flo
 def _scalar(value: Any, path: str, finite: bool = True) -> Any:
     """`value` itself when every number in it is finite and within MAX_INT; nested lists and mappings
     (the free-form fields: folds, pca_dims, search, ...) are checked throughout."""
-    if isinstance(value, float) and not math.isfinite(value) and (finite or not math.isnan(value)):
+    if isinstance(value, float) and not math.isfinite(value) and finite:
         raise SpecError(f"'{path}' must be a finite number, got {value}")
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
         raise SpecError(f"'{path}' must be at most {MAX_INT} in size, got {_shown(value)}")
@@ -217,7 +218,19 @@ def spec_from_dict(raw: dict[str, Any], overrides: list[str] = ()) -> Spec:
             if not isinstance(node, dict):
                 raise SpecError(f"--set {text}: '{k}' is not a section")
         node[keys[-1]] = value
+    raw["scheduler"] = _scheduler_section(raw.get("scheduler"))
     return validate(from_mapping(Spec, raw, ""))
+
+
+def _scheduler_section(value: Any) -> Any:
+    """`scheduler` as its section: `scheduler: asha` names it, `scheduler: {asha: {...}}` names it with its
+    settings; a section that already says `name` (as a stored spec.yaml does) is as written."""
+    if value is None or isinstance(value, str):
+        return {"name": value}
+    if isinstance(value, dict) and "name" not in value and len(value) == 1:
+        (name, settings), = value.items()
+        return {"name": name, name: settings}
+    return value
 
 
 def load_spec(path: str | Path, overrides: list[str] = (), stored: bool = False) -> Spec:

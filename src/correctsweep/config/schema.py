@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from correctsweep.plugins import DETECTORS, KINDS, NETS, SOURCES, Registry
+from correctsweep.plugins import DETECTORS, KINDS, NETS, SCHEDULERS, SOURCES, Registry
 
 OBJECTIVES = ("balanced_accuracy", "macro_f1", "gain_at_harm")
 POLICIES = ("override", "new_class")
@@ -93,6 +93,29 @@ class BaseNetConfig:
     horizontal flips during training, against the overfitting seen on real faces."""
     label_smoothing: float = 0.0
     """Departs from the paper when > 0: label smoothing of the weighted cross-entropy."""
+    schedule: str = "cosine"
+    """Learning-rate schedule: cosine (linear warm-up over warmup_epochs, then a cosine decay to zero) or
+    one_cycle (torch's OneCycleLR: from lr/25 up to lr over the first 30 % of the steps, then down to lr/2.5e5,
+    AdamW's beta1 cycled between 0.95 and 0.85; warmup_epochs is unused)."""
+    ema_decay: float = 0.0
+    """Departs from the paper when > 0: an exponential moving average of the weights (and BatchNorm's running
+    statistics), updated after every step with this decay, e.g. 0.999; each epoch's validation scores the
+    average, and the saved net is the average. 0 disables it."""
+    mixup_alpha: float = 0.0
+    """Departs from the paper when > 0: mixup, a batch blended with a shuffled copy of itself at a share drawn
+    from Beta(alpha, alpha), the loss blended alike. 0 disables it."""
+    cutmix_alpha: float = 0.0
+    """Departs from the paper when > 0: cutmix, a box of a shuffled copy of the batch pasted in, its area drawn
+    from Beta(alpha, alpha), the loss blended by area. With mixup_alpha too, each mixed batch uses one of the
+    two, half the time each. 0 disables it."""
+    mix_probability: float = 1.0
+    """The share of batches that mixup or cutmix mixes (the others train unmixed)."""
+    randaugment_ops: int = 0
+    """Departs from the paper when > 0: RandAugment (torchvision.transforms.v2) with this many operations per
+    image, after the shifts and flips of `augment`; each group of 8 images in a batch draws its own
+    operations. 0 disables it."""
+    randaugment_magnitude: int = 9
+    """RandAugment's magnitude, 0 to 30."""
     val_window: int = 1
     """Early stopping compares the mean validation accuracy over this many last epochs."""
     device: str = "auto"
@@ -146,9 +169,21 @@ class CorrectorConfig:
     cv_splits: int = 3
     """Stratified CV splits inside `correct` that score each candidate."""
     objective: str = "balanced_accuracy"
-    """What the search maximises for h: balanced_accuracy, macro_f1 or gain_at_harm."""
-    harm_bound: float = 0.05
-    """gain_at_harm only: the largest mean Harm a candidate may have."""
+    """What the search maximises for h: balanced_accuracy, macro_f1 or gain_at_harm (the excluded class's Gain, or
+    the mean Gain in the full model, among the candidates whose Harm, by harm_measure, stays at most max_harm)."""
+    max_harm: float | None = None
+    """Certify tau: with probability at least `confidence`, h breaks at most this share of f's correct answers on
+    new data (Harm by harm_measure), e.g. 0.05. A held-out part of `correct` (calibration_fraction) certifies
+    it, the rest fits g; a fold where no tau certifies keeps h = f. null: tau is the search's, uncertified."""
+    confidence: float = 0.9
+    """max_harm only: the probability 1 - delta with which the bound holds, over the draw of the calibration rows."""
+    harm_measure: str = "pooled"
+    """Which Harm max_harm bounds: pooled (the share of all of f's correct answers h breaks), mean (the mean over
+    classes of Harm_i, the paper's figure) or worst (the largest Harm_i). mean and worst need many calibration
+    rows in every class."""
+    calibration_fraction: float = 0.3
+    """max_harm only: the share of `correct` (stratified by class) held out to certify tau; g and the detectors
+    are fitted on the rest."""
     policies: list[str] = field(default_factory=lambda: list(POLICIES))
     """Decision policies searched: override and/or new_class."""
     tune_taps: bool = True
@@ -211,6 +246,23 @@ class ResourcesConfig:
 
 
 @dataclass
+class SchedulerConfig:
+    """Tune's trial scheduler (spec section `scheduler`), for a base-net `search`: it stops samples whose
+    validation accuracy, reported every epoch, trails the others'. Validation sets differ between folds and
+    seeds, so a spec with a scheduler runs one fold and one seed. Write `scheduler: asha`, or with settings
+    `scheduler: {asha: {grace_period: 5}}`; a stopped sample is recorded as such and left out of
+    collect's and best's choice (see `schedulers`)."""
+
+    name: str | None = None
+    """null (every sample trains to the end), asha (asynchronous successive halving), median_stopping, or a
+    user's package.module:Class; its settings go under its name, e.g. scheduler.asha.grace_period."""
+    settings: dict[str, Any] = field(default_factory=dict, metadata={"plugins": SCHEDULERS})
+
+    def in_use(self) -> list[str]:
+        return [self.name] if self.name else []
+
+
+@dataclass
 class ReportConfig:
     """How collect states the uncertainty of its figures (spec section `report`)."""
 
@@ -246,6 +298,8 @@ class Spec:
     """Base-net hyperparameters searched by Tune, e.g. {'base_net.lr': {'loguniform': [1e-4, 1e-2]}}."""
     num_samples: int = 1
     """Samples drawn from `search` per fold and seed."""
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    """Tune's trial scheduler, which stops a `search`'s weak samples early."""
     tracking: dict[str, str] = field(default_factory=dict)
     """Optional experiment tracking through Tune's callbacks: {mlflow: TRACKING_URI} and/or
     {wandb: PROJECT}, e.g. {mlflow: "sqlite:///outputs/mlflow.db"}. Needs the `tracking` install extra."""

@@ -6,7 +6,9 @@ score >= threshold, else f. The threshold is the one whose h scores best on `cor
 objective (policy.scan, ties to the largest: the one that changes f least), among the score's quantiles
 on `correct` and one above them all (h = f). No detector is fitted on the excluded class: it is fitted
 on the trained classes' rows of `correct` only, and the excluded class's labels serve only to pick that
-one threshold, as they pick the correctors' tau.
+one threshold, as they pick the correctors' tau. With corrector.max_harm the detectors meet the correctors'
+bar: fitted on the fit part of `correct`, each threshold is certified on the same calibration rows, among the
+quantiles of the fit rows' scores (see `certify`).
 
 What each reads: `logits` (the logits tap; its NaN columns, the excluded class's, are dropped), the
 spec's detectors.tap, or f's feature tap (the input of its final layer) together with that layer's
@@ -57,11 +59,13 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from correctsweep import certify
+from correctsweep.certify import Certificate
 from correctsweep.config import CorrectorConfig, DetectorsConfig, settings_of
 from correctsweep.errors import SpecError
 from correctsweep.features import FeatureSet
 from correctsweep.plugins import DETECTORS, Plugin
-from correctsweep.policy import Labels, scan
+from correctsweep.policy import Labels, objective_score, scan
 
 QUANTILES = 201  # thresholds in 0.5 % steps of the score: an excluded class can be ~2 % of the rows
 LOGITS, TAP, FEATURES = "logits", "tap", "features"  # what a detector reads, see the module docstring
@@ -84,9 +88,12 @@ class Detection:
     name: str
     threshold: float
     correct_score: float
-    """The objective of h on `correct` at that threshold (an in-sample figure: one number was fitted)."""
+    """The objective of h at that threshold on `correct`, or on its calibration rows when certified (an in-sample
+    figure: the threshold was chosen there)."""
     pred_h: np.ndarray
     seconds: float
+    certificate: Certificate | None
+    """The threshold's certified bound on Harm (corrector.max_harm), or None when uncertified."""
     score_test: np.ndarray
     """float64 [n]: the novelty score of each test image (higher: more likely the excluded class); it may be
     constant, e.g. where the detector had nothing to fit on, which threshold-free metrics report as n/a."""
@@ -144,11 +151,32 @@ def validate(names: list[str], tap: str, taps: list[str], has_final_layer: bool,
                             "lacks")
 
 
+def _grid(score: np.ndarray) -> np.ndarray:
+    """The thresholds tried: the score's quantiles and one above them all (h = f)."""
+    return np.append(np.unique(np.quantile(score, np.linspace(0, 1, QUANTILES))), np.nextafter(score.max(), np.inf))
+
+
+def _labels(fs: FeatureSet, excluded: int) -> Labels:
+    return Labels(fs.labels, fs.pred_f, [int(c) for c in fs.meta["classes"]], excluded)
+
+
 def threshold(score: np.ndarray, fs: FeatureSet, excluded: int, cfg: CorrectorConfig) -> tuple[float, float]:
     """(threshold, objective on `fs`) of the best h = where(score >= threshold, excluded, f)."""
-    taus = np.append(np.unique(np.quantile(score, np.linspace(0, 1, QUANTILES))), np.nextafter(score.max(), np.inf))
-    classes = [int(c) for c in fs.meta["classes"]]
-    return scan(np.full(len(score), excluded), score, Labels(fs.labels, fs.pred_f, classes, excluded), cfg, taus)
+    return scan(np.full(len(score), excluded), score, _labels(fs, excluded), cfg, _grid(score))
+
+
+def certified_threshold(score: np.ndarray, fit: np.ndarray, correct: FeatureSet, excluded: int,
+                        cfg: CorrectorConfig) -> tuple[Certificate, float]:
+    """The certified threshold (corrector.max_harm) of h = where(score >= threshold, excluded, f) on `correct`'s
+    calibration rows (not `fit`), among the quantiles of the fit rows' scores (which the calibration rows do not
+    touch), and h's objective on the calibration rows there."""
+    calibration = ~fit
+    rows = correct.rows(np.flatnonzero(calibration))
+    target = np.full(int(calibration.sum()), excluded)
+    labels = _labels(rows, excluded)
+    found = certify.certify(target, score[calibration], labels, certify.Rule.of(cfg), _grid(score[fit]), cfg)
+    h = np.where(score[calibration] >= found.tau, excluded, rows.pred_f)
+    return found, objective_score(labels, h, cfg)
 
 
 def _head(layer: FinalLayer, rows: list[int], width: int) -> torch.nn.Linear:
@@ -174,7 +202,10 @@ def detect(detectors: DetectorsConfig, tap: str, correct: FeatureSet, test: Feat
     excluded = int(correct.meta["excluded"])
     classes = [int(c) for c in correct.meta["classes"]]
     trained = np.array([c for c in classes if c != excluded])
-    fit = np.isin(correct.labels, trained)  # the only rows any detector is fitted on
+    part = np.ones(len(correct.labels), dtype=bool)  # the fit part of `correct`: all of it when uncertified
+    if cfg.max_harm is not None:  # the corrector's calibration rows certify the threshold: nothing is fitted on them
+        part[certify.calibration_rows(correct.labels, cfg.calibration_fraction, cfg.seed)[1]] = False
+    fit = part & np.isin(correct.labels, trained)  # the only rows any detector is fitted on
     y = torch.from_numpy(np.argmax(correct.labels[fit, None] == trained[None, :], axis=1))
     out = []
     for name in names:
@@ -198,7 +229,12 @@ def detect(detectors: DetectorsConfig, tap: str, correct: FeatureSet, test: Feat
             if not fit.all():
                 score[~fit] = _numpy(detector.score(x[~fit]))
             score_test = _numpy(detector.score(x_test))
-        cut, objective = threshold(score, correct, excluded, cfg)
+        found = None
+        if cfg.max_harm is None:
+            cut, objective = threshold(score, correct, excluded, cfg)
+        else:
+            found, objective = certified_threshold(score, part, correct, excluded, cfg)
+            cut = found.tau
         out.append(Detection(name, cut, objective, np.where(score_test >= cut, excluded, test.pred_f),
-                             time.perf_counter() - started, score_test, score))
+                             time.perf_counter() - started, found, score_test, score))
     return out

@@ -18,6 +18,7 @@ from correctsweep.report.tables import (
     OverSeeds,
     cost_table,
     fold_table,
+    frontier_table,
     long_table,
     matrices,
     methods_table,
@@ -25,11 +26,13 @@ from correctsweep.report.tables import (
     seeds_table,
 )
 from correctsweep.results import TrialResult
+from correctsweep.schedulers import stopped_trials
 from correctsweep.trust import FOLD_INTERVALS, METHOD_INTERVALS, expand, fold_trust
 
 
 def load_run(run_dir: Path) -> tuple[Spec, list[TrialResult]]:
-    """The run's spec and every result under results/; a one-line error when there is none."""
+    """The run's spec and every result under results/ (less those of samples a scheduler stopped); a one-line
+    error when there is none."""
     layout = RunLayout(Path(run_dir))
     paths = layout.result_files()
     if not paths:
@@ -38,7 +41,9 @@ def load_run(run_dir: Path) -> tuple[Spec, list[TrialResult]]:
     if not layout.spec_file.is_file():
         raise CorrectsweepError(f"{layout.root} has results but no spec.yaml; rerun one trial of its spec to write it")
     spec = load_spec(layout.spec_file, stored=True)
-    return spec, _one_per_fold_seed([TrialResult.read(p) for p in paths], sweep_key(spec))
+    stopped = {(s.fold, s.seed, s.net_key) for s in stopped_trials(layout)}
+    results = [r for r in map(TrialResult.read, paths) if (r.fold, r.seed, r.net_key) not in stopped]
+    return spec, _one_per_fold_seed(results, sweep_key(spec))
 
 
 def _one_per_fold_seed(results: list[TrialResult], key: str) -> list[TrialResult]:
@@ -87,6 +92,8 @@ class Report:
     """The published corrector kind(s)."""
     missing: list[tuple[str, int]]
     """The (fold, seed) pairs spec.yaml's folds x seeds expects and results/ lacks, in fold order."""
+    stopped: int
+    """`search` samples the scheduler stopped early (schedulers.StoppedTrial): none of them is among `results`."""
     several: bool
     """Whether some fold has several seeds: the report then shows mean ± std over seeds."""
     long: pd.DataFrame
@@ -103,6 +110,8 @@ class Report:
     """methods_table, each interval as three numbers (methods.csv)."""
     cost: pd.DataFrame
     """cost_table."""
+    frontier: pd.DataFrame
+    """frontier_table: the published corrector's Gain-Harm curve over tau on test."""
     matrices: dict[str, OverSeeds]
     """tables.MATRICES's metric -> its class x fold matrix; empty when no fold has an excluded class."""
     power: OverSeeds | None
@@ -116,6 +125,11 @@ class Report:
     def compares_methods(self) -> bool:
         """Whether the results hold more than one corrector kind or detector."""
         return self.methods.method.nunique() > 1
+
+    @property
+    def certifies(self) -> bool:
+        """Whether some result's published corrector carries a certified bound on Harm."""
+        return bool(self.folds.harm_bound.notna().any())
 
     @property
     def has_training_curves(self) -> bool:
@@ -147,8 +161,9 @@ def build(run_dir: Path) -> Report:
         spec=spec, run_dir=run_dir, results=results, tests=tests, names=names,
         nets=sorted({r.net for r in results}), published=", ".join(sorted({r.corrector.kind for r in results})),
         missing=sorted(expected - found, key=lambda fs: (fold_order(fs[0]), fs[1])),
+        stopped=len(stopped_trials(RunLayout(Path(run_dir)))),
         several=bool(folds.groupby("fold").seed.nunique().max() > 1), long=long,
         fold_cells=fold_cells, folds=folds, seeds=seeds_table(folds, cfg.level),
         method_cells=method_cells, methods=expand(method_cells, METHOD_INTERVALS),
-        cost=cost_table(results, long, classes), matrices=by_metric,
+        cost=cost_table(results, long, classes), frontier=frontier_table(results), matrices=by_metric,
         power=power_table(by_metric["tpr_h"], long, classes) if excluded else None)

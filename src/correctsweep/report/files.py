@@ -8,7 +8,9 @@ has, and what writes each), report.md's links and its Files section, and the tes
                                  harm and dfpr over classes, balanced accuracies of f and h, each with
                                  <figure>_lo and <figure>_hi (report.level bootstrap interval, empty
                                  where n/a), accuracies of f and h, McNemar's p of f against h
-                                 (mcnemar_p), f's balanced accuracy on its
+                                 (mcnemar_p), the certified bound on Harm (harm_bound: corrector.max_harm,
+                                 empty when uncertified) beside test_harm (Harm on test by the bound's
+                                 measure) and harm_held, f's balanced accuracy on its
                                  trained classes beside the full model's on them, the base net's epochs_run
                                  and best_epoch (empty where the result has no training record), the
                                  file f was loaded from (`checkpoint`, empty where f was trained), the
@@ -23,12 +25,18 @@ has, and what writes each), report.md's links and its Files section, and the tes
                                  the kept epoch starred; results without a training history are left out.
   methods.csv                    one row per fold x seed x method (each corrector kind and detector of the
                                  results' `methods`) in the folds with an excluded class: Gain of that class,
-                                 mean Harm and ΔFPR, balanced accuracy of h (each with _lo and _hi), accuracy
+                                 mean and pooled Harm, ΔFPR, balanced accuracy of h (each with _lo and _hi),
+                                 harm_bound, test_harm and harm_held as in folds.csv, accuracy
                                  of h, auroc, aupr, fpr_at_95_tpr of its novelty score (detection_na: why
                                  empty), the paired McNemar tests against the published kind on recovery and
                                  correctness (p, Holm p, ties_best), seconds.
   methods_gain_harm.png          Gain against Harm, one point per method and fold (with several methods).
   roc_curves.png                 every method's ROC curve, a panel per fold (with several methods).
+  frontier.csv                   per fold x seed x tau: the published corrector's Gain (the excluded class's;
+                                 the mean Gain in the full model), pooled, mean and worst Harm on test, `chosen`
+                                 its tau.
+  frontier.png                   that curve, Gain against Harm, a panel per fold, the chosen tau starred and
+                                 the certified bound (corrector.max_harm) drawn.
   cost.csv                       per fold x seed: the corrector's search and refit seconds beside the base
                                  net's training seconds, their ratio, and the excluded class's TPR under h
                                  and under the full model (the retraining reference).
@@ -47,6 +55,8 @@ METHODS = "methods.csv"
 GAIN_HARM = "methods_gain_harm.png"
 ROC_CURVES = "roc_curves.png"
 COST = "cost.csv"
+FRONTIER = "frontier.csv"
+FRONTIER_PLOT = "frontier.png"
 MARKDOWN = "report.md"
 
 

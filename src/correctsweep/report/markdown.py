@@ -39,8 +39,8 @@ def markdown_table(mean: pd.DataFrame, std: pd.DataFrame | None = None, mark_own
 
 
 def report_markdown(report: Report) -> str:
-    sections = (_summary, _missing, _per_fold_over_seeds, _per_fold_and_seed, _training_curves, _matrices, _power,
-                _methods, _cost, _files)
+    sections = (_summary, _headline, _missing, _per_fold_over_seeds, _per_fold_and_seed, _training_curves,
+                _matrices, _power, _methods, _cost, _files)
     return "\n\n".join(part for section in sections for part in section(report)) + "\n"
 
 
@@ -59,11 +59,45 @@ def _summary(r: Report) -> list[str]:
             + (", and a ± b is the mean ± sample std over seeds." if r.several else ".")]
 
 
+def _headline(r: Report) -> list[str]:
+    """Per fold: what the published corrector recovers, what it breaks, and the bound it was certified with."""
+    cfg = r.spec.corrector
+    by_fold = r.folds.groupby("fold", sort=False)
+    table = by_fold[["gain_excluded", "macro_harm", "pooled_harm", "test_harm"]].mean()
+    table["bound"] = by_fold.harm_bound.first()
+    held = by_fold.harm_held.agg(lambda v: "—" if v.isna().all() else f"{int(v.dropna().sum())} of {v.notna().sum()}")
+    shown = table.rename(columns={"gain_excluded": "Gain", "macro_harm": "mean Harm", "pooled_harm": "pooled Harm",
+                                  "test_harm": "worst Harm", "bound": "certified bound"})
+    shown["held"] = held
+    if cfg.harm_measure != "worst":  # the bound's own measure is one of the two columns already
+        shown = shown.drop(columns="worst Harm")
+    if r.certifies:
+        results = r.folds.dropna(subset=["harm_bound"])
+        plain = results[results.tau == float("inf")]
+        text = ("The published corrector's Gain of the excluded class (the mean Gain in fold none), mean Harm over "
+                "classes and pooled Harm (the share of all of f's correct answers h breaks), on test, beside the "
+                f"bound certified for its tau: {cfg.harm_measure} Harm at most {cfg.max_harm} with probability at "
+                f"least {cfg.confidence:.0%}. **The bound held in {int(results.harm_held.sum())} of {len(results)} "
+                "fold × seed results.**")
+        if len(plain):
+            text += " No tau certified in " + ", ".join(f"fold {f} seed {s}" for f, s in zip(plain.fold, plain.seed)) \
+                + ": h = f there."
+    else:
+        text = ("The published corrector's Gain of the excluded class (the mean Gain in fold none), mean and pooled "
+                "Harm on test. **No bound on Harm is certified**: tau is the search's best on `correct`; set "
+                "corrector.max_harm (e.g. 0.05) to certify it. ")
+        shown = shown.drop(columns=["certified bound", "worst Harm", "held"], errors="ignore")
+    return ["## Headline", text, markdown_table(named(shown, r.names))] + (
+        [f"![Gain against Harm over tau]({files.FRONTIER_PLOT})"] if len(r.frontier) else [])
+
+
 def _missing(r: Report) -> list[str]:
+    stopped = [f"{r.stopped} `search` sample(s) stopped early by the scheduler are left out "
+               "(`results/fold=J/seed=S.stopped/`)."] if r.stopped else []
     if not r.missing:
-        return []
+        return stopped
     return ["**Missing results** (expected from spec.yaml folds × seeds, not found): " + ", ".join(
-        f"fold {f} seed {s} (`results/fold={f}/seed={s}.json`)" for f, s in r.missing) + "."]
+        f"fold {f} seed {s} (`results/fold={f}/seed={s}.json`)" for f, s in r.missing) + ".", *stopped]
 
 
 def _per_fold_over_seeds(r: Report) -> list[str]:

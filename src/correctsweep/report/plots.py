@@ -76,23 +76,93 @@ def training_curves(path: Path, results: list[TrialResult], names: dict[int, str
     return fig
 
 
+MARKERS = "osD^vP*Xhp<>"
+
+
+def method_styles(methods: list[str]) -> dict[str, dict]:
+    """Each method its own colour and marker (tab20's 20 colours, 12 markers): a run has up to 3 kinds and 15
+    detectors, which matplotlib's 10 default colours would repeat."""
+    return {m: {"color": colormaps["tab20"](i % 20), "marker": MARKERS[i % len(MARKERS)]}
+            for i, m in enumerate(methods)}
+
+
+def _panels(fig: Figure, n: int, columns: int = 4) -> np.ndarray:
+    """n axes in rows of `columns`, the spare ones hidden."""
+    columns = min(columns, n)
+    axes = np.asarray(fig.subplots(-(-n // columns), columns, squeeze=False)).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return axes[:n]
+
+
 def gain_harm_plot(path: Path, methods: pd.DataFrame, names: dict[int, str]) -> Figure:
-    """Excluded-class Gain against mean Harm, one point per method and fold (mean over seeds): up and to
-    the left is better. Colour: method; circle: a corrector kind, square: a detector."""
-    points = methods.groupby(["method", "fold"], sort=False)[["gain_excluded", "macro_harm"]].mean().reset_index()
-    families = methods.drop_duplicates("method").set_index("method").family
-    fig = Figure(figsize=(7, 5))
-    ax = fig.subplots()
-    for i, (method, group) in enumerate(points.groupby("method", sort=False)):
-        ax.scatter(group.macro_harm, group.gain_excluded, s=60, color=f"C{i % 10}", label=method,
-                   marker="o" if families[method] == "corrector" else "s", edgecolor="black")
-        for _, row in group.iterrows():
-            ax.annotate(class_label(row.fold, names), (row.macro_harm, row.gain_excluded), textcoords="offset points",
-                        xytext=(5, 4), fontsize=7)
+    """Excluded-class Gain against mean Harm. Left: per method, the mean over folds and seeds with its std over
+    them as error bars; right, small multiples: one panel per fold (mean over seeds). Up and to the left is
+    better. Each method has its own colour and marker; a detector's marker is hollow."""
+    order = list(dict.fromkeys(methods.method))
+    styles, families = method_styles(order), methods.drop_duplicates("method").set_index("method").family
+    folds = sorted(methods.fold.unique(), key=fold_order)
+    columns = min(4, len(folds))
+    fig = Figure(figsize=(6 + 2.6 * columns, max(4.5, 2.6 * -(-len(folds) // columns))), layout="constrained")
+    left, right = fig.subfigures(1, 2, width_ratios=[6, 2.6 * columns])
+    ax = left.subplots()
+
+    def point(ax, method, x, y, size, **bars):
+        style = styles[method]
+        face = style["color"] if families[method] == "corrector" else "white"
+        ax.errorbar(x, y, fmt=style["marker"], color=style["color"], markerfacecolor=face, markersize=size,
+                    markeredgecolor=style["color"], ecolor=style["color"], elinewidth=1, capsize=2, **bars)
+
+    per_method = methods.groupby("method", sort=False)[["gain_excluded", "macro_harm"]]
+    mean, spread = per_method.mean(), per_method.std()
+    for method in order:
+        point(ax, method, mean.macro_harm[method], mean.gain_excluded[method], 8,
+              xerr=np.nan_to_num(spread.macro_harm[method]), yerr=np.nan_to_num(spread.gain_excluded[method]),
+              label=method)
     ax.set(xlabel="mean Harm over classes", ylabel="Gain of the excluded class",
-           title="Correctors and detectors: Gain against Harm (one point per fold)")
-    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
+           title="Per method: mean ± std over folds")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=8)
+    per_fold = methods.groupby(["fold", "method"], sort=False)[["gain_excluded", "macro_harm"]].mean()
+    for ax, fold in zip(_panels(right, len(folds), columns), folds):
+        for method, row in per_fold.loc[fold].iterrows():
+            point(ax, method, row.macro_harm, row.gain_excluded, 6)
+        ax.set_title(f"fold {class_label(fold, names)}", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(3))
+    right.supxlabel("mean Harm", fontsize=9)
+    right.supylabel("Gain of the excluded class", fontsize=9)
     fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig
+
+
+def frontier_plot(path: Path, frontier: pd.DataFrame, folds: pd.DataFrame, names: dict[int, str],
+                  measure: str) -> Figure:
+    """The published corrector's Gain against Harm over tau on test, a panel per fold, a line per seed: the
+    chosen tau starred and, where the fold was certified, the bound (corrector.max_harm) as a dashed line. Harm
+    is `measure`, the one the bound holds (corrector.harm_measure)."""
+    order = sorted(frontier.fold.unique(), key=fold_order)
+    seeds = sorted(frontier.seed.unique())
+    columns = min(4, len(order))
+    fig = Figure(figsize=(3.4 * columns, 3.1 * -(-len(order) // columns)), layout="constrained")
+    for ax, fold in zip(_panels(fig, len(order), columns), order):
+        for (seed, curve), style in zip(frontier[frontier.fold == fold].groupby("seed"), ["-", "--", ":", "-."] * 9):
+            colour = f"C{seeds.index(seed) % 10}"
+            ax.plot(curve[f"{measure}_harm"], curve.gain, linestyle=style, color=colour, linewidth=1.2,
+                    label=f"seed {seed}")
+            chosen = curve[curve.chosen]
+            ax.plot(chosen[f"{measure}_harm"], chosen.gain, marker="*", markersize=13, color=colour,
+                    markeredgecolor="black", linestyle="none")
+        bound = folds[folds.fold == fold].harm_bound.dropna()
+        if len(bound):
+            ax.axvline(bound.iloc[0], color="grey", linestyle="--", linewidth=1)
+        ax.set_title(f"fold {class_label(fold, names)}", fontsize=9)
+        ax.set_xlabel(f"{measure} Harm", fontsize=8)
+        ax.set_ylabel("Gain" + (" (mean)" if fold == "none" else " of the excluded class"), fontsize=8)
+        ax.tick_params(labelsize=7)
+        if len(seeds) > 1:
+            ax.legend(fontsize=7)
+    fig.suptitle("Gain against Harm over tau on test (★ chosen tau, dashed: certified bound)", fontsize=10)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     return fig
 
 

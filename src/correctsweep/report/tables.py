@@ -19,11 +19,12 @@ from correctsweep.config import ReportConfig
 from correctsweep.metrics import nanmean
 from correctsweep.report.labels import result_order
 from correctsweep.results import TrialResult
-from correctsweep.trust import DETECTION, FOLD_INTERVALS, METHOD_INTERVALS, FoldTrust, method_rows
+from correctsweep.trust import CERTIFIED, DETECTION, FOLD_INTERVALS, METHOD_INTERVALS, FoldTrust, method_rows
 
 MATRICES = {"retention": "Retention", "harm": "Harm", "gain": "Gain", "dfpr": "ΔFPR", "tpr_h": "TPR_h"}
 """metric -> its title: the class x fold matrices."""
-METHOD_COLUMNS = ["fold", "seed", "method", "family", *METHOD_INTERVALS, "accuracy_h", *DETECTION, "detection_na",
+METHOD_COLUMNS = ["fold", "seed", "method", "family", *METHOD_INTERVALS, *CERTIFIED, "accuracy_h", *DETECTION,
+                  "detection_na",
                   "p_recovery", "p_recovery_holm", "ties_best_recovery", "p_correct", "p_correct_holm",
                   "ties_best_correct", "seconds"]
 COST_NUMBERS = ["train_seconds", "search_seconds", "refit_seconds", "correct_over_train", "tpr_h_excluded",
@@ -64,7 +65,7 @@ def fold_table(results: list[TrialResult], trusts: dict[tuple[str, int], FoldTru
     for r in sorted(results, key=result_order):
         c, t, found = r.corrector, r.train or {}, trusts[(r.fold, r.seed)]
         rows.append({"fold": r.fold, "seed": r.seed, "excluded_name": r.names.get(r.excluded, ""), **found.intervals,
-                     "accuracy_f": r.summary["accuracy_f"],
+                     **found.certified, "accuracy_f": r.summary["accuracy_f"],
                      "accuracy_h": r.summary["accuracy_h"], "mcnemar_p": found.mcnemar_p,
                      "balanced_accuracy_f_trained": _trained_balanced_accuracy(r, r.excluded),
                      "full_f_same_classes": (_trained_balanced_accuracy(full[r.seed], r.excluded)
@@ -140,3 +141,11 @@ def cost_table(results: list[TrialResult], long: pd.DataFrame, classes: list[int
                      "tpr_h_excluded": r.per_class_value("tpr_h", r.excluded),
                      "full_tpr_excluded": full.get(r.excluded, np.nan)})
     return pd.DataFrame(rows).astype({name: float for name in COST_NUMBERS})
+
+
+def frontier_table(results: list[TrialResult]) -> pd.DataFrame:
+    """One row per fold x seed x tau of the published corrector's Gain-Harm curve on test; `chosen` marks its tau."""
+    rows = [{"fold": r.fold, "seed": r.seed, **vars(point), "chosen": point.tau == r.corrector.tau}
+            for r in sorted(results, key=result_order) for point in r.frontier]
+    return pd.DataFrame(rows, columns=["fold", "seed", "tau", "gain", "pooled_harm", "mean_harm", "worst_harm",
+                                       "chosen"])

@@ -23,6 +23,10 @@ def outputs(report: Report) -> Iterator[tuple[str, Callable[[Path], object]]]:
     yield files.FOLDS, partial(r.folds.to_csv, index=False)
     yield files.METHODS, partial(r.methods.to_csv, index=False)
     yield files.COST, partial(r.cost.to_csv, index=False)
+    if len(r.frontier):
+        yield files.FRONTIER, partial(r.frontier.to_csv, index=False)
+        yield files.FRONTIER_PLOT, partial(plots.frontier_plot, frontier=r.frontier, folds=r.folds, names=r.names,
+                                           measure=r.spec.corrector.harm_measure)
     if r.several:
         yield files.FOLDS_OVER_SEEDS, lambda path: seeds_numbers(r.seeds).to_csv(path, index=False)
     if r.compares_methods:
