@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import torch
 
 from correctsweep import detectors
@@ -95,8 +96,8 @@ class FeatureTable:
     """The run's features table: its classes, numbered and named as a dataset's, and its folds."""
 
     path: Path
-    dataset: object
-    """The pyarrow dataset, read a fold at a time."""
+    dataset: pads.Dataset
+    """The table, read a fold at a time."""
     classes: list[int]
     names: dict[int, str]
     folds: list[str] | None

@@ -29,8 +29,8 @@ def sweep_key(spec: Spec) -> str:
     return digest(settings)
 
 
-# Training options added after nets were first keyed: at their defaults (which train exactly as before they
-# existed) they are left out of the net key, so a net trained earlier keeps its key and is reused.
+# Options added after nets were first keyed: at their defaults (which train exactly as before they existed;
+# weights null: f is trained) they are left out of the net key, so a net trained earlier keeps its key.
 LATER_OPTIONS = ("schedule", "ema_decay", "mixup_alpha", "cutmix_alpha", "mix_probability", "randaugment_ops",
                  "randaugment_magnitude", "weights")
 
