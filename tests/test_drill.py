@@ -1,6 +1,7 @@
 """The reliability drill: bad input of every kind gets one line naming the thing, exit code 2, no
 traceback, and leaves the run directory as it was."""
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -18,11 +19,30 @@ def png(value: int) -> bytes:
     return encode_png(torch.full((1, 12, 12), value, dtype=torch.uint8)).numpy().tobytes()
 
 
+def colour_png(value: int) -> bytes:
+    return encode_png(torch.tensor([value, 255 - value, 0], dtype=torch.uint8)[:, None, None].expand(3, 12, 12)
+                      .contiguous()).numpy().tobytes()
+
+
+def class_folders(tmp, classes=("a", "b", "c"), first=png, rest=colour_png):
+    """A folder of class folders, 20 images each: `first` makes each class's first image, `rest` the others."""
+    for name in classes:
+        (tmp / "imgs" / name).mkdir(parents=True)
+        for i in range(20):
+            (tmp / "imgs" / name / f"{i:02d}.png").write_bytes((first if i == 0 else rest)(i * 10))
+    return tmp / "imgs"
+
+
 def table(n_per_class=10, classes=(1, 2, 3), **columns) -> pd.DataFrame:
     labels = [c for c in classes for _ in range(n_per_class)]
     frame = {"image": [png(i % 250) for i in range(len(labels))], "label": labels,
              "split": [""] * len(labels), "source_name": [f"img-{i}.png" for i in range(len(labels))]}
     return pd.DataFrame(frame | columns)
+
+
+def hf_images(frame: pd.DataFrame) -> pd.DataFrame:
+    """The image column as HuggingFace datasets write its Image feature: struct<bytes, path>."""
+    return frame.assign(image=[{"bytes": b, "path": f"{i}.png"} for i, b in enumerate(frame.image)])
 
 
 def parquet(tmp, frame, name="part-000.parquet", folder="data"):
@@ -71,6 +91,10 @@ CASES = [
     ("spec is a list", lambda t: spec_file(t, "- name: x\n"), "must be a mapping"),
     ("spec is binary", lambda t: spec_file(t, data=b"\x89PNG\r\n\x1a\n\x00\xff\xfe"), "not text"),
     ("spec scalar", lambda t: spec_file(t, "just words"), "must be a mapping"),
+    ("folds a YAML set", lambda t: spec_file(t, "folds: !!set {3, none}\n"), "'folds' must be a list"),
+    ("folds binary", lambda t: spec_file(t, "folds: !!binary aGVsbG8=\n"), "'folds' must be a list"),
+    ("name binary", lambda t: spec_file(t, "name: !!binary aGVsbG8=\n"), "'name' must be a list, a number or text"),
+    ("--set folds a YAML set", setting("folds=!!set {3}"), "'folds' must be a list"),
     # keys and values
     ("unknown top key", setting("colour=red"), "unknown key 'colour'"),
     ("unknown nested key", setting("data.sorce=x"), "data.sorce"),
@@ -97,6 +121,11 @@ CASES = [
     ("confidence level over 1", setting("report.level=1.2"), "report.level"),
     ("search of a non-net key", setting("search={data.n_images: {choice: [1, 2]}}"), "search.data.n_images"),
     ("search space malformed", setting("search={base_net.lr: [1, 2]}"), "search.base_net.lr"),
+    ("search loguniform from 0", setting("search={base_net.lr: {loguniform: [0, 0.1]}}"), "both > 0"),
+    ("search randint of one bound", setting("search={base_net.epochs: {randint: [3]}}"), "randint needs [low, high]"),
+    ("search uniform reversed", setting("search={base_net.lr: {uniform: [0.1, 0.01]}}"), "low < high"),
+    ("search uniform of words", setting("search={base_net.lr: {uniform: [a, b]}}"), "two numbers"),
+    ("search choice of nothing", setting("search={base_net.lr: {choice: []}}"), "at least one value"),
     ("--set without =", setting("base_net.lr"), "must look like key=value"),
     ("--set under a value", setting("name.x=1"), "'name' is not a section"),
     ("invalid group pattern", setting("data.group_pattern=(S"), "data.group_pattern"),
@@ -124,6 +153,11 @@ CASES = [
         t, parquet(t, table(), folder="all/a") and parquet(t, table(), folder="all/b").parent), "2 folders"),
     ("not parquet", lambda t: data_cmd(t, (t / "x.parquet").write_text("a,b\n1,2\n") and t / "x.parquet"),
      "not readable as Parquet"),
+    ("parquet mixing bytes and HF structs", lambda t: data_cmd(t, parquet(t, table()) and parquet(
+        t, hf_images(table(classes=(4,)).assign(source_name=lambda f: [f"hf-{i}" for i in range(len(f))])),
+        "part-001.parquet")), "as struct<bytes, path>; write every file alike"),
+    ("parquet image of paths", lambda t: data_cmd(t, parquet(t, table().assign(image="x.png"))),
+     "column image must hold encoded image bytes"),
     ("corrupt image", lambda t: data_cmd(t, parquet(t, table().assign(
         image=lambda f: [b"not an image"] + list(f.image[1:])))), "cannot be decoded"),
     ("label out of the rafdb preset", lambda t: data_cmd(t, parquet(t, table(classes=(1, 2, 9))), "parquet",
@@ -144,6 +178,8 @@ CASES = [
                                              "fer2013"), "not a text CSV"),
     ("rafdb without labels", lambda t: data_cmd(t, (t / "basic").mkdir() or t / "basic", "rafdb"),
      "RAF-DB label file"),
+    ("hidden class folder with images", lambda t: data_cmd(t, class_folders(t, ("a", "b", "c", ".d")), "folder"),
+     "its name starts with '.'"),
     ("folder with unknown class", lambda t: data_cmd(t, (t / "imgs" / "bored").mkdir(parents=True) or t / "imgs",
                                                      "folder"), "bored"),
     ("group pattern not matching", lambda t: data_cmd(t, parquet(t, table()), "parquet",
@@ -177,6 +213,26 @@ def test_bad_input_is_one_line_and_changes_nothing(tmp_path, capsys, name, argv,
     # cache aside: it holds the dataset as read, whatever the spec asks of it)
 
 
+SLOW_PATTERNS = [  # data.group_pattern's time is bounded: one line, not a hang
+    ("nested repetition", "(a+)+$"),
+    ("repeated alternation", "(a|aa)+$"),
+    ("nested stars", "(a*)*b$"),
+]
+
+
+@pytest.mark.parametrize("name, pattern", SLOW_PATTERNS, ids=[c[0] for c in SLOW_PATTERNS])
+def test_a_pattern_that_backtracks_without_end_is_one_line(tmp_path, capsys, monkeypatch, name, pattern):
+    from correctsweep import data
+
+    monkeypatch.setattr(data, "GROUP_PATTERN_SECONDS", 0.5)
+    frame = table().assign(source_name=lambda f: ["a" * 40 + f"!{i}" for i in range(len(f))])
+    args = data_cmd(tmp_path, parquet(tmp_path, frame), "parquet", "--set", f"data.group_pattern='{pattern}'")
+    started = time.monotonic()
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "takes more than 0.5 s" in err and time.monotonic() - started < 30, err
+
+
 def test_drill_covers_at_least_40_kinds():
     assert len(CASES) >= 40
 
@@ -189,6 +245,26 @@ def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
     assert cli.main(["data", SMOKE]) == 130
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "interrupted" in err
+
+
+FINE_DATA = [  # data other tools and hands make, read as meant
+    ("colour set whose first images are grayscale", lambda t: data_cmd(t, class_folders(t), "folder"),
+     "60 images, 3 classes, 3x"),
+    ("grayscale set", lambda t: data_cmd(t, class_folders(t, rest=png), "folder"), "60 images, 3 classes, 1x"),
+    ("grayscale set stored as RGB after its first image", lambda t: data_cmd(t, class_folders(
+        t, rest=lambda v: encode_png(torch.full((3, 12, 12), v, dtype=torch.uint8)).numpy().tobytes()), "folder"),
+     "60 images, 3 classes, 1x"),
+    ("parquet of HF image structs", lambda t: data_cmd(t, parquet(t, hf_images(table(20)))), "60 images, 3 classes"),
+    ("hidden folders without images", lambda t: (class_folders(t), (t / "imgs" / ".git").mkdir(),
+                                                 (t / "imgs" / ".git" / "HEAD").write_text("ref"),
+                                                 data_cmd(t, t / "imgs", "folder"))[-1], "60 images, 3 classes"),
+]
+
+
+@pytest.mark.parametrize("name, argv, expect", FINE_DATA, ids=[c[0] for c in FINE_DATA])
+def test_data_from_other_hands_is_read_as_meant(tmp_path, capsys, name, argv, expect):
+    assert cli.main(argv(tmp_path)) == 0
+    assert expect in capsys.readouterr().out
 
 
 def test_a_byte_order_mark_is_not_a_column(tmp_path, capsys):

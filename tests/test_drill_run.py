@@ -2,10 +2,12 @@
 remote storage and tracking, and Tune state planted in a run. Each bad case gets one line naming the
 thing, a non-zero exit, and leaves every file as it was (nothing half-written, nothing published); each
 recoverable case succeeds and recomputes what did not verify."""
+import errno
 import hashlib
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import socket
@@ -13,10 +15,13 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from correctsweep import cli, console, reach, sweep, tracking, tune_state
+from correctsweep import atomic, cli, console, reach, sweep, tracking, tune_state
 from correctsweep.config import load_spec
 from correctsweep.hashing import digest
 from correctsweep.layout import RunLayout, mirror_of
@@ -70,6 +75,16 @@ def garbage_mid_journal(path):
     lines = path.read_bytes().splitlines(keepends=True)
     lines[len(lines) // 2] = b'{"op_code": 4, "worker_id": "\x01garbage\n'
     path.write_bytes(b"".join(lines))
+
+
+def fitted_on_another_net(run):
+    """The taps the fold's correctors were fitted on, recorded as another net's (as if its net were swapped)."""
+    import pyarrow.parquet as pq
+
+    path = one(run, f"features/{FOLD}/split=correct/part-*.parquet")
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[b"correctsweep"]) | {"weights_sha256": "0" * 64}
+    pq.write_table(table.replace_schema_metadata({b"correctsweep": json.dumps(meta).encode()}), path)
 
 
 def drop_checksums(path):
@@ -153,6 +168,12 @@ FILE_CASES = [
      "base_net.epochs"),
     ("run spec binary", collect(lambda r: (r / "spec.yaml").write_bytes(b"\xff\xfe\x00\x81" * 20)), "is not text"),
     ("run spec a folder", collect(lambda r: to_folder(r / "spec.yaml")), "no spec.yaml"),
+    ("best's net not the one its corrector was fitted on", lambda r: (best_choice(
+        lambda c: c.update(net_sha256="0" * 64))(r), PREDICT(r))[1], "not the net fold 3's corrector was fitted on"),
+    ("a trial's corrector fitted on another net", lambda r: (fitted_on_another_net(r), PREDICT_SEED(r))[1],
+     "not the net fold 3's corrector was fitted on"),
+    ("data added since the run", lambda r: (edit_spec(lambda s: s["data"]["synthetic"].update(n_images=560))(r, None),
+                                            PREDICT(r))[1], "is not what the run split"),
 ]
 
 
@@ -161,7 +182,7 @@ def test_bad_run_file_is_one_line_and_publishes_nothing(run, tmp_path, capsys, n
     args = argv(run)
     err = refused(tmp_path, capsys, args, expect)
     if "fold 3 seed 0:" in err:  # a fold's file: the fix names the trial to rerun, checked below to work
-        assert f"correctsweep trial {run / 'spec.yaml'} --fold 3 --seed 0" in err
+        assert f"correctsweep trial {run / 'spec.yaml'} --fold 3 --seed 0 --set storage={run.parent}" in err
 
 
 RECOVER_CASES = [
@@ -174,11 +195,16 @@ RECOVER_CASES = [
 
 
 @pytest.mark.parametrize("name, damage, says", RECOVER_CASES, ids=[c[0] for c in RECOVER_CASES])
-def test_the_advised_trial_rerun_recomputes_and_best_then_publishes(run, capsys, name, damage, says):
+def test_the_advised_trial_rerun_recomputes_and_best_then_publishes(run, capsys, monkeypatch, name, damage, says):
+    """The advice, run as printed from another folder, recomputes into the run (its spec.yaml's storage relative)."""
     damage(run)
+    edit_spec(lambda spec: spec.update(storage="x"))(run, None)
+    (run.parent.parent / "elsewhere").mkdir()
+    monkeypatch.chdir(run.parent.parent / "elsewhere")
     assert cli.main(["best", str(run)]) == 2
-    capsys.readouterr()
-    assert cli.main(["trial", str(run / "spec.yaml"), "--fold", "3", "--seed", "0"]) == 0
+    advised = re.search(r"rerun `correctsweep (trial [^`]+)`", capsys.readouterr().err).group(1)
+    assert cli.main(advised.split()) == 0
+    assert not list((run.parent.parent / "elsewhere").iterdir())
     assert says in capsys.readouterr().out
     assert cli.main(["best", str(run)]) == 0
     published = one(run, f"best/{FOLD}/corrector/model.ubj").read_bytes()
@@ -235,6 +261,10 @@ SPEC_CASES = [
     ("alias of itself", spec_file("name: &a [*a]\n"), "more than 10000 values"),
     ("huge spec file", spec_file("#" * (1 << 20) + "\nname: x\n"), "more than a spec needs"),
     ("nested too deeply", spec_file("a: " + "[" * 5000 + "]" * 5000 + "\n"), "not valid YAML"),
+    ("cpus per trial beyond the machine", lambda tmp: ["sweep", SMOKE, "--set", f"storage={tmp}/out", "--set",
+                                                       "resources.cpus_per_trial=4096"], "no trial could start"),
+    ("storage name too long", lambda tmp: ["trial", SMOKE, "--fold", "3", "--set", f"storage={tmp}/{'s' * 300}"],
+     "File name too long; use a shorter path"),
 ]
 
 
@@ -252,6 +282,9 @@ def test_bad_spec_value_is_one_line(tmp_path, capsys, name, argv, expect):
      lambda s: s.corrector.n_candidates == 12 and s.corrector.timeout_s == 0.5),
     ("data: &d {synthetic: {n_images: 100}}\nbase_net: {<<: {epochs: 3}, epochs: 4}\n", [],
      lambda s: s.base_net.epochs == 4),
+    ("storage: ~/runs\ndata: {path: ~/data, cache_dir: ~/cache}\n", [],
+     lambda s: (s.storage, s.data.path, s.data.cache_dir) == tuple(os.path.expanduser(f"~/{d}") for d in
+                                                                   ("runs", "data", "cache"))),
 ])
 def test_edge_values_that_are_fine(tmp_path, text, overrides, check):
     (tmp_path / "s.yaml").write_text(text)
@@ -517,6 +550,401 @@ def test_an_unchanged_experiment_is_resumed_as_it_is(tmp_path):
     before = {p: p.read_bytes() for p in experiment.rglob("*") if p.is_file()}
     assert tune_state.restore_state(str(experiment), record) == []
     assert {p: p.read_bytes() for p in experiment.rglob("*") if p.is_file()} == before
+
+
+# --- family 8: what a run directory can make the tool do ------------------------------------------------
+# A run directory may come from someone else: nothing in it decides what code is imported, no path its records
+# hold leads out of it, and no link planted in it is written through. Each case plants one kind of hostile
+# file in a copy of the tiny run beside a folder of the user's (`outside`); the command is refused in one line,
+# the planted module never runs (it would leave tmp_path/pwned) and nothing in the run or outside changes.
+
+PLANTED_MODULE = "planted_code"
+
+
+def hostile(tmp_path):
+    """The user's folder beside the run, and the module planted in the run (importing it leaves the marker)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "thesis.txt").write_text("years of work")
+    return outside
+
+
+def planted_module(run, marker):
+    (run / f"{PLANTED_MODULE}.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\n"
+        "import torch.nn as nn\n\n\nclass Net(nn.Module):\n    def __init__(self, num_classes, **kwargs):\n"
+        "        super().__init__()\n        self.fc = nn.LazyLinear(num_classes)\n\n"
+        "    def forward(self, x):\n        return self.fc(x.flatten(1))\n")
+
+
+def edit_json(path, change):
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def edit_spec(change):
+    def edit(run, outside):
+        import yaml
+
+        spec = yaml.safe_load((run / "spec.yaml").read_text())
+        change(spec)
+        (run / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return edit
+
+
+def net_arch(folder):
+    return lambda run, outside: edit_json(one(run, f"{folder}/model.json"),
+                                          lambda m: m["net"].update(arch=f"{PLANTED_MODULE}:Net"))
+
+
+def result_of(change):
+    return lambda run, outside: edit_json(run / "results" / "fold=3" / "seed=0.json", change)
+
+
+def link(at, to):
+    """`at` (relative to the run) made a link to `to` (a callable of the run and outside) in its place."""
+    def plant(run, outside):
+        path, target = run / at, to(run, outside)
+        if path.is_dir():
+            shutil.move(path, target) if not target.exists() else shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.symlink_to(target)
+    return plant
+
+
+def fold_lock(run):
+    return f"locks/fold=3-seed=0-{one(run, f'models/{FOLD}/net-*').name}.lock"
+
+
+def victim(run, outside):
+    return outside / "thesis.txt"
+
+
+def moved_out(run, outside):
+    return outside / "moved"
+
+
+def best_choice(change):
+    """best_config.yaml's choice for fold 3 changed."""
+    def edit(run, outside=None):
+        import yaml
+
+        config = yaml.safe_load((run / "best" / "best_config.yaml").read_text())
+        change(next(c for c in config["folds"] if c["fold"] == "3"))
+        (run / "best" / "best_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return edit
+
+
+def best_artifact(path):
+    return best_choice(lambda choice: choice["artifacts"].update(weights=path))
+
+
+TRIAL = lambda run: ["trial", str(run / "spec.yaml"), "--fold", "3", "--seed", "0"]
+COLLECT, BEST = (lambda run: ["collect", str(run)]), (lambda run: ["best", str(run)])
+PREDICT = lambda run: ["predict", str(run), "--fold", "3", "split:test", "--out", str(run.parent.parent / "h.parquet")]
+PREDICT_SEED = lambda run: PREDICT(run) + ["--seed", "0"]
+NOT_IMPORTED = f"names module {PLANTED_MODULE}, which is not imported"
+
+HOSTILE_CASES = [
+    # code: a module named by something read back from the run directory is never imported
+    ("best's model.json names a module", net_arch("best/fold=3/seed=0/net"), PREDICT, NOT_IMPORTED),
+    ("a trial's model.json names a module", net_arch(f"models/{FOLD}/*"), PREDICT_SEED, NOT_IMPORTED),
+    ("spec.yaml names a net module, collect", edit_spec(lambda s: s["base_net"].update(arch=f"{PLANTED_MODULE}:Net")),
+     COLLECT, NOT_IMPORTED),
+    ("spec.yaml names a net module, best", edit_spec(lambda s: s["base_net"].update(arch=f"{PLANTED_MODULE}:Net")),
+     BEST, NOT_IMPORTED),
+    ("spec.yaml names a net module, predict",
+     edit_spec(lambda s: s["base_net"].update(arch=f"{PLANTED_MODULE}:Net")), PREDICT, NOT_IMPORTED),
+    ("spec.yaml names a corrector kind", edit_spec(lambda s: s["corrector"].update(kinds=[f"{PLANTED_MODULE}:Kind"])),
+     COLLECT, NOT_IMPORTED),
+    ("spec.yaml names a source", edit_spec(lambda s: s["data"].update(source=f"{PLANTED_MODULE}:Source")),
+     COLLECT, NOT_IMPORTED),
+    ("spec.yaml names a detector", edit_spec(lambda s: s["detectors"]["names"].append(f"{PLANTED_MODULE}:Det")),
+     BEST, NOT_IMPORTED),
+    ("spec.yaml holds a plug-in's settings", edit_spec(lambda s: s["corrector"].update({f"{PLANTED_MODULE}:K": {}})),
+     COLLECT, NOT_IMPORTED),
+    ("winner.json names a kind", lambda run, outside: edit_json(
+        one(run, "best/fold=3/seed=0/corrector/winner.json"), lambda w: w.update(kind=f"{PLANTED_MODULE}:Kind")),
+     PREDICT, NOT_IMPORTED),
+    # links: never written through
+    ("a fold's lock file a link out", lambda run, outside: link(fold_lock(run), victim)(run, outside), TRIAL,
+     "outside the run directory"),
+    ("the sweep lock a link out", link("locks/sweep.lock", victim), lambda run: ["sweep", str(run / "spec.yaml")],
+     "outside the run directory"),
+    ("results a link out", link("results", moved_out), TRIAL, "outside the run directory"),
+    ("results a link out, collect", link("results", moved_out), COLLECT, "outside the run directory"),
+    ("the report's lock a link out", link(".report.lock", victim), COLLECT, "outside the run directory"),
+    ("best's lock a link out", link(".best.lock", victim), BEST, "outside the run directory"),
+    ("best's net a link out", link("best/fold=3/seed=0/net", moved_out), PREDICT, "not inside the run directory"),
+    # paths held by records: resolved inside the run or refused
+    ("best_config's artifact ../..", best_artifact("../../../outside/net/weights.pt"), PREDICT,
+     "not inside the run directory"),
+    ("best_config's artifact absolute", best_artifact("/etc/passwd"), PREDICT, "not inside the run directory"),
+    ("a result's corrector absolute", result_of(lambda r: r["paths"].update(corrector="/tmp")), BEST,
+     "not inside the run directory"),
+    ("a result's model path ../..", result_of(lambda r: r["paths"].update(model="../../outside")), PREDICT_SEED,
+     "not inside the run directory"),
+    ("a result's predictions path ../..", result_of(lambda r: r["paths"]["predictions"].update(test="../x.parquet")),
+     COLLECT, "not inside the run directory"),
+    ("a result's fold ../../..", result_of(lambda r: r.update(fold="../../..")), COLLECT, "which is not where it lies"),
+    ("a result's fold another fold", result_of(lambda r: r.update(fold="none")), BEST, "which is not where it lies"),
+]
+
+
+@pytest.mark.parametrize("name, plant, command, expect", HOSTILE_CASES, ids=[c[0] for c in HOSTILE_CASES])
+def test_a_run_directory_runs_no_code_and_writes_nowhere_else(run, tmp_path, capsys, monkeypatch, name, plant,
+                                                              command, expect):
+    outside = hostile(tmp_path)
+    (outside / "net").mkdir()
+    planted_module(run, tmp_path / "pwned")
+    monkeypatch.syspath_prepend(str(run))  # as if the command were started from inside the run directory
+    monkeypatch.chdir(run)
+    plant(run, outside)
+    refused(tmp_path, capsys, command(run), expect)
+    assert not (tmp_path / "pwned").exists(), "a module planted in the run directory was imported"
+    assert (outside / "thesis.txt").read_text() == "years of work"
+    assert PLANTED_MODULE not in sys.modules
+
+
+def test_import_lets_a_user_run_a_module_on_purpose(run, tmp_path, capsys, monkeypatch):
+    """--import MODULE is the user's choice: the module is imported, and then the run's records may name it."""
+    planted_module(run, tmp_path / "ran")
+    monkeypatch.syspath_prepend(str(run))
+    monkeypatch.delitem(sys.modules, PLANTED_MODULE, raising=False)
+    edit_spec(lambda s: s["base_net"].update(arch=f"{PLANTED_MODULE}:Net"))(run, None)
+    try:
+        assert cli.main(["collect", str(run), "--import", PLANTED_MODULE]) == 0
+    finally:
+        sys.modules.pop(PLANTED_MODULE, None)
+    assert (tmp_path / "ran").exists()
+    refused(tmp_path, capsys, ["collect", str(run), "--import", "no_such_module_here"], "'--import' 'no_such_module")
+
+
+NAME_CASES = [
+    ("HTML in a class name", "<img src=x onerror=alert(1)>", "<img"),
+    ("a line break in a class name", "Fear\n| injected | row |", "\n| injected"),
+    ("a | in a class name", "a|b", "a|b"),
+    ("a carriage return in a class name", "Fear\r\n# heading", "\n# heading"),
+]
+
+
+@pytest.mark.parametrize("name, class_name, raw", NAME_CASES, ids=[c[0] for c in NAME_CASES])
+def test_class_names_from_the_data_are_shown_literally_in_the_report(run_builder, name, class_name, raw):
+    built = run_builder([1, 2, "none"], [0]).add("1", 0, corrected=2).add("none", 0, full_misses=1)
+    for path in (built.dir / "results").rglob("*.json"):
+        edit_json(path, lambda r: r["class_names"].__setitem__(0, class_name))
+    assert cli.main(["collect", str(built.dir)]) == 0
+    text = (built.dir / "report" / "report.md").read_text()
+    assert raw not in text
+    tables = [[line for line in block.splitlines() if line.startswith("|")] for block in text.split("\n\n")]
+    for table in filter(None, tables):  # every row of a table has its header's columns
+        cells = {len(re.split(r"(?<!\\)\|", line)) for line in table}
+        assert len(cells) == 1, table
+
+
+# --- family 9: outputs never replace what the user or the run owns ---------------------------------------
+
+def export(to):
+    return lambda run, tmp: ["export", str(run), "--fold", "3", "--onnx", str(to(run, tmp))]
+
+
+def predict_to(to, *extra):
+    return lambda run, tmp: ["predict", str(run), "--fold", "3", "split:test", "--out", str(to(run, tmp)), *extra]
+
+
+def users_folder(run, tmp):
+    (tmp / "mine").mkdir(exist_ok=True)
+    (tmp / "mine" / "thesis.txt").write_text("years of work")
+    return tmp / "mine"
+
+
+def users_file(name):
+    def make(run, tmp):
+        (tmp / name).write_text("id,grade\nalice,A\n")
+        return tmp / name
+    return make
+
+
+OUTPUT_CASES = [
+    ("export into a folder of the user's", export(users_folder), "not an export of this tool"),
+    ("export onto the run directory", export(lambda r, t: r), "is the run directory"),
+    ("export onto best/", export(lambda r, t: r / "best"), "a folder inside it"),
+    ("export into the run's models", export(lambda r, t: r / "models" / "onnx"), "a folder inside it"),
+    ("export onto the storage holding the run", export(lambda r, t: r.parent), "one holding it"),
+    ("export onto .", lambda r, t: (users_folder(r, t), os.chdir(t / "mine"), export(lambda r, t: ".")(r, t))[2],
+     "not an export of this tool"),
+    ("export onto a file", export(users_file("notes.csv")), "is a file"),
+    ("predict onto the run's spec.yaml", predict_to(lambda r, t: r / "spec.yaml"), "inside the run directory"),
+    ("predict onto best's model.ubj", predict_to(lambda r, t: one(r, "best/fold=3/seed=0/corrector/model.ubj")),
+     "inside the run directory"),
+    ("predict onto a link into the run", predict_to(lambda r, t: (t / "l.parquet").symlink_to(r / "spec.yaml")
+                                                    or t / "l.parquet"), "inside the run directory"),
+    ("predict onto a folder", predict_to(users_folder), "is a folder"),
+    ("predict onto a file of the user's", predict_to(users_file("grades.csv")), "not a predictions table"),
+    ("predict onto a Parquet of the user's", predict_to(lambda r, t: pd.DataFrame({"a": [1]}).to_parquet(
+        t / "mine.parquet") or t / "mine.parquet"), "not a predictions table"),
+]
+
+
+@pytest.mark.parametrize("name, argv, expect", OUTPUT_CASES, ids=[c[0] for c in OUTPUT_CASES])
+def test_an_output_never_replaces_what_it_did_not_write(run, tmp_path, capsys, monkeypatch, name, argv, expect):
+    monkeypatch.chdir(tmp_path)
+    refused(tmp_path, capsys, argv(run, tmp_path), expect)
+
+
+@pytest.mark.parametrize("out", ["h.parquet", "h.csv"])
+def test_predict_replaces_its_own_output_and_a_file_given_force(run, tmp_path, out):
+    target = tmp_path / out
+    assert cli.main(predict_to(lambda r, t: target)(run, tmp_path)) == 0
+    first = target.read_bytes()
+    assert cli.main(predict_to(lambda r, t: target)(run, tmp_path)) == 0  # its own earlier output
+    assert target.read_bytes() == first
+    target.write_text("id,grade\nalice,A\n")
+    assert cli.main(predict_to(lambda r, t: target, "--force")(run, tmp_path)) == 0
+    assert target.read_bytes() == first
+
+
+SHAPE_CASES = [  # images given to load_corrected(...).predict: never a guess of which axis is which
+    ("one HxWx3 image", (48, 48, 3), "ambiguous"),
+    ("one CxHxW image", (3, 24, 24), "ambiguous"),
+    ("one HxW image as [1, H, W]", (1, 24, 24), "ambiguous"),
+    ("zero images", (0, 3, 24, 24), "hold no pixels"),
+    ("images of zero size", (2, 3, 0, 0), "hold no pixels"),
+    ("channels last", (2, 24, 24, 3), "cannot be mapped"),
+]
+
+
+@pytest.mark.parametrize("name, shape, expect", SHAPE_CASES, ids=[c[0] for c in SHAPE_CASES])
+def test_an_ambiguous_image_array_is_refused(tiny_run, name, shape, expect):
+    from correctsweep import load_corrected
+    from correctsweep.errors import CorrectsweepError
+
+    clf = load_corrected(tiny_run, fold=3, device="cpu")
+    with pytest.raises(CorrectsweepError, match=expect):
+        clf.predict(np.zeros(shape, dtype=np.uint8))
+
+
+# --- family 10: the system refuses a write -----------------------------------------------------------------
+
+def refusing(number, only=None):
+    """A stand-in for an os or pathlib function that fails as the system would with `number` (on the calls
+    whose first argument's name contains `only`)."""
+    def make(real):
+        def fail(*args, **kwargs):
+            if only is None or only in str(args[0]):
+                raise OSError(number, os.strerror(number), str(args[0]))
+            return real(*args, **kwargs)
+        return fail
+    return make
+
+
+def predict_out(run, tmp):
+    return predict_to(lambda r, t: t / "out" / "h.parquet")(run, tmp)
+
+
+OS_CASES = [
+    ("collect, report protected (EPERM)", lambda r, t: ["collect", str(r)], os, "replace", refusing(errno.EPERM),
+     "Operation not permitted; make it writable"),
+    ("collect, disk full (ENOSPC)", lambda r, t: ["collect", str(r)], os, "replace", refusing(errno.ENOSPC),
+     "No space left on device; free space"),
+    ("best, disk full (ENOSPC)", lambda r, t: ["best", str(r)], os, "replace", refusing(errno.ENOSPC),
+     "No space left on device"),
+    ("best, file size limit (EFBIG)", lambda r, t: ["best", str(r)], Path, "write_bytes", refusing(errno.EFBIG),
+     "File too large; the file size limit"),
+    ("collect, file size limit (EFBIG)", lambda r, t: ["collect", str(r)], Path, "write_text",
+     refusing(errno.EFBIG, "report.md"), "report: File too large"),
+    ("predict, file size limit (EFBIG)", predict_out, os, "replace", refusing(errno.EFBIG), "File too large"),
+    ("predict, output protected (EPERM)", predict_out, os, "replace", refusing(errno.EPERM),
+     "Operation not permitted"),
+    ("predict, read-only filesystem (EROFS)", predict_out, os, "replace", refusing(errno.EROFS), "read-only"),
+    ("best, an immutable file in the old best/", lambda r, t: ["best", str(r)], atomic, "_undeletable",
+     lambda real: lambda path: path / "best_config.yaml", "best_config.yaml cannot be deleted"),
+]
+
+
+@pytest.mark.parametrize("name, argv, owner, function, failing, expect", OS_CASES, ids=[c[0] for c in OS_CASES])
+def test_a_refused_write_is_one_line_and_keeps_the_old_output(run, tmp_path, capsys, monkeypatch, name, argv, owner,
+                                                              function, failing, expect):
+    (tmp_path / "out").mkdir()
+    args = argv(run, tmp_path)
+    monkeypatch.setattr(owner, function, failing(getattr(owner, function)))
+    refused(tmp_path, capsys, args, expect)
+
+
+LIMITED = [  # a real file size limit (ulimit -f) on each command that writes large files
+    ("collect", lambda r, t: ["collect", str(r)], "report: File too large"),
+    ("best", lambda r, t: ["best", str(r)], "File too large; the file size limit"),
+    ("predict", predict_out, "h.parquet: File too large"),
+]
+
+
+@pytest.mark.slow  # a process of its own per command (the limit must not reach pytest's own files)
+@pytest.mark.parametrize("name, argv, expect", LIMITED, ids=[c[0] for c in LIMITED])
+def test_a_real_file_size_limit_is_one_line(run, tmp_path, name, argv, expect):
+    import resource
+
+    (tmp_path / "out").mkdir()
+    before = snapshot(tmp_path)
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1024, resource.RLIM_INFINITY))
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-m", "correctsweep.cli", *argv(run, tmp_path)], capture_output=True,
+                          text=True, env=env, preexec_fn=limit, timeout=300)
+    err = done.stderr.strip()
+    assert done.returncode == 2 and len(err.splitlines()) == 1 and expect in err, err
+    assert snapshot(tmp_path) == before and not list(tmp_path.rglob(".tmp-*"))
+
+
+def test_a_previous_output_that_cannot_be_removed_is_named(run, tmp_path, capsys, monkeypatch):
+    """An immutable file in the old report: the new report is in place, and the line names what is left."""
+    real = shutil.rmtree
+    monkeypatch.setattr(shutil, "rmtree", lambda path, *a, **k: refusing(errno.EPERM, "old-report")(real)(
+        path, *a, **k) if not k.get("ignore_errors") else real(path, *a, **k))
+    assert cli.main(["collect", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot be removed" in err and "chattr -i" in err, err
+    assert (run / "report" / "report.md").is_file()
+    (left,) = run.glob(".tmp-old-report-*")
+    assert str(left) in err
+
+
+# --- family 11: the run directory's own folders of the wrong kind ------------------------------------------
+
+def a_file(at):
+    def plant(run):
+        path = run / at(run) if callable(at) else run / at
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("not a folder")
+    return plant
+
+
+def a_folder(at):
+    def plant(run):
+        path = run / (at(run) if callable(at) else at)
+        path.unlink(missing_ok=True)
+        (path / "x").mkdir(parents=True)
+    return plant
+
+
+KIND_CASES = [
+    ("locks a file", a_file("locks"), TRIAL, "locks: File exists; it is the wrong kind"),
+    ("a fold's lock file a folder", a_folder(fold_lock), TRIAL, "Is a directory; it is the wrong kind"),
+    ("the sweep lock a folder", a_folder("locks/sweep.lock"), lambda r: ["sweep", str(r / "spec.yaml")],
+     "sweep.lock: Is a directory"),
+    (".report.lock a folder", a_folder(".report.lock"), COLLECT, ".report.lock: Is a directory"),
+    (".best.lock a folder", a_folder(".best.lock"), BEST, ".best.lock: Is a directory"),
+    ("features a file", a_file("features"), TRIAL, "features: Not a directory; it is the wrong kind"),
+    ("results a file", a_file("results"), COLLECT, "no results"),
+]
+
+
+@pytest.mark.parametrize("name, plant, command, expect", KIND_CASES, ids=[c[0] for c in KIND_CASES])
+def test_a_folder_of_the_wrong_kind_is_one_line(run, tmp_path, capsys, name, plant, command, expect):
+    plant(run)
+    refused(tmp_path, capsys, command(run), expect)
 
 
 # --- family 7: the console -------------------------------------------------------------------------------

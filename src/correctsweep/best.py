@@ -73,12 +73,12 @@ ARTIFACTS = {"weights": ("model", "weights.pt", "net"), "net_config": ("model", 
 
 def _broken(layout: RunLayout, of: TrialResult | FoldChoice, problem: str) -> CorrectsweepError:
     """A fold x seed's file that does not read back, in one line with the trial that recomputes it."""
-    return CorrectsweepError(f"fold {of.fold} seed {of.seed}: {problem}; rerun `correctsweep trial "
-                             f"{layout.spec_file} --fold {of.fold} --seed {of.seed}` (or the sweep) to recompute it")
+    rerun = layout.trial_command(of.fold, of.seed)
+    return CorrectsweepError(f"fold {of.fold} seed {of.seed}: {problem}; rerun `{rerun}` (or the sweep) to redo it")
 
 
 def _source(layout: RunLayout, of: TrialResult | FoldChoice, folder: str, file: str) -> Path:
-    path = layout.root / folder / file
+    path = layout.inside(f"{folder}/{file}", f"the result of fold {of.fold} seed {of.seed}")
     if not path.is_file():
         raise _broken(layout, of, f"{path} is missing")
     return path
@@ -138,10 +138,11 @@ def _artifacts(layout: RunLayout, choice: FoldChoice) -> dict[str, tuple[Path, b
     read = {path.name: path.read_bytes() for path in records.values()}
     try:
         corrector = parse_record(read[RECORD], records["corrector"])
-        weights_sha256 = json.loads(read["model.json"])["weights_sha256"] if "model" in records else None
+        weights_sha256 = json.loads(read["model.json"])["weights_sha256"] if "model" in records else ""
     except (CorrectsweepError, ValueError, KeyError, TypeError) as e:
-        raise _broken(layout, choice, f"{records['model']} or {records['corrector']} is unreadable "
+        raise _broken(layout, choice, f"{' or '.join(map(str, records.values()))} is unreadable "
                                       f"({str(e).splitlines()[0][:80]})") from None
+    choice.net_sha256 = weights_sha256
     checksums = {"model": {"weights.pt": weights_sha256}, "corrector": corrector.sha256}
     folder = layout.best_fold_dir(choice.fold, choice.seed).relative_to(layout.best_dir)
     out = {}

@@ -56,6 +56,9 @@ class FoldChoice:
     artifacts: dict[str, str] = field(default_factory=dict)
     """Artifact name (weights, net_config, corrector, corrector_config, corrector_projection) -> its copy,
     relative to best/; filled in as best/ is written."""
+    net_sha256: str = ""
+    """The SHA-256 of the net's weights the corrector was fitted on (predict checks best/'s net against it);
+    filled in as best/ is written."""
 
 
 @dataclass

@@ -8,6 +8,7 @@ import sys
 from correctsweep.atomic import write_text
 from correctsweep.config import load_spec
 from correctsweep.errors import CorrectsweepError
+from correctsweep.plugins import import_module
 
 
 def cmd_data(args) -> None:
@@ -89,6 +90,13 @@ def cmd_export(args) -> None:
     export(args)
 
 
+def trusted_imports(parser) -> None:
+    """--import: the commands that read a run directory import no module it names (see plugins.user_code)."""
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import this module of yours first, for a run made with your own net or plug-in "
+                             "(a run directory never decides what code is imported; repeatable)")
+
+
 def _applying(sub) -> None:
     """The predict and export sub-commands: they apply the corrected classifier a run selected."""
     for name, fn, help_ in (("predict", cmd_predict, "apply a fold's corrected classifier h to images"),
@@ -99,11 +107,14 @@ def _applying(sub) -> None:
         p.add_argument("--seed", type=int, help="that seed's corrector (default: the one best selected)")
         p.add_argument("--kind", help="another corrector kind searched in that fold, e.g. fisher")
         p.set_defaults(fn=fn)
+        trusted_imports(p)
     predict = sub.choices["predict"]
     predict.add_argument("input", metavar="INPUT",
                          help="a folder of images, an image, a .parquet table, or split:test / split:correct")
     predict.add_argument("--out", default="predictions.parquet",
                          help="output table: Parquet, or CSV for a .csv suffix (default: predictions.parquet)")
+    predict.add_argument("--force", action="store_true",
+                         help="replace an existing --out file that is not an earlier predictions table")
     predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sub.choices["export"].add_argument("--onnx", required=True, metavar="DIR", help="folder to write the ONNX pair in")
 
@@ -133,9 +144,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("run_dir", metavar="RUN_DIR",
                        help="a run directory, <storage>/<name>: a path (e.g. outputs/smoke) or a URI")
         p.set_defaults(fn=fn)
+        trusted_imports(p)
     _applying(sub)
     args = parser.parse_args(argv)
     try:
+        for module in getattr(args, "imports", []):
+            import_module(module, "--import")
         args.fn(args)
     except CorrectsweepError as e:
         print(f"correctsweep: error: {e}", file=sys.stderr)

@@ -29,6 +29,7 @@ from correctsweep.config import DataConfig, as_dict, settings_of
 from correctsweep.errors import DataError, SpecError
 from correctsweep.hashing import digest
 from correctsweep.plugins import SOURCES
+from correctsweep.reach import bounded
 from correctsweep.sources import RAFDB_CLASSES, Records, Source, Unreadable
 
 MIN_PER_CLASS = 8  # one image at least in each of train, val, correct and test, with room to stratify
@@ -154,10 +155,21 @@ def decode_resized(blob, gray: bool | None, size: int) -> torch.Tensor:
     return resize(torch.from_numpy(np.ascontiguousarray(decode(blob, gray)))[None], size)[0]
 
 
+def _one_mode(images: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Images decoded as they come ([1 or 3, S, S]) in one mode: colour if the first is, or if another shows
+    colour (channels that differ); else grayscale, a colour image of greys being its first channel."""
+    colour = images[0].shape[0] == 3 or any(
+        img.shape[0] == 3 and not (torch.equal(img[0], img[1]) and torch.equal(img[1], img[2])) for img in images)
+    if colour:
+        return [img.repeat(3, 1, 1) if img.shape[0] == 1 else img for img in images]
+    return [img[:1] for img in images]
+
+
 def decode_batch(images, ids, size: int, skip_corrupt: bool,
                  gray: bool | None = None) -> tuple[torch.Tensor, np.ndarray]:
     """Images as the net is fed them (`decode_resized`): uint8 [n, C, size, size] of those that decode, and
-    the mask of which did. gray None: the first image that decodes decides for the rest. An image that
+    the mask of which did. gray None: grayscale if the first image is and no other has colour (a palette
+    image of greys is grey), else colour throughout (see `_one_mode`). An image that
     does not decode is skipped (skip_corrupt) or refused in one line naming its id. A source's own decoded
     batch (a uint8 array [N, C, H, W]: synthetic, CIFAR) is resized as it comes."""
     if isinstance(images, np.ndarray):
@@ -172,8 +184,9 @@ def decode_batch(images, ids, size: int, skip_corrupt: bool,
                                 "data.skip_corrupt=true (for predict: in the run's spec.yaml)") from None
             keep[i] = False
             continue
-        gray = img.shape[0] == 1
         out.append(img)
+    if gray is None and out:
+        out = _one_mode(out)
     return (torch.stack(out) if out else torch.empty(0, 1 if gray else 3, size, size, dtype=torch.uint8)), keep
 
 
@@ -346,17 +359,25 @@ def _subsample(ds: Dataset, per_class: int, seed: int) -> Dataset:
 # ---------------------------------------------------------------- splits
 
 
+GROUP_PATTERN_SECONDS = 10.0
+"""How long data.group_pattern may take over all sample ids: a pattern such as (a+)+ can backtrack for ages."""
+
+
 def group_keys(ids: np.ndarray, pattern: str | None) -> np.ndarray:
     """The group of each sample (its id when there is no pattern)."""
     if not pattern:
         return ids
     regex = re.compile(pattern)
     keys = []
-    for i in ids:
-        m = regex.search(str(i))
-        if m is None:
-            raise DataError(f"data.group_pattern {pattern!r} does not match sample id '{i}'; fix the pattern")
-        keys.append(m.group(1) if m.groups() else m.group(0))
+    slow = DataError(f"data.group_pattern {pattern!r} takes more than {GROUP_PATTERN_SECONDS:g} s over the "
+                     f"{len(ids)} sample ids (a repetition inside a repetition, such as (a+)+, backtracks without "
+                     "end); write it without one, e.g. ^(S\\d+)_")
+    with bounded(GROUP_PATTERN_SECONDS, slow):
+        for i in ids:
+            m = regex.search(str(i))
+            if m is None:
+                raise DataError(f"data.group_pattern {pattern!r} does not match sample id '{i}'; fix the pattern")
+            keys.append(m.group(1) if m.groups() else m.group(0))
     return np.asarray(keys)
 
 

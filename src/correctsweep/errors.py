@@ -11,3 +11,7 @@ class SpecError(CorrectsweepError):
 
 class DataError(CorrectsweepError):
     """A dataset that cannot be loaded: missing files, corrupt images, bad labels, empty classes."""
+
+
+class UntrustedCode(SpecError):
+    """A run directory's record names code (a package.module:Class) that this process has not imported."""

@@ -34,6 +34,7 @@ from correctsweep.errors import CorrectsweepError
 from correctsweep.features import pool_taps
 from correctsweep.nets import BaseNet
 from correctsweep.onnxgraph import OPSET, OnnxNodes, cast, const, node
+from correctsweep.outputs import check_folder
 from correctsweep.policy import apply_policy
 from correctsweep.predict import CorrectedClassifier, Outputs, load_corrected
 
@@ -134,12 +135,10 @@ def require_packages() -> None:
 
 
 def export_onnx(clf: CorrectedClassifier, folder: Path) -> Path:
-    """Write f.onnx, g.onnx and manifest.json into `folder` (replaced whole, only once all three are written);
-    for a run from a features table, g.onnx and manifest.json."""
+    """Write f.onnx, g.onnx and manifest.json into `folder` (replaced whole, only once all three are written;
+    see check_folder); for a run from a features table, g.onnx and manifest.json."""
     require_packages()
-    folder = Path(folder)
-    if not folder.parent.is_dir():
-        raise CorrectsweepError(f"--onnx {folder}: folder {folder.parent} does not exist; create it first")
+    folder = check_folder(folder, clf.selection.run_dir)
     sel, record = clf.selection, clf.selection.record
     table = sel.net_dir is None  # a run from a features table: f is not ours to export, g alone is
     with atomic_dir(folder) as tmp:

@@ -109,10 +109,15 @@ def write_split(path: Path, ids: np.ndarray, labels: np.ndarray, pred_f: np.ndar
         pq.write_table(table, tmp, compression="zstd")
 
 
+def read_meta(path: str | Path) -> dict:
+    """A split file's metadata alone (`FeatureSet.meta`), from its footer; {} where it has none."""
+    return json.loads((pq.read_schema(path).metadata or {}).get(META_KEY, b"{}"))
+
+
 def read_split(path: str | Path) -> FeatureSet:
     """Read one split file (or a folder of them with one net) written by `write_split`."""
     table = pq.read_table(path)
-    meta = json.loads((table.schema.metadata or {}).get(META_KEY, b"{}"))
+    meta = read_meta(path)
     taps = {}
     for name in table.column_names:
         col = table.column(name)

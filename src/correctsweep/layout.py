@@ -34,6 +34,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from correctsweep import reach
+from correctsweep.atomic import open_lock, writing
 from correctsweep.config import Spec
 from correctsweep.errors import CorrectsweepError
 from correctsweep.hashing import digest
@@ -111,12 +112,26 @@ class RunLayout:
         not answer with this machine's credentials)."""
         self.check_reachable()
         existing = self.root
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
+        with writing(self.root):  # a name too long for the filesystem
+            while not existing.exists() and existing != existing.parent:
+                existing = existing.parent
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
             what = "a file" if not existing.is_dir() else "not writable"
             raise CorrectsweepError(f"cannot write the run to {self.root}: {existing} is {what}; "
                                     "set storage to a folder you can write")
+        self.check_no_links_out()
+
+    def check_no_links_out(self) -> None:
+        """A one-line error when a file or folder of the run directory is a symbolic link leading out of it:
+        the tool writes only inside the run directory, and a planted link would make it write elsewhere."""
+        root = self.root.resolve()
+        for folder, dirs, files in os.walk(self.root):  # links to folders are listed, not followed
+            for name in dirs + files:
+                path = Path(folder) / name
+                if path.is_symlink() and not _leads_into(path, root):
+                    raise CorrectsweepError(f"{path} is a link to {os.readlink(path)}, outside the run directory, "
+                                            "which the tool never writes through; remove the link (or copy what it "
+                                            "points to into the run directory)")
 
     def check_reachable(self) -> None:
         """With URI storage, that the run directory's filesystem answers within reach.TIMEOUT_S."""
@@ -167,6 +182,11 @@ class RunLayout:
         """One split's per-image record of a fold x seed (see `predictions`), keyed by the net key."""
         return self.root / "predictions" / f"fold={fold}" / f"seed={seed}" / f"split={split}" / \
             f"part-{net_key}.parquet"
+
+    def predictions_files(self, fold: str, seed: int, split: str) -> list[Path]:
+        """A fold x seed's predictions files of one split, one per net it ran (`search` samples)."""
+        return sorted((self.root / "predictions" / f"fold={fold}" / f"seed={seed}" / f"split={split}").glob(
+            "part-*.parquet"))
 
     def corrector_dir(self, fold: str, seed: int, net_key: str, corrector_key: str) -> Path:
         return self.root / "correctors" / f"fold={fold}" / f"seed={seed}" / f"net-{net_key}-corr-{corrector_key}"
@@ -219,8 +239,25 @@ class RunLayout:
         """Where a sweep records its Tune experiment's state files, with their checksums: beside it."""
         return f"{self.experiments}/{experiment}.state.json"
 
+    def trial_command(self, fold: str, seed: int) -> str:
+        """The command that reruns a fold x seed of this run from any folder: its spec and storage absolute (a
+        run's spec.yaml may hold a storage relative to where it was first run)."""
+        storage = self.remote.rsplit("/", 1)[0] if self.remote else self.root.resolve().parent
+        return (f"correctsweep trial {self.spec_file.resolve()} --fold {fold} --seed {seed} "
+                f"--set storage={storage}")
+
     def relative(self, path: Path) -> str:
         return str(Path(path).relative_to(self.root))
+
+    def inside(self, recorded: str, what: str, base: Path | None = None) -> Path:
+        """The path a record of the run names (`recorded`, relative to `base`, the run directory by default),
+        once it is known to lead to a file or folder of the run: a record is data that may come from anyone,
+        so an absolute path, a '..' or a link out of the run directory is refused in one line naming `what`."""
+        path = (base or self.root) / recorded
+        if Path(recorded).is_absolute() or "\0" in recorded or not _leads_into(path, self.root.resolve()):
+            raise CorrectsweepError(f"{what} names {recorded!r}, which is not inside the run directory {self.root}; "
+                                    "a run's records name its own files only: rerun the command that wrote it")
+        return path
 
     def fold_parts(self, fold: str, seed: int) -> list[str]:
         """What one fold x seed owns in the run directory, relative to it."""
@@ -239,12 +276,18 @@ class RunLayout:
             copy_tree(str(self.root / part), f"{self.remote}/{part}")
 
 
+def _leads_into(path: Path, root: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):  # a loop of links
+        return False
+
+
 @contextmanager
 def _hold(path: Path, busy: str) -> Iterator[None]:
     """Hold an exclusive lock on `path` while the block runs, writing who holds it there; when another
     process holds it, a CorrectsweepError with `busy`, whose {holder} names that process."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
+    with open(open_lock(path), "r+") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -7,17 +7,26 @@ and `check(settings)`, which names the first impossible value. Subclassing a kin
 it, so a plug-in inside the package is one module, and one outside it is named in the spec as
 "package.module:Class" and imported then. The package's own plug-ins are imported on first look-up, so
 nothing here (nor the spec schema) imports the plug-ins' modules at import time.
+
+Only a spec the user runs imports a module (`user_code`): a name read back from a run directory (its
+spec.yaml, a net's model.json, a result) may only name a module this process has already imported, since a
+run directory may come from someone else and importing runs code (the commands that read a run take
+`--import MODULE` for a run made with a user's module).
 """
 
 from __future__ import annotations
 
+import contextvars
 import difflib
 import importlib
 import pkgutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from correctsweep.errors import SpecError
+from correctsweep.errors import SpecError, UntrustedCode
 
 
 @dataclass
@@ -104,17 +113,39 @@ class Registry:
         return cls
 
 
+_USER_CODE = contextvars.ContextVar("user_code", default=False)
+
+
+@contextmanager
+def user_code() -> Iterator[None]:
+    """Within: the names being read come from a spec the user runs, so their modules may be imported."""
+    token = _USER_CODE.set(True)
+    try:
+        yield
+    finally:
+        _USER_CODE.reset(token)
+
+
+def import_module(name: str, key: str) -> Any:
+    """The module `name`, imported from the Python path (a SpecError naming `key` if it does not import)."""
+    try:
+        return importlib.import_module(name)
+    except Exception as e:  # noqa: BLE001 -- a user's module may raise anything on import
+        raise SpecError(f"'{key}' {name!r} does not import ({type(e).__name__}: {str(e)[:80]}); "
+                        "check the module path and that it is importable (PYTHONPATH)") from None
+
+
 def load_class(path: str, key: str) -> Any:
-    """The attribute `path` ("package.module:Class") names, imported from the Python path."""
+    """The attribute `path` ("package.module:Class") names, imported from the Python path; outside
+    `user_code`, only from a module already imported."""
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
         raise SpecError(f"'{key}' {path!r} must look like package.module:Class")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as e:  # noqa: BLE001 -- a user's module may raise anything on import
-        raise SpecError(f"'{key}' {path!r} does not import ({type(e).__name__}: {str(e)[:80]}); "
-                        "check the module path and that it is importable (PYTHONPATH)") from None
-    found = getattr(module, attr, None)
+    if module_name not in sys.modules and not _USER_CODE.get():
+        raise UntrustedCode(f"'{key}' {path!r} names module {module_name}, which is not imported: what a run "
+                            f"directory holds never decides what code runs; if you trust that module, pass --import "
+                            f"{module_name} (or import it first)")
+    found = getattr(import_module(module_name, key), attr, None)
     if found is None:
         raise SpecError(f"'{key}' {path!r}: {module_name} has no {attr}")
     return found

@@ -18,6 +18,7 @@ projection, then `policy.apply_policy`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,17 +35,20 @@ from correctsweep.config import Spec, load_spec
 from correctsweep.corrector_store import CorrectorRecord, load_corrector, read_record
 from correctsweep.data import decode_batch, fold_of, load_dataset, make_splits
 from correctsweep.errors import CorrectsweepError, DataError
-from correctsweep.features import FeatureSet, extract
+from correctsweep.features import FeatureSet, extract, read_meta
 from correctsweep.kinds import corrector_inputs
 from correctsweep.layout import RunLayout
+from correctsweep.outputs import check_out
 from correctsweep.policy import apply_policy
 from correctsweep.results import TrialResult
 from correctsweep.sources import read_file
 from correctsweep.sources.folder import image_files, image_suffixes
-from correctsweep.sources.parquet import image_dataset, parquet_files, sample_ids
+from correctsweep.sources.parquet import image_bytes, image_dataset, parquet_files, sample_ids
 from correctsweep.train import load_model, pick_device
 
 SPLITS = ("train", "val", "correct", "test")
+OUTPUT_COLUMNS = ["id", "pred_f", "name_f", "pred_h", "name_h", "changed", "p_h", "p_excluded", "unseen"]
+"""predict's table (`CorrectedClassifier.table`), with `label` after `id` for a split of the run's dataset."""
 PROGRESS_SECONDS = 5.0  # a progress line at most this often on large inputs
 
 
@@ -63,6 +67,8 @@ class Selection:
     """The corrector's winner.json: its kind, classes, taps (in the order g stacks them), policy and tau."""
     class_names: list[str]
     """The names of `record.classes`, in their order."""
+    net_sha256: str = ""
+    """The SHA-256 of the weights the corrector was fitted on, where best/ or the features recorded it."""
 
     @property
     def excluded(self) -> int | None:
@@ -94,10 +100,10 @@ def locate(path: str | Path, fold, seed: int | None = None, kind: str | None = N
     choice = next((c for c in choices if c.fold == fold), None)
     if choice is None or seed is not None or kind is not None:
         return _from_result(layout, fold, seed, kind, choice)
-    best = layout.best_dir
-    net = choice.artifacts.get("weights")  # none from a features table
-    return _selection(layout, fold, choice.seed, best / Path(net).parent if net else None,
-                      best / Path(choice.artifacts["corrector"]).parent, choice.class_names)
+    at = lambda name: layout.inside(choice.artifacts[name], layout.best_config, layout.best_dir).parent
+    net = at("weights") if "weights" in choice.artifacts else None  # none from a features table
+    selection = _selection(layout, fold, choice.seed, net, at("corrector"), choice.class_names)
+    return dataclasses.replace(selection, net_sha256=choice.net_sha256)
 
 
 def _from_result(layout: RunLayout, fold: str, seed: int | None, kind: str | None,
@@ -124,8 +130,21 @@ def _from_result(layout: RunLayout, fold: str, seed: int | None, kind: str | Non
     if kind not in result.paths.correctors:
         raise CorrectsweepError(f"fold {fold} seed {seed} searched no {kind} corrector (it searched "
                                 f"{', '.join(result.paths.correctors)}); pick one of those with --kind")
-    return _selection(layout, fold, seed, layout.root / result.paths.model if result.paths.model else None,
-                      layout.root / result.paths.correctors[kind], result.class_names)
+    where = f"the result of fold {fold} seed {seed}"
+    net = layout.inside(result.paths.model, where) if result.paths.model else None  # none from a features table
+    selection = _selection(layout, fold, seed, net, layout.inside(result.paths.correctors[kind], where),
+                           result.class_names)
+    return dataclasses.replace(selection, net_sha256=_fitted_on(layout, result))
+
+
+def _fitted_on(layout: RunLayout, result: TrialResult) -> str:
+    """The SHA-256 of the net whose taps the fold x seed's correctors were fitted on, as its `correct` features
+    file records it ("" where the run holds no features, e.g. a shipped run)."""
+    path = layout.features_file(result.fold, result.seed, "correct", result.features_key)
+    try:
+        return str(read_meta(path).get("weights_sha256", "")) if path.is_file() else ""
+    except (OSError, ValueError) as e:
+        raise CorrectsweepError(f"{path} is unreadable ({str(e)[:60]}); {_rerun(result.fold, result.seed)}") from None
 
 
 def _selection(layout: RunLayout, fold: str, seed: int, net_dir: Path | None, corrector_dir: Path,
@@ -163,6 +182,10 @@ class CorrectedClassifier:
         except (KeyError, TypeError, ValueError):
             raise CorrectsweepError(f"net {selection.net_dir} has a model.json without the classes and channels this "
                                     f"version reads; {_rerun(selection.fold, selection.seed)}") from None
+        if selection.net_sha256 and meta["weights_sha256"] != selection.net_sha256:
+            raise CorrectsweepError(f"net {selection.net_dir} is not the net fold {selection.fold}'s corrector was "
+                                    "fitted on (its record names other weights); rerun `correctsweep best`, or the "
+                                    "trial")
         if trained_for != (selection.record.classes, selection.excluded):
             raise CorrectsweepError(f"net {selection.net_dir} was trained for classes {trained_for[0]} without "
                                     f"{trained_for[1]}, not for fold {selection.fold}; rerun `correctsweep best`")
@@ -197,6 +220,12 @@ class CorrectedClassifier:
         if isinstance(images, np.ndarray):
             if images.dtype != np.uint8:
                 raise CorrectsweepError(f"images are {images.dtype}; give uint8 pixel values 0..255")
+            if 0 in images.shape:
+                raise CorrectsweepError(f"images of shape {images.shape} hold no pixels")
+            if images.ndim == 3 and (images.shape[0] in (1, 3) or images.shape[2] in (1, 3, 4)):
+                # one HxWxC or CxHxW image, or a few grayscale ones: guessing which would give wrong labels
+                raise CorrectsweepError(f"images of shape {images.shape} are ambiguous; give a batch [N, C, H, W] "
+                                        "(one image: image[None], channels first) or N grayscale images [N, H, W]")
             if images.ndim == 3:
                 images = images[:, None]
             if images.ndim != 4 or images.shape[1] not in (1, 3):
@@ -244,7 +273,7 @@ class CorrectedClassifier:
         frame = {"id": [str(i) for i in ids]}
         if labels is not None:
             frame["label"] = np.asarray(labels, dtype=np.int64)
-        frame |= {
+        frame |= {  # OUTPUT_COLUMNS
             "pred_f": out.pred_f, "name_f": [names[c] for c in out.pred_f],
             "pred_h": out.pred_h, "name_h": [names[c] for c in out.pred_h],
             "changed": out.pred_h != out.pred_f,
@@ -301,7 +330,9 @@ def read_input(text: str, clf: CorrectedClassifier, size: int) -> tuple[int, Ite
         if name not in SPLITS:
             raise CorrectsweepError(f"INPUT {text}: the run's splits are {', '.join('split:' + s for s in SPLITS)}")
         ds = run_dataset(clf.spec)
-        idx = make_splits(ds, clf.spec.data)[name]
+        splits = make_splits(ds, clf.spec.data)
+        _check_split(clf.selection, ds.ids[splits["test"]])
+        idx = splits[name]
         return len(idx), (Chunk(list(ds.ids[i]), ds.images[torch.from_numpy(i)], ds.labels[i])
                           for i in np.array_split(idx, range(size, len(idx), size)))
     path = Path(text)
@@ -326,9 +357,26 @@ def read_input(text: str, clf: CorrectedClassifier, size: int) -> tuple[int, Ite
     def chunks():
         start = 0
         for batch in dataset.to_batches(columns=columns, batch_size=size):
-            yield Chunk(sample_ids(batch, start), batch.column("image").to_pylist())
+            yield Chunk(sample_ids(batch, start), image_bytes(batch.column("image")))
             start += batch.num_rows
     return dataset.count_rows(), chunks()
+
+
+def _check_split(selection: Selection, test_ids: np.ndarray) -> None:
+    """A one-line error when the run's split, drawn again from data.path, is not the one the run recorded (its
+    test images): data added or removed since would put images f trained on, or g was fitted on, in any split."""
+    recorded = RunLayout(selection.run_dir).predictions_files(selection.fold, selection.seed, "test")
+    if not recorded:
+        return  # a shipped run (spec.yaml and best/ only): nothing to compare with
+    try:
+        ids = set(pd.read_parquet(recorded[0], columns=["sample_id"]).sample_id)
+    except (OSError, ValueError) as e:
+        raise CorrectsweepError(f"{recorded[0]} is unreadable ({str(e)[:60]}); {_rerun(selection.fold, selection.seed)}"
+                                ) from None
+    if ids != set(test_ids):
+        raise CorrectsweepError(f"the data at data.path is not what the run split: {len(set(test_ids) - ids)} of the "
+                                f"{len(test_ids)} images drawn for split:test now are not the run's test images (data "
+                                "added or removed since?); predict the images themselves (a folder or a table)")
 
 
 def _decoded(chunk: Chunk, clf: CorrectedClassifier) -> tuple[Chunk, int]:
@@ -372,12 +420,12 @@ class PredictSummary:
     seconds: float
 
 
-def predict_file(clf: CorrectedClassifier, input_text: str, out: Path, log=print) -> PredictSummary:
+def predict_file(clf: CorrectedClassifier, input_text: str, out: Path, log=print,
+                 force: bool = False) -> PredictSummary:
     """`correctsweep predict`: h on every image of INPUT, streamed batch by batch into `out` (Parquet, or
-    CSV for a .csv suffix), which appears only once every batch is written."""
+    CSV for a .csv suffix), which appears only once every batch is written (see check_out)."""
     out = Path(out)
-    if not out.parent.is_dir():
-        raise CorrectsweepError(f"--out {out}: folder {out.parent} does not exist; create it or write elsewhere")
+    check_out(out, clf.selection.run_dir, force, OUTPUT_COLUMNS)
     total, chunks = clf.inputs(input_text, clf.batch_size)
     started = last = time.perf_counter()
     done = skipped = changed = unseen = 0
@@ -412,6 +460,6 @@ def main(args) -> None:
                                   f"most {c.max_harm}: h = f)")
     print(f"fold {sel.fold} seed {sel.seed}: {record.kind} corrector, {record.policy} at tau {record.tau:.3f}{bound}, "
           f"on {clf.device.type}", flush=True)
-    s = predict_file(clf, args.input, Path(args.out), log=lambda m: print(m, flush=True))
+    s = predict_file(clf, args.input, Path(args.out), lambda m: print(m, flush=True), args.force)
     print(f"{s.out}: {s.images} images, {s.changed} changed by g, {s.unseen} flagged as the class f never saw"
           + (f", {s.skipped} skipped as corrupt" if s.skipped else "") + f" ({s.images / s.seconds:.0f}/s)")

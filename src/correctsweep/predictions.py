@@ -53,10 +53,8 @@ def remove_others(path: Path) -> None:
             other.unlink()
 
 
-def read(run_dir: Path, relative: str, where: str) -> pd.DataFrame:
-    """The predictions file a result names (`relative` to the run directory); a one-line error naming
-    `where` (the result) when it is gone."""
-    path = Path(run_dir) / relative
+def read(path: Path, where: str) -> pd.DataFrame:
+    """The predictions file a result names; a one-line error naming `where` (the result) when it is gone."""
     try:
         return pd.read_parquet(path)
     except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError

@@ -100,6 +100,12 @@ class TrialResult:
             raise CorrectsweepError(f"result {path} is unreadable ({str(e)[:60]}); {fix}") from None
         except (SpecError, TypeError) as e:  # a wrong type, an unknown key, a missing field
             raise CorrectsweepError(f"result {path} is not a trial result ({str(e)[:80]}); {fix}") from None
+        parts = set(Path(path).parts)  # a result lies at results/fold=J/seed=S.json (or in seed=S.samples/)
+        fold_ok = result.fold == "none" or result.fold.isascii() and result.fold.isdigit()
+        if not fold_ok or f"fold={result.fold}" not in parts or \
+                not {f"seed={result.seed}.json", f"seed={result.seed}.samples"} & parts:
+            raise CorrectsweepError(f"result {path} says fold {result.fold[:40]!r} seed {result.seed}, which is not "
+                                    f"where it lies; {fix}")
         if len(result.class_names) != len(result.classes):
             raise CorrectsweepError(f"result {path} names {len(result.class_names)} of its {len(result.classes)} "
                                     f"classes; {fix}")

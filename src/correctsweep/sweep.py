@@ -102,7 +102,7 @@ def check_folds(spec: Spec) -> list[str]:
     as one line here rather than as trials failing, the trials find the decoded cache, and 'all' expands to
     its classes."""
     from correctsweep.checkpoints import plan_all
-    from correctsweep.data import load_dataset, resolve_fold
+    from correctsweep.data import load_dataset, make_splits, resolve_fold
     from correctsweep.plugins import SOURCES
     from correctsweep.trial import plan_net
 
@@ -111,6 +111,7 @@ def check_folds(spec: Spec) -> list[str]:
 
         return check_table_folds(spec, spec.folds)
     ds = load_dataset(spec.data, cache_dir=RunLayout.cache_dir(spec))
+    make_splits(ds, spec.data)  # here, in the main thread, data.group_pattern's time is bounded (data.group_keys)
     plan_net(spec, ds)
     folds = [str(c) for c in ds.classes] if "all" in spec.folds else []
     folds = list(dict.fromkeys(folds + [resolve_fold(f, ds) for f in spec.folds if f != "all"]))
@@ -151,6 +152,26 @@ def trial_devices(spec: Spec, cluster_gpus: float, local: bool) -> Spec:
     spec = copy.deepcopy(spec)
     spec.base_net.device = spec.corrector.device = "cpu"
     return spec
+
+
+def check_cpus(spec: Spec, address: str | None) -> None:
+    """Tune would wait forever for a trial that asks for more CPUs than any node has: say so at once. Before a
+    local Ray starts, this machine's CPUs count; once Ray runs, its largest node's (a cluster's autoscaler may
+    still add larger ones, so there it is a warning)."""
+    need = spec.resources.cpus_per_trial
+    if ray.is_initialized():
+        cpus = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=0)
+    elif address is None:
+        cpus = os.cpu_count() or 1
+    else:
+        return  # a cluster not joined yet: checked once it is
+    if need <= cpus:
+        return
+    if address is None:
+        raise SpecError(f"resources.cpus_per_trial is {need:g} but this machine offers {cpus:g} CPUs, so no trial "
+                        f"could start; set resources.cpus_per_trial to at most {cpus:g}")
+    print(f"warning: resources.cpus_per_trial is {need:g} but the cluster's largest node has {cpus:g} CPUs: no trial "
+          "starts until its autoscaler adds a larger node", flush=True)
 
 
 def _offer_resume(experiment: str) -> None:
@@ -210,6 +231,7 @@ def run_sweep(spec: Spec, address: str | None = None, resume: bool = False, verb
     layout.check_writable()
     callbacks = tracking_callbacks(spec)
     check_tracking(spec)
+    check_cpus(spec, address)
     with layout.sweep_lock(), _terminate_as_interrupt():
         return _sweep(spec, layout, address, resume, verbose, callbacks)
 
@@ -253,6 +275,7 @@ def _sweep(spec: Spec, layout: RunLayout, address: str | None, resume: bool, ver
                 ray.init(address=address, configure_logging=False, include_dashboard=False, log_to_driver=verbose)
                 signal.signal(signal.SIGTERM, _sigterm_as_sigint)  # ray.init installs its core's, which aborts
             spec = trial_devices(spec, ray.cluster_resources().get("GPU", 0), local=address is None)
+            check_cpus(spec, address)
             grid = _fit(spec, layout, folds, experiment, callbacks, verbose)
     finally:
         if started_ray:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from correctsweep import nets
 from correctsweep.atomic import atomic_path, write_json
 from correctsweep.config import BaseNetConfig, as_dict, from_mapping, settings_of
-from correctsweep.errors import CorrectsweepError, SpecError
+from correctsweep.errors import CorrectsweepError, SpecError, UntrustedCode
 from correctsweep.hashing import sha256, verified_bytes
 from correctsweep.nets import BaseNet
 from correctsweep.recipe import mix, randaugment
@@ -311,6 +311,8 @@ def load_model(folder: Path, device: torch.device | str = "cpu") -> tuple[BaseNe
         cfg = from_mapping(BaseNetConfig, meta["net"], "base_net")
         model = nets.build(cfg, meta["num_classes"], meta["excluded_index"])
         model.load_state_dict(torch.load(io.BytesIO(weights), map_location=device, weights_only=True))
+    except UntrustedCode as e:  # a module the net's record names, which only the user may import
+        raise UntrustedCode(f"saved net {folder}: {e}") from None
     # JSONDecodeError is a ValueError; SpecError: settings this version does not know
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, SpecError) as e:
         raise CorrectsweepError(f"saved net {folder} is broken ({str(e).splitlines()[0][:80]})") from None

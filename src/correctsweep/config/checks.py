@@ -143,6 +143,18 @@ def _validate_run(spec: Spec) -> None:
         _check(isinstance(space, dict) and len(space) == 1 and next(iter(space)) in SEARCH_SPACES
                and isinstance(next(iter(space.values())), list), f"search.{key}",
                f"must be one mapping such as {{loguniform: [1e-4, 1e-2]}}; kinds: {', '.join(SEARCH_SPACES)}")
+        _check_space(f"search.{key}", *next(iter(space.items())))
+
+
+def _check_space(key: str, kind: str, values: list) -> None:
+    """A search space Tune can sample: values to choose from, or [low, high] with low < high (> 0 for a log)."""
+    if kind in ("grid", "choice"):
+        _check(len(values) >= 1, key, f"{kind} needs at least one value")
+        return
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    _check(len(values) == 2 and numbers and values[0] < values[1] and (kind != "loguniform" or values[0] > 0),
+           key, f"{kind} needs [low, high], two numbers with low < high" + (", both > 0" if kind == "loguniform" else
+                                                                             "") + f", got {values}")
 
 
 def _validate_scheduler(spec: Spec) -> None:

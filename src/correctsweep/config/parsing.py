@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 import types
 import typing
@@ -19,8 +20,8 @@ import yaml
 
 from correctsweep.config.checks import MAX_INT, validate
 from correctsweep.config.schema import Spec, plugin_field
-from correctsweep.errors import SpecError
-from correctsweep.plugins import Registry
+from correctsweep.errors import SpecError, UntrustedCode
+from correctsweep.plugins import Registry, user_code
 
 
 def from_mapping(cls: type, raw: Any, where: str, finite: bool = True) -> Any:
@@ -54,6 +55,8 @@ def _plugin(registry: Registry, key: Any, path: str, known: set[str]) -> type:
     """The plug-in whose settings section `key` is; an unknown key names where such a setting now lives."""
     try:
         return registry.get(key, path)
+    except UntrustedCode:
+        raise
     except SpecError:
         owners = [name for name, cls in registry.builtin().items()
                   if key in {f.name for f in dataclasses.fields(cls.Settings)}]
@@ -209,9 +212,25 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def spec_from_dict(raw: dict[str, Any], overrides: list[str] = ()) -> Spec:
+    """A spec the user runs (a sweep's trials get theirs this way): the modules it names are imported."""
+    with user_code():
+        return _spec(raw, overrides)
+
+
+def _plain(value: Any, path: str = "") -> None:
+    """A SpecError naming the first value that is no mapping, list, number or text: YAML's !!set and !!binary."""
+    if isinstance(value, (set, frozenset, bytes, bytearray)):
+        raise SpecError(f"'{path or 'spec'}' must be a list, a number or text, got {_shown(value)}")
+    for key, item in value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ():
+        _plain(item, f"{path}.{key}" if path and isinstance(value, dict) else path or str(key))
+
+
+def _spec(raw: dict[str, Any], overrides: list[str] = ()) -> Spec:
+    _plain(raw)
     raw = json.loads(json.dumps(raw))  # deep copy; overrides must not leak into the caller's dict
     for text in overrides:
         keys, value = parse_override(text)
+        _plain(value, ".".join(keys))
         node = raw
         for k in keys[:-1]:
             node = node.setdefault(k, {})
@@ -219,7 +238,11 @@ def spec_from_dict(raw: dict[str, Any], overrides: list[str] = ()) -> Spec:
                 raise SpecError(f"--set {text}: '{k}' is not a section")
         node[keys[-1]] = value
     raw["scheduler"] = _scheduler_section(raw.get("scheduler"))
-    return validate(from_mapping(Spec, raw, ""))
+    spec = from_mapping(Spec, raw, "")
+    for section, key in ((spec, "storage"), (spec.data, "path"), (spec.data, "cache_dir")):
+        if isinstance(getattr(section, key), str) and getattr(section, key).startswith("~"):
+            setattr(section, key, os.path.expanduser(getattr(section, key)))  # as a shell would
+    return validate(spec)
 
 
 def _scheduler_section(value: Any) -> Any:
@@ -263,7 +286,9 @@ def load_spec(path: str | Path, overrides: list[str] = (), stored: bool = False)
     missing = [key for key in STORED_KEYS if key not in raw]
     if missing:
         raise SpecError(f"{what} lacks {', '.join(missing)}, so it is not the spec the run was made with; {fix}")
-    try:
-        return spec_from_dict(raw, overrides)
+    try:  # a run directory's: it names only modules already imported (see plugins.user_code)
+        return _spec(raw, overrides)
+    except UntrustedCode as e:
+        raise UntrustedCode(f"{what}: {e}") from None
     except SpecError as e:
         raise SpecError(f"{what}: {e}; {fix}") from None

@@ -27,7 +27,7 @@ class DataConfig:
     """Where images come from: a dataset source's name (`sources/`: synthetic, generated with no download, is
     the default) or a user's package.module:Class; its settings go under its name, e.g. data.synthetic."""
     path: str | None = None
-    """File or folder of the dataset (unused for synthetic). Relative paths resolve from the cwd."""
+    """File or folder of the dataset (unused for synthetic). Relative paths resolve from the cwd; ~ is your home."""
     image_size: int = 100
     """Images are resized to image_size x image_size before they reach the net (match the data's native
     size: 48 for FER2013/FER+/CK+48, 100 for RAF-DB, 32 for CIFAR)."""
@@ -279,7 +279,7 @@ class Spec:
     name: str = "default"
     """Name of the run; results go to <storage>/<name>/."""
     storage: str = "outputs"
-    """Root of run directories: a local path, a shared filesystem path or a URI (s3://, gs://)."""
+    """Root of run directories: a local path (~ is your home), a shared filesystem path or a URI (s3://, gs://)."""
     data: DataConfig = field(default_factory=DataConfig)
     """The dataset and its split."""
     folds: list[Any] = field(default_factory=lambda: ["all", "none"])

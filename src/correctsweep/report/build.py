@@ -149,8 +149,9 @@ def build(run_dir: Path) -> Report:
 
     long = long_table(results, spec.name)
     cfg = spec.report
-    tests = {(r.fold, r.seed): predictions.read(run_dir, r.paths.predictions["test"], f"result fold {r.fold} seed "
-                                                f"{r.seed}") for r in results}
+    layout, where = RunLayout(Path(run_dir)), lambda r: f"result fold {r.fold} seed {r.seed}"
+    tests = {(r.fold, r.seed): predictions.read(layout.inside(r.paths.predictions["test"], where(r)), where(r))
+             for r in results}
     full = {s: test for (f, s), test in tests.items() if f == "none"}
     trusts = {(r.fold, r.seed): fold_trust(r, tests[(r.fold, r.seed)], full.get(r.seed), cfg) for r in results}
     fold_cells = fold_table(results, trusts)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pandas as pd
 
@@ -22,19 +24,29 @@ METHOD_NUMBERS = ["gain_excluded", "macro_harm", "macro_dfpr", "balanced_accurac
 """methods.csv's numbers averaged over folds and seeds."""
 
 
+def escape(text) -> str:
+    """`text` shown literally in a markdown line or table cell: class names come from the data, so HTML, a line
+    break or a `|` in one must not become markup, a new line or a new column."""
+    return " ".join(html.escape(str(text), quote=False).replace("|", "\\|").splitlines())
+
+
+def _label(label, names: dict[int, str]) -> str:
+    return escape(class_label(label, names))
+
+
 def markdown_table(mean: pd.DataFrame, std: pd.DataFrame | None = None, mark_own: bool = False) -> str:
     """Numbers via format_value ('n/a' for NaN or NA), shown as 'mean ± std' where a std is defined;
-    with mark_own, the cells whose row and column name the same class in bold."""
-    show = lambda v: format_value(v) if isinstance(v, float) else "n/a" if v is pd.NA else str(v)
+    with mark_own, the cells whose row and column name the same class in bold. Every label and cell escaped."""
+    show = lambda v: format_value(v) if isinstance(v, float) else "n/a" if v is pd.NA else escape(v)
     text = mean.map(show)
     if std is not None:
         std = std.reindex_like(mean)
         text = text.where(std.isna(), text + " ± " + std.map(show))
     if mark_own:
         text = text.where(~own_cells(text), "**" + text + "**")
-    lines = ["| " + " | ".join(map(str, [mean.index.name or "", *mean.columns])) + " |",
+    lines = ["| " + " | ".join(map(escape, [mean.index.name or "", *mean.columns])) + " |",
              "|" + "---|" * (mean.shape[1] + 1)]
-    lines += ["| " + " | ".join(map(str, [i, *row])) + " |" for i, row in zip(mean.index, text.to_numpy())]
+    lines += ["| " + " | ".join([escape(i), *map(str, row)]) + " |" for i, row in zip(mean.index, text.to_numpy())]
     return "\n".join(lines)
 
 
@@ -49,7 +61,7 @@ def _summary(r: Report) -> list[str]:
     cfg = r.config
     return [f"# correctsweep report: {r.spec.name}",
             f"Run directory `{r.run_dir}`: {len(r.folds)} fold × seed results ("
-            + "; ".join(f"fold {class_label(f, r.names)} seed {s}" for f, s in seeds.items()) + f"); {len(r.names)} "
+            + "; ".join(f"fold {_label(f, r.names)} seed {s}" for f, s in seeds.items()) + f"); {len(r.names)} "
             f"classes; base net {', '.join(r.nets)}; corrector objective "
             f"`{r.spec.corrector.objective}`. Folds are named by their excluded class. Figures are on `test`, "
             "computed from the per-image record `predictions/` alone; `0.457 [0.41, 0.50]` is a figure and its "
@@ -225,7 +237,7 @@ def _methods(r: Report) -> list[str]:
               f"every seed; the p-values per seed are in `{files.METHODS}`." if r.several else "")]
     balanced_f = r.folds.groupby("fold", sort=False).balanced_accuracy_f.mean()
     for fold, rows in r.method_cells.groupby("fold", sort=False):
-        out += [f"### Fold {class_label(fold, r.names)} (f: balanced accuracy {format_value(balanced_f[fold])})",
+        out += [f"### Fold {_label(fold, r.names)} (f: balanced accuracy {format_value(balanced_f[fold])})",
                 markdown_table(_method_text(rows, cfg.level))]
     overall = r.methods.groupby("method", sort=False)[METHOD_NUMBERS]
     out += ["### Every fold: mean ± std over folds and seeds", markdown_table(overall.mean(), overall.std()),

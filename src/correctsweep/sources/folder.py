@@ -40,6 +40,10 @@ class Folder(Source):
         if not path.is_dir():
             raise DataError(f"image folder '{path}' not found; set data.path to {self.layout}")
         subs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        hidden = next((p for p in path.iterdir() if p.is_dir() and p.name.startswith(".") and image_files(p)), None)
+        if hidden is not None:  # .git or .ipynb_checkpoints hold no images: a class folder would not be left out unsaid
+            raise DataError(f"class folder '{hidden}' holds images but its name starts with '.', which hides it; "
+                            "rename it (or move it out of data.path)")
         if not subs:
             raise DataError(f"image folder '{path}' has no class sub-folders; data.path must be {self.layout}")
         labels_of, names = _labels(subs)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from correctsweep.errors import DataError
 from correctsweep.sources.base import Records, Source
@@ -35,11 +36,37 @@ def image_dataset(files: list[Path], what: str) -> pads.Dataset:
     if "image" not in dataset.schema.names:
         raise DataError(f"{what} lacks column image: it needs a column `image` of encoded image bytes, "
                         "and for data.path also label, and optionally split, source_name, label_name")
-    image = dataset.schema.field("image").type
-    if not (pa.types.is_binary(image) or pa.types.is_large_binary(image)):
-        raise DataError(f"{what}: column image must hold encoded image bytes (binary), got {image}; write the "
-                        "PNG/JPEG file contents, not paths or text")
+    kinds = {}  # each file's kind of image column: pyarrow reads every file as the first one's
+    for f in files:
+        schema = pq.read_schema(f)
+        kinds.setdefault(_image_kind(schema.field("image").type) if "image" in schema.names else None, f)
+    if None in kinds:
+        found = pq.read_schema(kinds[None])
+        got = found.field("image").type if "image" in found.names else "no column image"
+        raise DataError(f"{what}: column image must hold encoded image bytes (binary, or the struct<bytes, path> "
+                        f"HuggingFace datasets write), got {got} in {kinds[None].name}; write the PNG/JPEG file "
+                        "contents, not paths or text")
+    if len(kinds) > 1:
+        raise DataError(f"{what}: {kinds['binary']} holds images as bytes and {kinds['struct']} as "
+                        "struct<bytes, path>; write every file alike")
     return dataset
+
+
+def _image_kind(kind: pa.DataType) -> str | None:
+    """'binary' for encoded bytes, 'struct' for HuggingFace's Image feature (struct<bytes, path>), else None."""
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return "binary"
+    if pa.types.is_struct(kind) and kind.get_field_index("bytes") >= 0 and \
+            _image_kind(kind.field("bytes").type) == "binary":
+        return "struct"
+    return None
+
+
+def image_bytes(column: pa.ChunkedArray | pa.Array) -> list:
+    """The encoded bytes of an `image` column (of either kind image_dataset admits), one per row."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return (column.field("bytes") if pa.types.is_struct(column.type) else column).to_pylist()
 
 
 def sample_ids(table: pa.Table | pa.RecordBatch, start: int) -> list[str]:
@@ -77,7 +104,7 @@ class Parquet(Source):
         n = table.num_rows
         split = table.column("split").to_pylist() if "split" in table.column_names else [""] * n
         labels = np.asarray(label.to_pylist())
-        return Records(table.column("image").to_pylist(), labels, sample_ids(table, 0), [s or "" for s in split],
+        return Records(image_bytes(table.column("image")), labels, sample_ids(table, 0), [s or "" for s in split],
                        _names(table, labels, path) if "label_name" in table.column_names else None)
 
 
