@@ -1,5 +1,6 @@
 """Base nets by name: the paper net, torchvision models and a user's module, their taps and their errors."""
 import dataclasses
+import importlib.util
 
 import pytest
 import torch
@@ -64,6 +65,8 @@ def test_a_user_module_and_one_fx_cannot_trace():
     ({"arch": "user_nets:Missing"}, "user_nets has no Missing"),
     ({"arch": "user_nets:WrongOutput"}, r"returns \(2, 2\) for 2 images, not \[B, K\]"),
     ({"arch": "alexnet"}, "fails on 32x32 images"),
+    ({"arch": "timm/test_resnett"}, "timm has no model 'test_resnett'; close names: timm/test_resnet"),
+    ({"arch": "timm/test_resnet", "init_args": {"pretrained": True}}, "pretrained=False: no downloads"),
 ])
 def test_bad_nets_are_one_line_errors(settings, match):
     with pytest.raises(SpecError, match=match):
@@ -96,8 +99,12 @@ def test_taps_command_lists_nodes_and_marks_the_first_picks(tmp_path, capsys):
 SMOKE = ["--set", "base_net.epochs=1", "--set", "corrector.n_candidates=2", "--set", "detectors.names=[msp, knn]"]
 
 
+TIMM = pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="the timm extra is not installed")
+
+
 @pytest.mark.parametrize("net", ["base_net.arch=paper", "base_net.arch=resnet18", "base_net.arch=mobilenet_v3_small",
-                                 "base_net.arch=user_nets:TinyNet"])
+                                 "base_net.arch=user_nets:TinyNet",
+                                 pytest.param("base_net.arch=timm/test_resnet", marks=TIMM)])
 def test_smoke_trial_for_each_kind_of_net(tmp_path, net):
     write_cifar10(tmp_path / "cifar", train_per_class=10, test_per_class=4)
     args = ["trial", "sweeps/smoke.yaml", "--fold", "cat", "--set", f"storage={tmp_path}", "--set",

@@ -132,21 +132,22 @@ def assess(layout: RunLayout, result: TrialResult, cfg: CorrectorConfig) -> tupl
 def _artifacts(layout: RunLayout, choice: FoldChoice) -> dict[str, tuple[Path, bytes]]:
     """What best/ publishes of the choice: artifact name -> (its path under best/, its verified bytes).
     model.json and winner.json hold the others' checksums: the bytes published are the bytes parsed."""
-    records = {"model": _source(layout, choice, choice.source.model, "model.json"),
-               "corrector": _source(layout, choice, choice.source.corrector, RECORD)}
+    records = {"corrector": _source(layout, choice, choice.source.corrector, RECORD)}
+    if choice.source.model:  # a run from a features table has no net
+        records["model"] = _source(layout, choice, choice.source.model, "model.json")
     read = {path.name: path.read_bytes() for path in records.values()}
     try:
         corrector = parse_record(read[RECORD], records["corrector"])
-        weights_sha256 = json.loads(read["model.json"])["weights_sha256"]
+        weights_sha256 = json.loads(read["model.json"])["weights_sha256"] if "model" in records else ""
     except (CorrectsweepError, ValueError, KeyError, TypeError) as e:
-        raise _broken(layout, choice, f"{records['model']} or {records['corrector']} is unreadable "
+        raise _broken(layout, choice, f"{' or '.join(map(str, records.values()))} is unreadable "
                                       f"({str(e).splitlines()[0][:80]})") from None
     choice.net_sha256 = weights_sha256
     checksums = {"model": {"weights.pt": weights_sha256}, "corrector": corrector.sha256}
     folder = layout.best_fold_dir(choice.fold, choice.seed).relative_to(layout.best_dir)
     out = {}
     for name, (part, file, sub) in ARTIFACTS.items():
-        if name == "corrector_projection" and not corrector.pca_dims:
+        if (name == "corrector_projection" and not corrector.pca_dims) or part not in records:
             continue
         file = file or KINDS.get(corrector.kind).model_file
         try:

@@ -239,7 +239,7 @@ def load_dataset(cfg: DataConfig, cache_dir: str | Path | None = None) -> Datase
     return ds
 
 
-def _numbered(records: Records) -> tuple[np.ndarray, dict]:
+def numbered(records: Records) -> tuple[np.ndarray, dict]:
     """Integer labels and the source's names keyed by them: string labels become 0..K-1 in sorted order,
     named by themselves (or by the source's names of those strings)."""
     labels = np.asarray(records.labels)
@@ -252,7 +252,7 @@ def _numbered(records: Records) -> tuple[np.ndarray, dict]:
 
 
 def _decoded(records: Records, cfg: DataConfig) -> Dataset:
-    labels, names = _numbered(records)
+    labels, names = numbered(records)
     images, keep = decode_batch(records.images, records.ids, cfg.image_size, cfg.skip_corrupt)
     if not keep.any():
         raise DataError("no image could be decoded; check data.path and data.source")
@@ -381,7 +381,7 @@ def group_keys(ids: np.ndarray, pattern: str | None) -> np.ndarray:
     return np.asarray(keys)
 
 
-def _split_groups(labels: np.ndarray, groups: np.ndarray, fractions: list[float], rng) -> list[np.ndarray]:
+def split_groups(labels: np.ndarray, groups: np.ndarray, fractions: list[float], rng) -> list[np.ndarray]:
     """Stratified split of whole groups: each group goes where its classes are most missing.
 
     With one sample per group this reduces to an exact per-class stratified split."""
@@ -414,7 +414,7 @@ def _own_split(ds: Dataset, groups: np.ndarray, cfg: DataConfig, rng) -> dict[st
     if not len(parts["correct"]):
         tr = parts["train"]
         share = cfg.correct_fraction / (cfg.train_fraction + cfg.correct_fraction)
-        train, correct = _split_groups(ds.labels[tr], groups[tr], [1 - share, share], rng)
+        train, correct = split_groups(ds.labels[tr], groups[tr], [1 - share, share], rng)
         parts["train"], parts["correct"] = tr[train], tr[correct]
     return parts
 
@@ -427,11 +427,11 @@ def make_splits(ds: Dataset, cfg: DataConfig) -> dict[str, np.ndarray]:
         parts = _own_split(ds, groups, cfg, rng)
     else:
         test_fraction = 1 - cfg.train_fraction - cfg.correct_fraction
-        train, correct, test = _split_groups(ds.labels, groups, [cfg.train_fraction, cfg.correct_fraction,
+        train, correct, test = split_groups(ds.labels, groups, [cfg.train_fraction, cfg.correct_fraction,
                                                                  test_fraction], rng)
         parts = {"train": train, "correct": correct, "test": test}
     tr = parts["train"]
-    fit, val = _split_groups(ds.labels[tr], groups[tr], [1 - cfg.val_fraction, cfg.val_fraction], rng)
+    fit, val = split_groups(ds.labels[tr], groups[tr], [1 - cfg.val_fraction, cfg.val_fraction], rng)
     splits = {"train": np.sort(tr[fit]), "val": np.sort(tr[val]),
               "correct": np.sort(parts["correct"]), "test": np.sort(parts["test"])}
     for name, idx in splits.items():

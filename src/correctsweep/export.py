@@ -136,14 +136,20 @@ def require_packages() -> None:
 
 def export_onnx(clf: CorrectedClassifier, folder: Path) -> Path:
     """Write f.onnx, g.onnx and manifest.json into `folder` (replaced whole, only once all three are written;
-    see check_folder)."""
+    see check_folder); for a run from a features table, g.onnx and manifest.json."""
     require_packages()
     folder = check_folder(folder, clf.selection.run_dir)
     sel, record = clf.selection, clf.selection.record
+    table = sel.net_dir is None  # a run from a features table: f is not ours to export, g alone is
     with atomic_dir(folder) as tmp:
-        taps = export_f(clf, tmp / "f.onnx")
+        taps = [{"name": t, "pooling": "as the table gives it (logits: the excluded class's column NaN)",
+                 "width": w} for t, w in clf.tap_widths().items()] if table else export_f(clf, tmp / "f.onnx")
         g = export_g(clf, tmp / "g.onnx", sum(t["width"] for t in taps))
         p = clf.projection
+        image_input = {"channels": clf.channels, "image_size": clf.image_size, "dtype": "uint8",
+                       "layout": "[N, C, H, W], pixels 0..255",
+                       "resize": "antialiased bilinear to image_size x image_size, rounded (data.resize)",
+                       "channel_mapping": "grayscale images for 1 channel, RGB for 3 (data.decode)"}
         write_json(tmp / "manifest.json", {
             "run": str(sel.run_dir), "fold": sel.fold, "seed": sel.seed, "kind": record.kind,
             "classes": record.classes, "class_names": sel.class_names, "excluded": sel.excluded,
@@ -151,12 +157,11 @@ def export_onnx(clf: CorrectedClassifier, folder: Path) -> Path:
             "policy": record.policy, "tau": record.tau if math.isfinite(record.tau) else None,
             "certificate": None if record.certificate is None else asdict(record.certificate) | {
                 "tau": record.tau if math.isfinite(record.tau) else None},
-            "input": {"channels": clf.channels, "image_size": clf.image_size, "dtype": "uint8",
-                      "layout": "[N, C, H, W], pixels 0..255",
-                      "resize": "antialiased bilinear to image_size x image_size, rounded (data.resize)",
-                      "channel_mapping": "grayscale images for 1 channel, RGB for 3 (data.decode)"},
-            "f": {"file": "f.onnx", "input": "images", "outputs": {"logits": "logits", "features": "features"},
-                  "logits": "masked: the excluded class's is -inf, so argmax is f's class index"},
+            "input": {"features": "each row's taps below, float32, stacked in their order; pred_f from the row's "
+                      "pred_f or the argmax of its logits with the excluded class masked"} if table else image_input,
+            "f": None if table else {
+                "file": "f.onnx", "input": "images", "outputs": {"logits": "logits", "features": "features"},
+                "logits": "masked: the excluded class's is -inf, so argmax is f's class index"},
             "g": {"file": "g.onnx"} | g,
             "taps": taps,
             "projection": None if p is None else {
@@ -197,5 +202,6 @@ def main(args) -> None:
     require_packages()
     clf = load_corrected(args.run_dir, args.fold, args.seed, args.kind, "cpu")
     folder = export_onnx(clf, Path(args.onnx))
-    print(f"{folder}: f.onnx, g.onnx and manifest.json for fold {clf.selection.fold} seed {clf.selection.seed} "
+    files = "g.onnx and manifest.json" if clf.selection.net_dir is None else "f.onnx, g.onnx and manifest.json"
+    print(f"{folder}: {files} for fold {clf.selection.fold} seed {clf.selection.seed} "
           f"({clf.selection.record.kind} corrector)")

@@ -17,7 +17,12 @@ def digest(obj: Any) -> str:
 
 def sha256(path: Path) -> str:
     """The SHA-256 of a file's bytes, as the records that vouch for it store it."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return sha256_of(Path(path).read_bytes())
+
+
+def sha256_of(data: bytes) -> str:
+    """The SHA-256 of bytes already read (the bytes checked are then the bytes used)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def verified_bytes(path: Path, expected: str | None, recorded_in: str | Path) -> bytes:
@@ -32,6 +37,6 @@ def verified_bytes(path: Path, expected: str | None, recorded_in: str | Path) ->
         data = path.read_bytes()
     except OSError as e:
         raise CorrectsweepError(f"{path} is unreadable ({e.strerror})") from None
-    if hashlib.sha256(data).hexdigest() != expected:
+    if sha256_of(data) != expected:
         raise CorrectsweepError(f"{path} does not match the checksum {recorded_in} recorded (cut short or replaced)")
     return data

@@ -29,22 +29,24 @@ def sweep_key(spec: Spec) -> str:
     return digest(settings)
 
 
-# Training options added after nets were first keyed: at their defaults (which train exactly as before they
-# existed) they are left out of the net key, so a net trained earlier keeps its key and is reused.
+# Options added after nets were first keyed: at their defaults (which train exactly as before they existed;
+# weights null: f is trained) they are left out of the net key, so a net trained earlier keeps its key.
 LATER_OPTIONS = ("schedule", "ema_decay", "mixup_alpha", "cutmix_alpha", "mix_probability", "randaugment_ops",
-                 "randaugment_magnitude")
+                 "randaugment_magnitude", "weights")
 
 
-def net_key(spec: Spec, fold: str, seed: int) -> str:
+def net_key(spec: Spec, fold: str, seed: int, weights_sha256: str | None = None) -> str:
     """What the trained net depends on: the dataset's content (a regenerated synthetic set or changed files
-    must not reuse a stale net), its split, every training setting, the fold and the seed."""
+    must not reuse a stale net), its split, every training setting, the fold and the seed; for a net loaded
+    from base_net.weights, also its checkpoint's SHA-256 (a checkpoint replaced in place is another net)."""
     # the path as written is left out: dataset_key holds it resolved, so a sweep (which makes paths absolute)
     # and `correctsweep trial` (relative, as the spec says) share one net
     data = as_dict(spec.data) | {"cache_dir": None, "path": None, "dataset": dataset_key(spec.data)}
     defaults = BaseNetConfig()
     net = {key: value for key, value in as_dict(spec.base_net).items()
            if key not in LATER_OPTIONS or value != getattr(defaults, key)} | {"device": None, "threads": None}
-    return digest({"data": data, "net": net, "fold": fold, "seed": seed})
+    checkpoint = {"checkpoint": weights_sha256} if weights_sha256 else {}
+    return digest({"data": data, "net": net, "fold": fold, "seed": seed} | checkpoint)
 
 
 def features_key(spec: Spec, net: str, taps: list[str]) -> str:

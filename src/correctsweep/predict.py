@@ -59,8 +59,8 @@ class Selection:
     run_dir: Path
     fold: str
     seed: int
-    net_dir: Path
-    """weights.pt and model.json: `train.load_model` reads them."""
+    net_dir: Path | None
+    """weights.pt and model.json: `train.load_model` reads them; None for a run from a features table."""
     corrector_dir: Path
     """The kind's model file, winner.json and, with compact embeddings, projection.npz."""
     record: CorrectorRecord
@@ -101,7 +101,8 @@ def locate(path: str | Path, fold, seed: int | None = None, kind: str | None = N
     if choice is None or seed is not None or kind is not None:
         return _from_result(layout, fold, seed, kind, choice)
     at = lambda name: layout.inside(choice.artifacts[name], layout.best_config, layout.best_dir).parent
-    selection = _selection(layout, fold, choice.seed, at("weights"), at("corrector"), choice.class_names)
+    net = at("weights") if "weights" in choice.artifacts else None  # none from a features table
+    selection = _selection(layout, fold, choice.seed, net, at("corrector"), choice.class_names)
     return dataclasses.replace(selection, net_sha256=choice.net_sha256)
 
 
@@ -130,8 +131,9 @@ def _from_result(layout: RunLayout, fold: str, seed: int | None, kind: str | Non
         raise CorrectsweepError(f"fold {fold} seed {seed} searched no {kind} corrector (it searched "
                                 f"{', '.join(result.paths.correctors)}); pick one of those with --kind")
     where = f"the result of fold {fold} seed {seed}"
-    selection = _selection(layout, fold, seed, layout.inside(result.paths.model, where),
-                           layout.inside(result.paths.correctors[kind], where), result.class_names)
+    net = layout.inside(result.paths.model, where) if result.paths.model else None  # none from a features table
+    selection = _selection(layout, fold, seed, net, layout.inside(result.paths.correctors[kind], where),
+                           result.class_names)
     return dataclasses.replace(selection, net_sha256=_fitted_on(layout, result))
 
 
@@ -145,7 +147,7 @@ def _fitted_on(layout: RunLayout, result: TrialResult) -> str:
         raise CorrectsweepError(f"{path} is unreadable ({str(e)[:60]}); {_rerun(result.fold, result.seed)}") from None
 
 
-def _selection(layout: RunLayout, fold: str, seed: int, net_dir: Path, corrector_dir: Path,
+def _selection(layout: RunLayout, fold: str, seed: int, net_dir: Path | None, corrector_dir: Path,
                class_names: list[str]) -> Selection:
     try:
         record = read_record(corrector_dir)
@@ -247,6 +249,10 @@ class CorrectedClassifier:
                               self.selection.excluded).astype(np.int64)
         return Outputs(pred_f, pred_h, proba)
 
+    def inputs(self, text: str, size: int) -> tuple[int, Iterator[Chunk]]:
+        """INPUT as (count, chunks of `size`), see `read_input`."""
+        return read_input(text, self, size)
+
     def predict(self, images) -> np.ndarray:
         """h's labels."""
         return self.run(self.as_batch(images)).pred_h
@@ -296,6 +302,10 @@ def load_corrected(path: str | Path, fold, seed: int | None = None, kind: str | 
     fold x `seed`'s corrector of `kind`. Needs the run directory's spec.yaml, the net and the corrector,
     not the data it was trained on."""
     selection = locate(path, fold, seed, kind)
+    if selection.net_dir is None:  # a run from a features table: h reads f's outputs from rows
+        from correctsweep.from_features import TableClassifier
+
+        return TableClassifier(selection, run_spec(selection.run_dir), device)
     return CorrectedClassifier(selection, run_spec(selection.run_dir), device)
 
 
@@ -305,8 +315,9 @@ def load_corrected(path: str | Path, fold, seed: int | None = None, kind: str | 
 @dataclass
 class Chunk:
     ids: list[str]
-    images: list | torch.Tensor
-    """Encoded bytes or Unreadable per image (decoded here), or a decoded uint8 batch [n, C, S, S]."""
+    images: object
+    """Encoded bytes or Unreadable per image (decoded here), a decoded uint8 batch [n, C, S, S], or a table run's
+    rows (from_features.FeatureRows)."""
     labels: np.ndarray | None = None
     """True labels, where the input has them (a split of the run's dataset)."""
 
@@ -371,7 +382,7 @@ def _check_split(selection: Selection, test_ids: np.ndarray) -> None:
 def _decoded(chunk: Chunk, clf: CorrectedClassifier) -> tuple[Chunk, int]:
     """The chunk's images decoded, channel-mapped and resized; corrupt ones skipped and counted, or refused
     (the run's data.skip_corrupt)."""
-    if isinstance(chunk.images, torch.Tensor):
+    if not isinstance(chunk.images, list):  # decoded already, or rows of features
         return chunk, 0
     images, keep = decode_batch(chunk.images, chunk.ids, clf.image_size, clf.spec.data.skip_corrupt,
                                 clf.channels == 1)
@@ -415,7 +426,7 @@ def predict_file(clf: CorrectedClassifier, input_text: str, out: Path, log=print
     CSV for a .csv suffix), which appears only once every batch is written (see check_out)."""
     out = Path(out)
     check_out(out, clf.selection.run_dir, force, OUTPUT_COLUMNS)
-    total, chunks = read_input(input_text, clf, clf.batch_size)
+    total, chunks = clf.inputs(input_text, clf.batch_size)
     started = last = time.perf_counter()
     done = skipped = changed = unseen = 0
     with atomic_path(out) as tmp:

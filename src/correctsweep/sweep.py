@@ -97,18 +97,26 @@ def run_fold(config: dict) -> None:
 
 
 def check_folds(spec: Spec) -> list[str]:
-    """Load the dataset once before any trial starts: a data error, a fold naming no class or a net
-    that does not fit the data surfaces as one line here rather than as every trial failing, the trials
-    find the decoded cache, and 'all' expands to its classes."""
+    """Load the dataset once before any trial starts: a data error, a fold naming no class, a net that
+    does not fit the data or a checkpoint (base_net.weights) missing or unfit for some fold x seed surfaces
+    as one line here rather than as trials failing, the trials find the decoded cache, and 'all' expands to
+    its classes."""
+    from correctsweep.checkpoints import plan_all
     from correctsweep.data import load_dataset, make_splits, resolve_fold
+    from correctsweep.plugins import SOURCES
     from correctsweep.trial import plan_net
 
+    if SOURCES.get(spec.data.source).holds_features:  # a features table: no images, no net
+        from correctsweep.from_features import check_table_folds
+
+        return check_table_folds(spec, spec.folds)
     ds = load_dataset(spec.data, cache_dir=RunLayout.cache_dir(spec))
     make_splits(ds, spec.data)  # here, in the main thread, data.group_pattern's time is bounded (data.group_keys)
     plan_net(spec, ds)
     folds = [str(c) for c in ds.classes] if "all" in spec.folds else []
-    folds += [resolve_fold(f, ds) for f in spec.folds if f != "all"]
-    return list(dict.fromkeys(folds))
+    folds = list(dict.fromkeys(folds + [resolve_fold(f, ds) for f in spec.folds if f != "all"]))
+    plan_all(spec.base_net, folds, spec.seeds, ds.classes, ds.class_names)
+    return folds
 
 
 def absolute(spec: Spec) -> Spec:
@@ -120,6 +128,8 @@ def absolute(spec: Spec) -> Spec:
         spec.data.path = str(Path(spec.data.path).resolve())
     if spec.data.cache_dir:
         spec.data.cache_dir = str(Path(spec.data.cache_dir).resolve())
+    if spec.base_net.weights:
+        spec.base_net.weights = str(Path(spec.base_net.weights).resolve())
     return spec
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from correctsweep import certify, corrector, detectors, metrics, nets, predictions
+from correctsweep import certify, checkpoints, corrector, detectors, metrics, nets, predictions
 from correctsweep.atomic import remove_partials, write_json
 from correctsweep.config import Spec
 from correctsweep.data import Dataset, class_indices, load_dataset, make_splits, resolve_fold
@@ -27,6 +27,7 @@ from correctsweep.errors import CorrectsweepError
 from correctsweep.features import FeatureSet, extract, file_meta, read_split, write_split
 from correctsweep.keys import corrector_key, features_key, net_key, sweep_key
 from correctsweep.layout import RunLayout
+from correctsweep.plugins import SOURCES
 from correctsweep.policy import Labels, policies_for, targets
 from correctsweep.results import CorrectorRecord, MethodRecord, ResultPaths, TrialResult
 from correctsweep.train import TrainSet, load_model, pick_device, save_model, train_base_net
@@ -54,6 +55,8 @@ class NetPlan:
     """The layer before the net's classifier: what the detectors on f's final layer read."""
     name: str
     """The net as the report names it: paper, a torchvision model or a user's module."""
+    has_net: bool = True
+    """False: f's outputs come as a features table (data.source features), with no net to train or publish."""
 
 
 def plan_net(spec: Spec, ds: Dataset) -> NetPlan:
@@ -105,6 +108,8 @@ class FoldRun:
     """Receives each epoch, stage and candidate as a mapping (a sweep reports them to Tune)."""
     device: torch.device
     """Where f trains and extracts."""
+    checkpoint: checkpoints.Checkpoint | None = None
+    """f's trained weights (base_net.weights), checked when planned; None: f is trained here."""
 
     @property
     def excluded(self) -> int | None:
@@ -134,7 +139,12 @@ def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = pri
     publishes and returns the result. Each stage reuses its cached output when the key that determines
     it is unchanged (see `keys`) and recomputes an output that does not read back whole. Inputs are
     validated before anything is written, and one process at a time runs a fold, seed and net: it first
-    removes what a killed writer left half-written there."""
+    removes what a killed writer left half-written there. A features table (data.source features) holds
+    f's outputs: its trial starts at the corrector (`from_features`)."""
+    if SOURCES.get(spec.data.source).holds_features:
+        from correctsweep.from_features import run_table_trial  # it builds on this module's stages
+
+        return run_table_trial(spec, fold, seed, log, progress)
     layout, clock = RunLayout.of(spec), StageClock()
     layout.check_writable()
     pick_device(spec.base_net.device), pick_device(spec.corrector.device, "corrector.device")  # before any write
@@ -145,20 +155,27 @@ def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = pri
         fold = resolve_fold(fold, ds)
         splits = make_splits(ds, spec.data)
         plan = plan_net(spec, ds)
+        checkpoint = checkpoints.plan(spec.base_net, fold, seed, ds.classes, ds.class_names)
     layout.pull(layout.fold_parts(fold, seed))
-    run = FoldRun(spec, layout, ds, splits, plan, fold, seed, net_key(spec, fold, seed), threads, clock, log, progress,
-                  pick_device(spec.base_net.device))
+    key = net_key(spec, fold, seed, checkpoint and checkpoint.sha256)
+    run = FoldRun(spec, layout, ds, splits, plan, fold, seed, key, threads, clock, log, progress,
+                  pick_device(spec.base_net.device), checkpoint)
     with layout.lock(fold, seed, run.net_key):
-        for part in layout.fold_parts(fold, seed):
-            if (layout.root / part).is_dir() and remove_partials(layout.root / part):
-                run.say(f"removed files a killed run left half-written in {part}")
+        clear_partials(run)
         return _stages(run)
 
 
+def clear_partials(run: FoldRun) -> None:
+    """Remove what a killed writer left half-written in the fold x seed's folders (under its lock)."""
+    for part in run.layout.fold_parts(run.fold, run.seed):
+        if (run.layout.root / part).is_dir() and remove_partials(run.layout.root / part):
+            run.say(f"removed files a killed run left half-written in {part}")
+
+
 def _stages(run: FoldRun) -> TrialResult:
-    """The trial's stages after the data: train (or reuse) the net, extract (or reuse) the features,
-    search (or reuse) the correctors, run the detectors, score them on test and publish the result."""
-    spec, excluded = run.spec, run.excluded
+    """The trial's stages after the data: train, load or reuse the net, extract (or reuse) the features, then
+    `correct_and_publish`."""
+    excluded = run.excluded
     model_dir = run.layout.model_dir(run.fold, run.seed, run.net_key)
     with run.clock("train"):
         model, meta = _base_net(run, model_dir)
@@ -172,6 +189,14 @@ def _stages(run: FoldRun) -> TrialResult:
     del model
     if run.device.type == "cuda":  # the corrector's GPU matrices should not queue behind the net's cache
         torch.cuda.empty_cache()
+    return correct_and_publish(run, sets, final_layer, meta)
+
+
+def correct_and_publish(run: FoldRun, sets: FoldFeatures, final_layer: detectors.FinalLayer | None,
+                        meta: dict) -> TrialResult:
+    """The stages after f's features: search (or reuse) the correctors, run the detectors, score them on test
+    and publish the result. A run from a features table (`from_features`) starts here."""
+    spec, excluded = run.spec, run.excluded
     with run.clock("corrector"):
         found = _correct(run, sets)
     detections = []
@@ -206,7 +231,8 @@ def _result(run: FoldRun, sets: FoldFeatures, found: dict, detections: list[dete
         summary=metrics.summary(test.labels, test.pred_f, result.pred_h, classes),
         per_class=table.reset_index().to_dict(orient="records"), corrector=_corrector_record(result),
         methods=_methods(found, detections, test, classes, run.excluded),
-        paths=ResultPaths(model=layout.relative(layout.model_dir(run.fold, run.seed, run.net_key)),
+        paths=ResultPaths(model=layout.relative(layout.model_dir(run.fold, run.seed, run.net_key))
+                          if run.plan.has_net else "",
                           corrector=layout.relative(workdir),
                           predictions={split: layout.relative(p) for split, p in written.items()},
                           correctors={kind: layout.relative(w) for kind, (_, w) in found.items()}),
@@ -307,7 +333,8 @@ def _methods(found: dict, detections: list[detectors.Detection], test, classes, 
 
 
 def _base_net(run: FoldRun, model_dir: Path):
-    """The fold's trained net: reused from `model_dir` (keyed by the net key) or trained and saved there."""
+    """The fold's net: reused from `model_dir` (keyed by the net key), or loaded from its checkpoint or trained,
+    and saved there."""
     if (model_dir / "model.json").is_file():
         try:
             loaded = load_model(model_dir)
@@ -316,19 +343,29 @@ def _base_net(run: FoldRun, model_dir: Path):
         except CorrectsweepError as e:
             run.say(f"{e}: training it again")
             shutil.rmtree(model_dir)
-    ds, splits, excluded = run.ds, run.splits, run.excluded
-    targets = class_indices(ds.labels, ds.classes, "the dataset")
+    ds, excluded = run.ds, run.excluded
     excluded_index = None if excluded is None else ds.classes.index(excluded)
+    if run.checkpoint is not None:
+        run.say(f"base net from checkpoint {run.checkpoint.path}")
+        model, record = run.checkpoint.load(run.spec.base_net, len(ds.classes), excluded_index), run.checkpoint.record
+    else:
+        model, record = _train(run, excluded_index)
+    meta = save_model(model, model_dir, {"classes": ds.classes, "excluded": excluded,
+                                         "channels": int(ds.images.shape[1]), "train": record}, run.spec.base_net)
+    return model, meta
+
+
+def _train(run: FoldRun, excluded_index: int | None):
+    """f trained on the fold's train split (its excluded class left out); (net, training record)."""
+    ds, splits = run.ds, run.splits
+    targets = class_indices(ds.labels, ds.classes, "the dataset")
     keep = lambda idx: idx if excluded_index is None else idx[targets[idx] != excluded_index]
     data = TrainSet(ds.images, targets, keep(splits["train"]), keep(splits["val"]), len(ds.classes), excluded_index)
     run.say(f"training base net on {len(data.train_idx)} images")
     on_epoch = lambda r: (run.log(f"  epoch {r['epoch']}: loss {r['train_loss']:.3f} val acc {r['val_accuracy']:.3f}"),
                           run.tell("train", r))
     model, res = train_base_net(data, run.spec.base_net, run.seed, on_epoch=on_epoch)
-    meta = save_model(model, model_dir, {"classes": ds.classes, "excluded": excluded,
-                                         "channels": int(ds.images.shape[1]), "train": dataclasses.asdict(res)},
-                      run.spec.base_net)
-    return model, meta
+    return model, dataclasses.asdict(res)
 
 
 def _features(run: FoldRun, model, meta: dict) -> FoldFeatures:
@@ -341,7 +378,7 @@ def _features(run: FoldRun, model, meta: dict) -> FoldFeatures:
     sets = {}
     for split in ("correct", "test"):
         path = run.layout.features_file(run.fold, run.seed, split, fkey)
-        sets[split] = _stored_features(path, len(run.splits[split]), meta["weights_sha256"], run.log)
+        sets[split] = stored_features(path, len(run.splits[split]), meta["weights_sha256"], run.log)
         if sets[split] is None:
             idx = run.splits[split]
             pred, values = extract(model, ds.images[torch.from_numpy(idx)], run.plan.taps, spec.features.full,
@@ -352,7 +389,7 @@ def _features(run: FoldRun, model, meta: dict) -> FoldFeatures:
     return FoldFeatures(sets["correct"], sets["test"], fkey)
 
 
-def _stored_features(path: Path, rows: int, weights_sha256: str, log):
+def stored_features(path: Path, rows: int, weights_sha256: str, log):
     """The stored features file, read once, if it reads back whole and comes from the loaded net;
     else None (and a broken file is removed, to be extracted again)."""
     if not path.is_file():

@@ -6,6 +6,7 @@ Each check raises a SpecError naming the first impossible key, before anything r
 from __future__ import annotations
 
 import re
+import string
 from typing import Any
 
 from correctsweep.config.schema import (
@@ -80,6 +81,25 @@ def _validate_base_net(b: BaseNetConfig) -> None:
     _check(0 <= b.mix_probability <= 1, "base_net.mix_probability", "must be in [0, 1]")
     _check(b.randaugment_ops >= 0, "base_net.randaugment_ops", "must be >= 0 (0 disables RandAugment)")
     _check(0 <= b.randaugment_magnitude <= 30, "base_net.randaugment_magnitude", "must be between 0 and 30")
+    if b.weights is not None:
+        _check_template(b.weights)
+
+
+WEIGHTS_FIELDS = ("excluded", "excluded_name", "fold", "seed")  # what base_net.weights may name
+
+
+def _check_template(template: str) -> None:
+    """base_net.weights: a non-empty path whose {fields} are among WEIGHTS_FIELDS."""
+    _check(isinstance(template, str) and bool(template.strip()), "base_net.weights",
+           "must be a path template, e.g. ckpt/resnet18_without{excluded}.pth")
+    try:
+        named = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as e:
+        raise SpecError(f"'base_net.weights' {template!r} is not a path template ({e}); "
+                        "write {{ and }} for literal braces") from None
+    unknown = [n for n in named if n not in WEIGHTS_FIELDS]
+    _check(not unknown, "base_net.weights", f"names {{{unknown[0] if unknown else ''}}}; it may name "
+           + ", ".join(f"{{{f}}}" for f in WEIGHTS_FIELDS) + " (write {{ and }} for literal braces)")
 
 
 def _validate_corrector(c: CorrectorConfig) -> None:

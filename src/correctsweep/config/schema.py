@@ -65,11 +65,12 @@ class DataConfig:
 class BaseNetConfig:
     arch: str = "paper"
     """The net f: paper (the published CNN -> LSTM -> attention), any torchvision classification model, e.g.
-    resnet18, mobilenet_v3_small, efficientnet_b0 (built with weights=None: nothing is downloaded), or a
-    user's own nn.Module as "package.module:Class", built as Class(num_classes=K, **init_args), mapping
-    images [B, 3, H, W] scaled to [-1, 1] to logits [B, K]. The paper net's settings go under base_net.paper."""
+    resnet18, mobilenet_v3_small, efficientnet_b0 (built with weights=None: nothing is downloaded), a timm model
+    as timm/<model name> (the `timm` extra; pretrained=False), or a user's own nn.Module as
+    "package.module:Class", built as Class(num_classes=K, **init_args), mapping images [B, 3, H, W] scaled to
+    [-1, 1] to logits [B, K]. The paper net's settings go under base_net.paper."""
     init_args: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments for a torchvision model's or a user's module's constructor."""
+    """Keyword arguments for a torchvision or timm model's or a user's module's constructor."""
     epochs: int = 40
     """Maximum training epochs."""
     patience: int = 8
@@ -127,6 +128,12 @@ class BaseNetConfig:
     a user net whose forward needs contiguous NCHW tensors (e.g. x.view on a conv map)."""
     threads: int | None = None
     """torch CPU threads (default: the trial's CPUs)."""
+    weights: str | None = None
+    """Trained weights to correct instead of training f: a path template of checkpoints (a state_dict, bare or
+    under `state_dict` or `model`, `module.`/`model.` key prefixes allowed), loaded into `arch` with
+    torch.load(weights_only=True). {excluded} is the fold's class label ('none' for the full model),
+    {excluded_name} its name, {fold} and {seed} as the run directory spells them, e.g.
+    ckpt/resnet18_without{excluded}.pth. The training settings are then unused; null: f is trained."""
     settings: dict[str, Any] = field(default_factory=dict, metadata={"plugins": NETS})
 
     def in_use(self) -> list[str]:

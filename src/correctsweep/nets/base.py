@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
+from correctsweep.errors import SpecError
 from correctsweep.plugins import NETS, Plugin
 
 DERIVED_TAPS = ("logits", "softmax")
@@ -38,6 +39,15 @@ class Family(Plugin):
     @abstractmethod
     def build(cls, cfg, num_classes: int) -> nn.Module:
         """The body for `cfg` (a BaseNetConfig): images [B, 3, H, W] in [-1, 1] -> logits [B, K]."""
+
+
+def check_fixed_args(init_args: dict, no_download: str) -> None:
+    """A SpecError when base_net.init_args sets what correctsweep sets for a model zoo's constructor: the argument
+    that keeps it from downloading weights (`no_download`, e.g. "weights=None") or num_classes."""
+    for key in (no_download.split("=")[0], "num_classes"):
+        if key in init_args:
+            raise SpecError(f"'base_net.init_args.{key}' is set by correctsweep ({no_download}: no downloads; "
+                            "num_classes: the dataset's classes); remove it")
 
 
 class BaseNet(nn.Module):

@@ -9,7 +9,7 @@ import torchvision
 from torchvision.models import get_model, list_models
 
 from correctsweep.errors import SpecError
-from correctsweep.nets.base import Family
+from correctsweep.nets.base import Family, check_fixed_args
 
 
 class Torchvision(Family):
@@ -29,10 +29,7 @@ class Torchvision(Family):
     def check_args(cls, arch: str, init_args: dict) -> None:
         if arch == cls.name:
             raise SpecError("'base_net.arch' must name a torchvision model, e.g. resnet18, not 'torchvision'")
-        for key in ("weights", "num_classes"):
-            if key in init_args:
-                raise SpecError(f"'base_net.init_args.{key}' is set by correctsweep (weights=None: no downloads; "
-                                "num_classes: the dataset's classes); remove it")
+        check_fixed_args(init_args, "weights=None")
 
     @classmethod
     def build(cls, cfg, num_classes: int) -> nn.Module:

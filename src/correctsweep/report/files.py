@@ -13,6 +13,7 @@ has, and what writes each), report.md's links and its Files section, and the tes
                                  measure) and harm_held, f's balanced accuracy on its
                                  trained classes beside the full model's on them, the base net's epochs_run
                                  and best_epoch (empty where the result has no training record), the
+                                 file f was loaded from (`checkpoint`, empty where f was trained), the
                                  corrector's choice.
   matrix_<m>.csv                 rows = class, columns = excluded class, NaN-aware mean over seeds;
   matrix_<m>_std.csv             their sample std, written when some fold has several seeds.

@@ -139,7 +139,7 @@ def _per_fold_and_seed(r: Report) -> list[str]:
             "and h, `mcnemar_p` (the exact McNemar test of f against h on which test images each gets right), "
             "f's balanced accuracy on the classes it was trained on beside the full model's on the same classes "
             "(a fold far below it had a collapsed or under-trained f), the base net's epochs run and kept epoch, "
-            "and the corrector's choice.",
+            "the checkpoint f was loaded from (base_net.weights; empty: trained here) and the corrector's choice.",
             markdown_table(named(_fold_text(r.fold_cells.drop(columns="excluded_name")), r.names))]
 
 

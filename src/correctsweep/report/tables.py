@@ -9,6 +9,7 @@ unrelated nets and blow up wherever one seed's full model has a TPR near 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -70,7 +71,7 @@ def fold_table(results: list[TrialResult], trusts: dict[tuple[str, int], FoldTru
                      "full_f_same_classes": (_trained_balanced_accuracy(full[r.seed], r.excluded)
                                              if r.seed in full else np.nan),
                      "epochs_run": t.get("epochs_run"),
-                     "best_epoch": t.get("best_epoch"),
+                     "best_epoch": t.get("best_epoch"), "checkpoint": Path(t.get("checkpoint", "")).name,
                      "policy": c.policy, "tau": c.tau, "search_seconds": c.search_seconds})
     return pd.DataFrame(rows).astype({"epochs_run": "Int64", "best_epoch": "Int64"})
 

@@ -70,6 +70,9 @@ class Source(Plugin, ABC):
     """Whether data.path must be set."""
     layout: ClassVar[str] = ""
     """What data.path must point at, for the one-line errors."""
+    holds_features: ClassVar[bool] = False
+    """True: the source holds f's outputs per sample (a features table), not images: no net is trained or
+    run, and a trial starts at the corrector."""
 
     def __init__(self, settings: Any = None):
         self.settings = settings if settings is not None else self.Settings()
