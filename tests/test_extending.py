@@ -72,9 +72,10 @@ def export_and_compare(run, folder):
     """The centroid kind's g.onnx, with f.onnx, gives predict's h on the run's test images."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
+    from correctsweep import load_corrected
     from correctsweep.data import make_splits
     from correctsweep.export import OnnxPair
-    from correctsweep.predict import load_corrected, run_dataset
+    from correctsweep.predict import run_dataset
 
     assert main(["export", str(run), "--fold", "scratch", "--seed", "0", "--kind", "centroid", "--onnx",
                  str(folder)]) == 0

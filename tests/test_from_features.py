@@ -10,11 +10,11 @@ import pytest
 import yaml
 from sklearn.linear_model import LogisticRegression
 
+from correctsweep import load_corrected
 from correctsweep.cli import main
 from correctsweep.features import FeatureSet
 from correctsweep.from_features import outputs
 from correctsweep.kinds.base import stack_taps
-from correctsweep.predict import load_corrected
 from correctsweep.results import TrialResult
 
 NAMES = ["bolt", "nut", "screw", "washer"]  # string labels: classes 0..3 in this order

@@ -34,8 +34,9 @@ def cmd_taps(args) -> None:
 
 
 def cmd_trial(args) -> None:
+    from correctsweep.entry import run_trial
     from correctsweep.layout import RunLayout
-    from correctsweep.trial import core_warning, run_trial
+    from correctsweep.trial import core_warning
 
     spec = load_spec(args.spec, args.set)
     if warning := core_warning(spec):
@@ -79,9 +80,10 @@ def cmd_best(args) -> None:
 
 
 def cmd_predict(args) -> None:
+    from correctsweep.entry import load_corrected
     from correctsweep.predict import main as predict
 
-    predict(args)
+    predict(args, load_corrected(args.run_dir, args.fold, args.seed, args.kind, args.device))
 
 
 def cmd_export(args) -> None:

@@ -30,13 +30,14 @@ import torch
 import torch.nn as nn
 
 from correctsweep.atomic import atomic_dir, write_json
+from correctsweep.entry import load_corrected
 from correctsweep.errors import CorrectsweepError
 from correctsweep.features import pool_taps
 from correctsweep.nets import BaseNet
 from correctsweep.onnxgraph import OPSET, OnnxNodes, cast, const, node
 from correctsweep.outputs import check_folder
 from correctsweep.policy import apply_policy
-from correctsweep.predict import CorrectedClassifier, Outputs, load_corrected
+from correctsweep.predict import CorrectedClassifier, Outputs
 
 F_OPSET = 18  # torch.onnx's dynamo exporter writes 18 or later
 NEEDS = "correctsweep export needs the export extra: pip install 'correctsweep[export]' (onnx, onnxruntime, " \

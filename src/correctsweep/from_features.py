@@ -311,8 +311,7 @@ class TableClassifier(CorrectedClassifier):
     def tap_widths(self) -> dict[str, int]:
         """Each tap's width, as the run's features files of this fold and seed hold them."""
         sel = self.selection
-        files = sorted((RunLayout(sel.run_dir).root / "features" / f"fold={sel.fold}" / f"seed={sel.seed}")
-                       .glob("split=test/*.parquet"))
+        files = RunLayout(sel.run_dir).features_files(sel.fold, sel.seed, "test")
         for file in files:
             dims = read_split(file).meta.get("tap_dims", {})
             if all(t in dims for t in sel.record.taps):

@@ -178,6 +178,10 @@ class RunLayout:
         return self.root / "features" / f"fold={fold}" / f"seed={seed}" / f"split={split}" / \
             f"part-{features_key}.parquet"
 
+    def features_files(self, fold: str, seed: int, split: str) -> list[Path]:
+        """A fold x seed's features files of one split, one per features key it ran."""
+        return sorted(self.features_file(fold, seed, split, "*").parent.glob("part-*.parquet"))
+
     def predictions_file(self, fold: str, seed: int, split: str, net_key: str) -> Path:
         """One split's per-image record of a fold x seed (see `predictions`), keyed by the net key."""
         return self.root / "predictions" / f"fold={fold}" / f"seed={seed}" / f"split={split}" / \

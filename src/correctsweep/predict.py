@@ -169,7 +169,7 @@ class Outputs:
 
 
 class CorrectedClassifier:
-    """A fold's h, loaded and checked (see `load_corrected`)."""
+    """A fold's h, loaded and checked (see `entry.load_corrected`)."""
 
     def __init__(self, selection: Selection, spec: Spec, device: str = "auto"):
         self.selection = selection
@@ -294,19 +294,6 @@ def run_spec(run_dir: Path) -> Spec:
 def run_dataset(spec: Spec):
     """The run's dataset, from the decoded-data cache where the trials left it."""
     return load_dataset(spec.data, cache_dir=RunLayout.cache_dir(spec))
-
-
-def load_corrected(path: str | Path, fold, seed: int | None = None, kind: str | None = None,
-                   device: str = "auto") -> CorrectedClassifier:
-    """The corrected classifier h of `fold` in a run directory (RUN_DIR or RUN_DIR/best): best's choice, or
-    fold x `seed`'s corrector of `kind`. Needs the run directory's spec.yaml, the net and the corrector,
-    not the data it was trained on."""
-    selection = locate(path, fold, seed, kind)
-    if selection.net_dir is None:  # a run from a features table: h reads f's outputs from rows
-        from correctsweep.from_features import TableClassifier
-
-        return TableClassifier(selection, run_spec(selection.run_dir), device)
-    return CorrectedClassifier(selection, run_spec(selection.run_dir), device)
 
 
 # ---------------------------------------------------------------- the command: a loop over batches
@@ -450,9 +437,8 @@ def predict_file(clf: CorrectedClassifier, input_text: str, out: Path, log=print
     return PredictSummary(out, done, skipped, changed, unseen, time.perf_counter() - started)
 
 
-def main(args) -> None:
-    """The predict sub-command (cli.py parses its arguments)."""
-    clf = load_corrected(args.run_dir, args.fold, args.seed, args.kind, args.device)
+def main(args, clf: CorrectedClassifier) -> None:
+    """The predict sub-command (cli.py parses its arguments and loads `clf`, `entry.load_corrected`)."""
     sel, record = clf.selection, clf.selection.record
     c = record.certificate
     bound = "" if c is None else (f" (certified: {c.harm_measure} Harm at most {c.max_harm} with probability "

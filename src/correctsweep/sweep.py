@@ -77,7 +77,7 @@ def _scalars(metrics: dict) -> dict:
 def run_fold(config: dict) -> None:
     """The Tune trainable: one fold x seed end to end, reporting every epoch, stage and result; its
     output (the per-class table, warnings) goes to its log file under <run>/logs/."""
-    from correctsweep.trial import run_trial
+    from correctsweep.entry import run_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per candidate drowns the sweep's own lines
     spec = trial_spec(config)

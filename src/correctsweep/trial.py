@@ -27,7 +27,6 @@ from correctsweep.errors import CorrectsweepError
 from correctsweep.features import FeatureSet, extract, file_meta, read_split, write_split
 from correctsweep.keys import corrector_key, features_key, net_key, sweep_key
 from correctsweep.layout import RunLayout
-from correctsweep.plugins import SOURCES
 from correctsweep.policy import Labels, policies_for, targets
 from correctsweep.results import CorrectorRecord, MethodRecord, ResultPaths, TrialResult
 from correctsweep.train import TrainSet, load_model, pick_device, save_model, train_base_net
@@ -139,12 +138,8 @@ def run_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None] = pri
     publishes and returns the result. Each stage reuses its cached output when the key that determines
     it is unchanged (see `keys`) and recomputes an output that does not read back whole. Inputs are
     validated before anything is written, and one process at a time runs a fold, seed and net: it first
-    removes what a killed writer left half-written there. A features table (data.source features) holds
-    f's outputs: its trial starts at the corrector (`from_features`)."""
-    if SOURCES.get(spec.data.source).holds_features:
-        from correctsweep.from_features import run_table_trial  # it builds on this module's stages
-
-        return run_table_trial(spec, fold, seed, log, progress)
+    removes what a killed writer left half-written there. (A features table's trial, which builds on this
+    module's stages, is `from_features.run_table_trial`; `entry.run_trial` chooses.)"""
     layout, clock = RunLayout.of(spec), StageClock()
     layout.check_writable()
     pick_device(spec.base_net.device), pick_device(spec.corrector.device, "corrector.device")  # before any write
