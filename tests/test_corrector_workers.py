@@ -66,11 +66,13 @@ def both_workers_ready(workdir, workers=2, limit_s=120):
         holder.join()
 
 
+@pytest.mark.slow  # two spawned worker processes, each importing the package afresh
 def test_two_workers_share_the_budget_and_the_winner_is_the_best(tmp_path):
     calls = []
+    # candidates slow enough (~0.5 s) that a worker waking from the lock's back-off (up to 1 s) still finds some
+    cfg = small_cfg(n_candidates=8, workers=2, max_rounds=200, early_stopping_rounds=200)
     with both_workers_ready(tmp_path):
-        result = search(feature_set(240, 0), feature_set(120, 1), small_cfg(n_candidates=8, workers=2), tmp_path,
-                        threads=2, on_candidate=calls.append)
+        result = search(feature_set(400, 0), feature_set(120, 1), cfg, tmp_path, threads=2, on_candidate=calls.append)
     done = [t for t in trials(tmp_path) if t.state in FINISHED]
     assert result.n_candidates == 8 and len(done) == 8  # exactly the budget, not one per worker more
     assert sorted(c["candidate"] for c in calls) == sorted(t.number for t in done)  # each reported once
@@ -158,7 +160,7 @@ sys.exit(main(["trial", "sweeps/smoke.yaml", "--fold", "3", "--set", f"storage={
 
 def search_only(workdir, workers):
     """A trial that is the corrector search alone, printing each candidate as it finishes."""
-    def run_trial(spec, fold, seed):
+    def run_trial(spec, fold, seed, log=print, progress=None):
         result = search(feature_set(400, 0), feature_set(120, 1),
                         small_cfg(n_candidates=10, workers=workers, max_rounds=100, early_stopping_rounds=100),
                         workdir, threads=2, on_candidate=lambda c: print("candidate", c["candidate"], flush=True))

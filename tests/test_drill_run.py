@@ -328,6 +328,7 @@ def test_a_second_sweep_of_a_running_one_is_one_line(tmp_path, capsys):
     assert f"pid {os.getpid()}" in err
 
 
+@pytest.mark.slow  # a second collect in a process of its own (it imports the package afresh)
 def test_two_collects_at_once_both_succeed(run, capsys):
     """Another process's collect and this one's, started while the other writes its report."""
     cmd = [sys.executable, "-m", "correctsweep.cli", "collect", str(run)]
