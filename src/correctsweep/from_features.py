@@ -24,8 +24,8 @@ from correctsweep.config import DataConfig, Spec
 from correctsweep.corrector_store import load_corrector
 from correctsweep.data import Dataset, class_names, fold_of, numbered, split_groups
 from correctsweep.errors import CorrectsweepError, DataError, SpecError
-from correctsweep.features import FeatureSet, file_meta, pool_taps, read_split, write_split
-from correctsweep.keys import features_key, net_key
+from correctsweep.features import FeatureSet, pool_taps, read_split
+from correctsweep.keys import net_key
 from correctsweep.kinds import corrector_inputs
 from correctsweep.layout import RunLayout
 from correctsweep.policy import apply_policy
@@ -42,8 +42,8 @@ from correctsweep.trial import (
     StageClock,
     clear_partials,
     correct_and_publish,
-    stored_features,
     trial_threads,
+    write_features,
 )
 
 NET = "features"  # what results and reports call f here
@@ -229,20 +229,10 @@ def run_table_trial(spec: Spec, fold: str, seed: int, log: Callable[[str], None]
 
 
 def _features(run: FoldRun, given: FoldRows) -> FoldFeatures:
-    """The fold's correct and test rows as the run's features files (reused while the table is unchanged)."""
-    ds, spec = run.ds, run.spec
-    fkey = features_key(spec, run.net_key, run.plan.taps)
-    meta = file_meta(ds.classes, ds.class_names, run.excluded, spec.to_dict(), run.net_key, run.net_key)
-    sets = {}
-    for split in ("correct", "test"):
-        path, idx = run.layout.features_file(run.fold, run.seed, split, fkey), run.splits[split]
-        sets[split] = stored_features(path, len(idx), run.net_key, run.log)
-        if sets[split] is None:
-            write_split(path, ds.ids[idx], ds.labels[idx], given.pred_f[idx],
-                        {t: given.taps[t][idx] for t in run.plan.taps}, meta | {"features_key": fkey})
-            run.say(f"wrote {path}")
-            sets[split] = read_split(path)
-    return FoldFeatures(sets["correct"], sets["test"], fkey)
+    """The fold's correct and test rows as the run's features files (reused while the table is unchanged: its
+    key is the net key's part)."""
+    return write_features(run, run.net_key, lambda idx: (given.pred_f[idx],
+                                                         {t: given.taps[t][idx] for t in run.plan.taps}))
 
 
 class TableClassifier(CorrectedClassifier):

@@ -189,8 +189,7 @@ class RunLayout:
 
     def predictions_files(self, fold: str, seed: int, split: str) -> list[Path]:
         """A fold x seed's predictions files of one split, one per net it ran (`search` samples)."""
-        return sorted((self.root / "predictions" / f"fold={fold}" / f"seed={seed}" / f"split={split}").glob(
-            "part-*.parquet"))
+        return sorted(self.predictions_file(fold, seed, split, "*").parent.glob("part-*.parquet"))
 
     def corrector_dir(self, fold: str, seed: int, net_key: str, corrector_key: str) -> Path:
         return self.root / "correctors" / f"fold={fold}" / f"seed={seed}" / f"net-{net_key}-corr-{corrector_key}"

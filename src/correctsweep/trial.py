@@ -364,27 +364,37 @@ def _train(run: FoldRun, excluded_index: int | None):
 
 
 def _features(run: FoldRun, model, meta: dict) -> FoldFeatures:
-    """`correct` and `test` features of the fold's net, extracted once per net and taps (the features key);
-    a file that does not read back whole, or not from this net, is extracted again."""
+    """`correct` and `test` features of the fold's net, extracted once per net and taps (see `write_features`)."""
+    def extracted(idx: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        pred, values = extract(model, run.ds.images[torch.from_numpy(idx)], run.plan.taps, run.spec.features.full,
+                               run.spec.features.batch_size, run.device)
+        return np.asarray(run.ds.classes)[pred], values
+
+    return write_features(run, meta["weights_sha256"], extracted)
+
+
+def write_features(run: FoldRun, source: str, produce: Callable[[np.ndarray], tuple[np.ndarray, dict]]
+                   ) -> FoldFeatures:
+    """`correct` and `test` features, once per f and taps (the features key): a stored file is reused when it
+    reads back whole and comes from `source` (the net's weights checksum, or a table's key); otherwise
+    `produce(rows)` gives f's labels and taps of those rows (their indices into ds), written and read back."""
     ds, spec = run.ds, run.spec
     fkey = features_key(spec, run.net_key, run.plan.taps)
-    fmeta = file_meta(ds.classes, ds.class_names, run.excluded, spec.to_dict(), meta["weights_sha256"],
-                      run.net_key) | {"features_key": fkey}
+    fmeta = file_meta(ds.classes, ds.class_names, run.excluded, spec.to_dict(), source, run.net_key) | \
+        {"features_key": fkey}
     sets = {}
     for split in ("correct", "test"):
-        path = run.layout.features_file(run.fold, run.seed, split, fkey)
-        sets[split] = stored_features(path, len(run.splits[split]), meta["weights_sha256"], run.log)
+        path, idx = run.layout.features_file(run.fold, run.seed, split, fkey), run.splits[split]
+        sets[split] = _stored_features(path, len(idx), source, run.log)
         if sets[split] is None:
-            idx = run.splits[split]
-            pred, values = extract(model, ds.images[torch.from_numpy(idx)], run.plan.taps, spec.features.full,
-                                   spec.features.batch_size, run.device)
-            write_split(path, ds.ids[idx], ds.labels[idx], np.asarray(ds.classes)[pred], values, fmeta)
+            pred_f, values = produce(idx)
+            write_split(path, ds.ids[idx], ds.labels[idx], pred_f, values, fmeta)
             run.say(f"wrote {path}")
             sets[split] = read_split(path)
     return FoldFeatures(sets["correct"], sets["test"], fkey)
 
 
-def stored_features(path: Path, rows: int, weights_sha256: str, log):
+def _stored_features(path: Path, rows: int, weights_sha256: str, log):
     """The stored features file, read once, if it reads back whole and comes from the loaded net;
     else None (and a broken file is removed, to be extracted again)."""
     if not path.is_file():
