@@ -41,7 +41,7 @@ from correctsweep.data import load_dataset, make_splits, resolve_fold
 from correctsweep.features import extract, file_meta, pool_taps, read_split, write_split
 from correctsweep.layout import RunLayout
 from correctsweep.nets import paper
-from correctsweep.train import class_weights, load_model, pick_device, train_base_net
+from correctsweep.train import TrainSet, class_weights, load_model, pick_device, train_base_net
 from correctsweep.trial import run_trial
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -182,7 +182,8 @@ def compare_nets(spec, names, ds, targets, train_idx, val_idx, images, excluded_
     first = None
     for arch in [spec.base_net.arch, *names]:
         cfg = dataclasses.replace(spec.base_net, arch=arch, epochs=1, min_epochs=0)
-        model, result = train_base_net(ds.images, targets, train_idx, val_idx, len(ds.classes), excluded_index, cfg, 0)
+        data = TrainSet(ds.images, targets, train_idx, val_idx, len(ds.classes), excluded_index)
+        model, result = train_base_net(data, cfg, 0)
         _, seconds = timed(lambda m=model: extract(m, images, m.default_taps(), False, spec.features.batch_size,
                                                    device))
         rates = (result.images_per_second, len(images) / seconds)
@@ -217,8 +218,8 @@ def compare_precision(spec, ds, targets, train_idx, val_idx, excluded_index, rep
             for name, (how, before) in ARITHMETIC.items():
                 cfg = dataclasses.replace(spec.base_net, epochs=1, min_epochs=0, device="cpu", **how)
                 with mock.patch.object(paper, "conv_block", published_block) if before else contextlib.nullcontext():
-                    _, result = train_base_net(ds.images, targets, train_idx, val_idx, len(ds.classes),
-                                               excluded_index, cfg, 0)
+                    _, result = train_base_net(
+                        TrainSet(ds.images, targets, train_idx, val_idx, len(ds.classes), excluded_index), cfg, 0)
                 rates[name][threads].append(result.images_per_second)
     base = {t: np.median(rates["before: NCHW fp32"][t]) for t in (1, 2)}
     for name in ARITHMETIC:

@@ -28,7 +28,7 @@ import torch
 def child(args):
     from correctsweep.config import load_spec
     from correctsweep.data import load_dataset, make_splits
-    from correctsweep.train import train_base_net
+    from correctsweep.train import TrainSet, train_base_net
 
     torch.set_num_threads(args.threads)
     spec = load_spec(args.spec, args.set)
@@ -36,7 +36,7 @@ def child(args):
     splits, targets = make_splits(ds, spec.data), np.searchsorted(ds.classes, ds.labels)
     train_idx = np.random.default_rng(0).permutation(splits["train"])[:args.images]
     cfg = dataclasses.replace(spec.base_net, epochs=args.epochs, min_epochs=0, device="cpu")
-    _, result = train_base_net(ds.images, targets, train_idx, splits["val"][:64], len(ds.classes), None, cfg, 0)
+    _, result = train_base_net(TrainSet(ds.images, targets, train_idx, splits["val"][:64], len(ds.classes)), cfg, 0)
     print(json.dumps({"images_per_second": result.images_per_second}))
 
 
