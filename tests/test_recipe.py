@@ -8,7 +8,7 @@ from correctsweep import nets
 from correctsweep.config import BaseNetConfig, spec_from_dict
 from correctsweep.errors import SpecError
 from correctsweep.recipe import mix, randaugment
-from correctsweep.train import TrainSet, _optimiser, train_base_net
+from correctsweep.train import TrainSet, _optimiser, ema_update, train_base_net
 
 
 def _fold(n=64, size=24, classes=3, channels=1):
@@ -38,21 +38,36 @@ def test_one_cycle_rises_to_the_peak_lr_then_anneals_far_below_it():
     assert cosine.argmax() == 9 and cosine[0] == pytest.approx(1e-3)
 
 
-def test_the_weights_average_is_what_is_validated_and_kept():
+def test_the_weights_average_warms_up_then_decays_at_ema_decay():
+    update, averaged = ema_update(0.9), [torch.zeros(2)]
+    kept = 1.0
+    for n in range(1, 40):
+        update(averaged, [torch.ones(2)], torch.tensor(n))
+        kept *= min(0.9, (1 + n) / (10 + n))  # the share of the starting weights the average still holds
+        assert torch.allclose(averaged[0], torch.full((2,), 1 - kept))
+    assert kept < 1e-3  # 0.9 from the 80th update on; before it, the warm-up forgets the start faster
+
+
+def test_the_weights_average_is_what_is_validated_and_kept(monkeypatch):
+    import correctsweep.train as train
+
+    original, made = train._averaged, []
+
+    def recording(model, cfg):
+        made.append(original(model, cfg))
+        return made[-1]
+
+    monkeypatch.setattr(train, "_averaged", recording)
     data = _fold(n=40)
-    torch.manual_seed(0)
-    initial = nets.build(BaseNetConfig(), 3)
-    params = {name for name, _ in initial.named_parameters()}
-    drift = lambda model, of_params: max((model.state_dict()[k].float() - v.float()).abs().max().item()
-                                         for k, v in initial.state_dict().items()
-                                         if (k in params) == of_params and v.is_floating_point())
-    cfg = BaseNetConfig(epochs=2, batch_size=8, lr=1e-2, warmup_epochs=2, device="cpu")  # a small first step
-    plain, _ = train_base_net(data, cfg, seed=0)
-    # at decay 0.9999 the average of 6 steps stays next to the first step's weights (where it starts), and
-    # BatchNorm's running statistics are averaged alike
-    slow, _ = train_base_net(data, BaseNetConfig(**(vars(cfg) | {"ema_decay": 0.9999})), seed=0)
-    assert drift(slow, True) < drift(plain, True) / 10, (drift(slow, True), drift(plain, True))
-    assert drift(slow, False) < drift(plain, False) / 3
+    cfg = BaseNetConfig(epochs=1, batch_size=8, lr=1e-2, device="cpu", ema_decay=0.999)
+    kept, result = train_base_net(data, cfg, seed=0)
+    (average,) = made
+    assert all(torch.equal(v, average.module.state_dict()[k]) for k, v in kept.state_dict().items())
+    plain, _ = train_base_net(data, BaseNetConfig(**(vars(cfg) | {"ema_decay": 0.0})), seed=0)
+    assert not all(torch.equal(v, plain.state_dict()[k]) for k, v in kept.state_dict().items())
+    x_val, y_val = data.images[torch.from_numpy(data.val_idx)], torch.from_numpy(data.targets[data.val_idx])
+    validated = (train.predict(average.module, x_val, torch.device("cpu")) == y_val).float().mean().item()
+    assert result.val_accuracy == pytest.approx(validated)
 
 
 def test_mixup_blends_images_and_labels_by_one_share():

@@ -147,13 +147,29 @@ def _optimiser(model: BaseNet, cfg: BaseNetConfig, steps_per_epoch: int):
     return optimizer, schedule
 
 
+def ema_update(decay: float) -> Callable:
+    """AveragedModel's multi_avg_fn for an exponential moving average whose decay warms up: after n updates
+    (n = 1, 2, ...) the next uses min(decay, (1 + n) / (10 + n)), timm's and TensorFlow's rule. A fixed 0.999
+    from the first step keeps 0.999^550 = 58 % of the random initial weights after 5 FER+ epochs at batch 128:
+    in the recipe search those averages validated at 0.005-0.15, and the scheduler stopped every one at its
+    first rung."""
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        if not averaged[0].is_floating_point():  # BatchNorm's batch count: the net's own
+            torch._foreach_copy_(averaged, current)
+            return
+        n = int(num_averaged)  # AveragedModel reads it every step anyway
+        torch._foreach_lerp_(averaged, current, 1 - min(decay, (1 + n) / (10 + n)))
+
+    return update
+
+
 def _averaged(model: BaseNet, cfg: BaseNetConfig) -> torch.optim.swa_utils.AveragedModel | None:
-    """The exponential moving average of the weights base_net.ema_decay asks for, BatchNorm's running
-    statistics included (use_buffers), or None."""
+    """The exponential moving average of the weights base_net.ema_decay asks for (ema_update), BatchNorm's
+    running statistics included (use_buffers), or None."""
     if not cfg.ema_decay:
         return None
-    swa = torch.optim.swa_utils
-    return swa.AveragedModel(model, multi_avg_fn=swa.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    return torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_update(cfg.ema_decay), use_buffers=True)
 
 
 @dataclass

@@ -99,8 +99,9 @@ class BaseNetConfig:
     AdamW's beta1 cycled between 0.95 and 0.85; warmup_epochs is unused)."""
     ema_decay: float = 0.0
     """Departs from the paper when > 0: an exponential moving average of the weights (and BatchNorm's running
-    statistics), updated after every step with this decay, e.g. 0.999; each epoch's validation scores the
-    average, and the saved net is the average. 0 disables it."""
+    statistics), updated after every step with this decay, e.g. 0.999, warmed up as min(decay, (1 + n) / (10 + n))
+    over the first n updates; each epoch's validation scores the average, and the saved net is the average.
+    0 disables it."""
     mixup_alpha: float = 0.0
     """Departs from the paper when > 0: mixup, a batch blended with a shuffled copy of itself at a share drawn
     from Beta(alpha, alpha), the loss blended alike. 0 disables it."""
