@@ -28,6 +28,18 @@ def results(run):
     return {p.parent.name.split("=")[1]: json.loads(p.read_text()) for p in paths}
 
 
+def tune_terminated(run) -> int:
+    """How many trials Tune's saved experiment state says have finished (what a resume will not rerun)."""
+    count = 0
+    for path in run.glob("tune-*/experiment_state-*.json"):
+        try:
+            trials = json.loads(path.read_text())["trial_data"]
+        except (OSError, ValueError):  # caught mid-write: not saved yet
+            continue
+        count += sum(json.loads(state)["status"] == "TERMINATED" for state, _ in trials)
+    return count
+
+
 def test_local_sweep_runs_every_fold_then_collects_and_selects(tiny_run):
     # the sweep itself (and its exit code 0) is conftest's tiny_run
     assert set(results(tiny_run)) == FOLDS
@@ -67,18 +79,19 @@ def test_changed_corrector_reuses_trained_nets(tiny_copy, shared_ray):
 
 @pytest.mark.slow
 def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_spec, tmp_path, capsys, shared_ray):
-    """A real SIGKILL of the whole sweep (driver, its Ray and the trials) part-way; the resume runs here,
-    on the shared Ray."""
-    args = sweep_args(tiny_spec, tmp_path, "resources.max_concurrent=1")  # one trial after the other
+    """A real SIGKILL of the whole sweep (driver, its Ray and the trials) part-way, once Tune has saved that the
+    first trial finished; the resume runs here, on the shared Ray. The trials run one after the other, 15
+    epochs each: Tune reuses its worker, so a one-epoch trial could end before the kill."""
+    args = sweep_args(tiny_spec, tmp_path, "resources.max_concurrent=1", "base_net.epochs=15",
+                      "base_net.min_epochs=15", "base_net.patience=15")
     run = tmp_path / TINY["name"]
     proc = subprocess.Popen([sys.executable, "-m", "correctsweep.cli", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 300
-        while not results(run) and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.5)
-        assert results(run), "no trial finished before the deadline"
-        time.sleep(3)  # Tune saves its experiment state every second (see sweep.run_sweep)
+        while not (results(run) and tune_terminated(run)) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert results(run) and tune_terminated(run), "no trial finished before the deadline"
     finally:
         # The whole session: the driver, the local Ray it started and that Ray's workers (which lead
         # process groups of their own), and nothing else on the machine.

@@ -298,7 +298,8 @@ class Spec:
     search: dict[str, Any] = field(default_factory=dict)
     """Base-net hyperparameters searched by Tune, e.g. {'base_net.lr': {'loguniform': [1e-4, 1e-2]}}."""
     num_samples: int = 1
-    """Samples drawn from `search` per fold and seed."""
+    """Samples drawn from `search` per fold and seed, by a generator seeded with 0: a spec draws the same
+    samples on every machine and every rerun (sweep.SEARCH_SEED)."""
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     """Tune's trial scheduler, which stops a `search`'s weak samples early."""
     tracking: dict[str, str] = field(default_factory=dict)
