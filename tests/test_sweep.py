@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import TINY, sets
+from ray import tune
 
 from correctsweep.cli import main
 from correctsweep.config import spec_from_dict
@@ -109,6 +110,26 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_spec, tmp_p
         assert f"fold {fold} seed 0: started" not in resumed
         assert (run / f"results/fold={fold}/seed=0.json").stat().st_mtime_ns == stamp
     assert (run / "report" / "report.md").is_file()
+
+
+def test_a_spec_draws_the_same_search_samples_every_time():
+    from ray.tune.experiment import Experiment
+
+    from correctsweep.sweep import search_space, tune_config
+
+    search = {"base_net.lr": {"loguniform": [1e-4, 1e-2]}, "base_net.batch_size": {"choice": [32, 64]}}
+    spec = spec_from_dict({"folds": [1, "none"], "num_samples": 4, "search": search})
+
+    def draw():
+        searcher = tune_config(spec).search_alg
+        searcher.add_configurations([Experiment("draw", run=lambda config: None, num_samples=spec.num_samples,
+                                                config={"fold": tune.grid_search(["1", "none"])} | search_space(spec))])
+        trials = iter(searcher.next_trial, None)
+        return [(t.config["fold"], t.config["base_net.lr"], t.config["base_net.batch_size"]) for t in trials]
+
+    first = draw()
+    assert len(first) == 8 and len({lr for _, lr, _ in first}) == 8 and all(1e-4 <= lr <= 1e-2 for _, lr, _ in first)
+    assert draw() == first
 
 
 def test_resume_without_an_earlier_sweep_is_a_one_line_error(tmp_path, capsys):

@@ -336,11 +336,18 @@ class Experiment:
         return tune.Tuner.can_restore(self.path)
 
 
+def tune_config(spec: Spec) -> tune.TuneConfig:
+    """How Tune runs the spec's trials. The `search` samples are drawn with SEARCH_SEED. A finished trial's
+    worker runs the next trial: starting a worker (Python, torch, XGBoost) took longer than a small trial's
+    work, e.g. 121 s against 33 s for the eleven trials of a features table. Not under a scheduler: a worker
+    it stops mid-epoch is still training when Tune would hand it the next trial, which then fails."""
+    return tune.TuneConfig(num_samples=spec.num_samples, scheduler=make_scheduler(spec),
+                           search_alg=BasicVariantGenerator(random_state=SEARCH_SEED),
+                           max_concurrent_trials=spec.resources.max_concurrent, reuse_actors=not spec.scheduler.name)
+
+
 def _fit(spec: Spec, layout: RunLayout, folds: list[str], experiment: Experiment, callbacks: list, verbose: bool):
-    """Tune's run of the trials (a restored experiment keeps the callbacks it was created with). A finished
-    trial's worker runs the next trial: starting a worker (Python, torch, XGBoost) took longer than a small
-    trial's work, e.g. 121 s against 33 s for the eleven trials of a features table. Not under a scheduler: a
-    worker it stops mid-epoch is still training when Tune would hand it the next trial, which then fails."""
+    """Tune's run of the trials (a restored experiment keeps the callbacks it was created with)."""
     resources = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
     trainable = tune.with_resources(run_fold, resources)
     param_space = {"spec": spec.to_dict(), "fold": tune.grid_search(folds),
@@ -359,10 +366,7 @@ def _fit(spec: Spec, layout: RunLayout, folds: list[str], experiment: Experiment
                                    param_space=param_space)
     else:
         tuner = tune.Tuner(trainable, param_space=param_space, run_config=run_config,
-                           tune_config=tune.TuneConfig(num_samples=spec.num_samples, scheduler=make_scheduler(spec),
-                                                       search_alg=BasicVariantGenerator(random_state=SEARCH_SEED),
-                                                       max_concurrent_trials=spec.resources.max_concurrent,
-                                                       reuse_actors=not spec.scheduler.name))
+                           tune_config=tune_config(spec))
     grid = tuner.fit()
     record.save()  # Tune's last save may follow its callbacks' last call
     return grid
