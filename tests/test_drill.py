@@ -237,14 +237,33 @@ def test_drill_covers_at_least_40_kinds():
     assert len(CASES) >= 40
 
 
-def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
-    def interrupted(args):
-        raise KeyboardInterrupt
+def _ctrl_c(args):
+    raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "cmd_data", interrupted)
+
+def _ctrl_c_in_a_library_cleanup(args):
+    """Optuna's journal lock, interrupted inside its release, unlinks its file again: FileNotFoundError."""
+    try:
+        raise KeyboardInterrupt
+    finally:
+        raise FileNotFoundError("study.journal.lock.rename")
+
+
+@pytest.mark.parametrize("command", [_ctrl_c, _ctrl_c_in_a_library_cleanup])
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys, command):
+    monkeypatch.setattr(cli, "cmd_data", command)
     assert cli.main(["data", SMOKE]) == 130
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "interrupted" in err
+
+
+def test_an_error_without_a_ctrl_c_behind_it_is_not_called_an_interrupt(monkeypatch):
+    def broken(args):
+        raise FileNotFoundError("a bug of ours")
+
+    monkeypatch.setattr(cli, "cmd_data", broken)
+    with pytest.raises(FileNotFoundError, match="a bug of ours"):
+        cli.main(["data", SMOKE])
 
 
 FINE_DATA = [  # data other tools and hands make, read as meant

@@ -2,7 +2,11 @@
 results without an epoch, and a real ASHA sweep whose stopped sample is recorded and left out of the selection."""
 import copy
 import json
+import runpy
+import sys
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from conftest import TINY
@@ -12,6 +16,7 @@ from correctsweep.config import spec_from_dict
 from correctsweep.errors import SpecError
 from correctsweep.schedulers import make, was_stopped
 
+ROOT = Path(__file__).resolve().parents[1]
 SEARCH = {"base_net.lr": {"grid": [3e-3, 1e-7]}}
 
 
@@ -70,7 +75,7 @@ def test_a_stop_is_told_apart_from_an_interrupted_trial():
 
 
 @pytest.mark.slow  # a sweep of its own: two samples, one stopped after its first epoch
-def test_asha_stops_the_weak_sample_and_collect_and_best_leave_it_out(tmp_path, shared_ray, capsys):
+def test_asha_stops_the_weak_sample_and_collect_and_best_leave_it_out(tmp_path, shared_ray, capsys, monkeypatch):
     spec = copy.deepcopy(TINY) | {"name": "asha", "storage": str(tmp_path), "folds": ["none"], "search": SEARCH,
                                   "scheduler": {"asha": {"grace_period": 1, "reduction_factor": 2}}}
     spec["base_net"] |= {"epochs": 2, "patience": 2}
@@ -100,3 +105,12 @@ def test_asha_stops_the_weak_sample_and_collect_and_best_leave_it_out(tmp_path, 
     (finished.parent / stopped.name).write_text(json.dumps(planted))
     assert main(["best", str(run)]) == 0
     assert [c["net_key"] for c in yaml.safe_load((run / "best" / "best_config.yaml").read_text())["folds"]] == [kept]
+
+    # the search side by side, the stopped sample included (benchmarks/search_curves.py, run as printed)
+    monkeypatch.setattr(sys, "argv", ["search_curves.py", str(run), str(tmp_path / "search")])
+    runpy.run_path(str(ROOT / "benchmarks" / "search_curves.py"), run_name="__main__")
+    trials = pd.read_csv(tmp_path / "search" / "trials.csv").set_index("status")
+    assert sorted(trials.index) == ["finished", "stopped"] and trials.loc["stopped", "lr"] == 1e-7
+    assert trials.loc["stopped", "epochs"] == 1 and 0 <= trials.loc["finished", "accuracy_f"] <= 1
+    curves = pd.read_csv(tmp_path / "search" / "curves.csv")
+    assert len(curves) == 1 + trials.loc["finished", "epochs"] and (tmp_path / "search" / "curves.png").is_file()

@@ -156,11 +156,29 @@ def main(argv: list[str] | None = None) -> int:
     except CorrectsweepError as e:
         print(f"correctsweep: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        if not _interrupted(e):
+            raise
+        return _interrupt_exit()
     except KeyboardInterrupt:
-        # every stage writes atomically and resumes, so an interrupted command has lost nothing
-        print("correctsweep: interrupted; rerun the same command to continue where it stopped", file=sys.stderr)
-        return 130
+        return _interrupt_exit()
     return 0
+
+
+def _interrupted(e: BaseException | None) -> bool:
+    """Whether a Ctrl-C is behind this exception: a library's cleanup can turn one into an error of its own
+    (Optuna's journal lock, interrupted inside its release, unlinks its file twice: FileNotFoundError)."""
+    while e is not None:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _interrupt_exit() -> int:
+    # every stage writes atomically and resumes, so an interrupted command has lost nothing
+    print("correctsweep: interrupted; rerun the same command to continue where it stopped", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":
