@@ -118,6 +118,8 @@ def test_a_spec_draws_the_same_search_samples_every_time():
     from correctsweep.sweep import search_space, tune_config
 
     search = {"base_net.lr": {"loguniform": [1e-4, 1e-2]}, "base_net.batch_size": {"choice": [32, 64]}}
+    capped = spec_from_dict({"folds": ["none"], "search": search, "resources": {"max_concurrent": 1}})
+    assert tune_config(capped).search_alg.max_concurrent == 1  # the cap reaches the generator Tune asks
     spec = spec_from_dict({"folds": [1, "none"], "num_samples": 4, "search": search})
 
     def draw():

@@ -341,9 +341,10 @@ def tune_config(spec: Spec) -> tune.TuneConfig:
     worker runs the next trial: starting a worker (Python, torch, XGBoost) took longer than a small trial's
     work, e.g. 121 s against 33 s for the eleven trials of a features table. Not under a scheduler: a worker
     it stops mid-epoch is still training when Tune would hand it the next trial, which then fails."""
-    return tune.TuneConfig(num_samples=spec.num_samples, scheduler=make_scheduler(spec),
-                           search_alg=BasicVariantGenerator(random_state=SEARCH_SEED),
-                           max_concurrent_trials=spec.resources.max_concurrent, reuse_actors=not spec.scheduler.name)
+    # the cap goes to the generator: Tune ignores max_concurrent_trials beside a search_alg of this kind
+    searcher = BasicVariantGenerator(random_state=SEARCH_SEED, max_concurrent=spec.resources.max_concurrent or 0)
+    return tune.TuneConfig(num_samples=spec.num_samples, scheduler=make_scheduler(spec), search_alg=searcher,
+                           reuse_actors=not spec.scheduler.name)
 
 
 def _fit(spec: Spec, layout: RunLayout, folds: list[str], experiment: Experiment, callbacks: list, verbose: bool):
