@@ -30,14 +30,19 @@ def results(run):
 
 
 def tune_terminated(run) -> int:
-    """How many trials Tune's saved experiment state says have finished (what a resume will not rerun)."""
+    """How many trials the sweep's record of Tune's state says have finished: a resume restores that record
+    (tune_state), so these are the trials it will not rerun."""
+    from correctsweep.tune_state import _read_record
+
     count = 0
-    for path in run.glob("tune-*/experiment_state-*.json"):
+    for record in run.glob("tune-*.state.json"):
         try:
-            trials = json.loads(path.read_text())["trial_data"]
-        except (OSError, ValueError):  # caught mid-write: not saved yet
+            files = _read_record(str(record))
+        except (OSError, ValueError, KeyError):  # caught mid-write: not recorded yet
             continue
-        count += sum(json.loads(state)["status"] == "TERMINATED" for state, _ in trials)
+        for name, data in files.items():
+            if name.startswith("experiment_state-"):
+                count += sum(json.loads(state)["status"] == "TERMINATED" for state, _ in json.loads(data)["trial_data"])
     return count
 
 
@@ -80,9 +85,9 @@ def test_changed_corrector_reuses_trained_nets(tiny_copy, shared_ray):
 
 @pytest.mark.slow
 def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_spec, tmp_path, capsys, shared_ray):
-    """A real SIGKILL of the whole sweep (driver, its Ray and the trials) part-way, once Tune has saved that the
-    first trial finished; the resume runs here, on the shared Ray. The trials run one after the other, 15
-    epochs each: Tune reuses its worker, so a one-epoch trial could end before the kill."""
+    """A real SIGKILL of the whole sweep (driver, its Ray and the trials) part-way, once the sweep has recorded
+    Tune's state with the first trial finished; the resume runs here, on the shared Ray. The trials run one
+    after the other, 15 epochs each: Tune reuses its worker, so a one-epoch trial could end before the kill."""
     args = sweep_args(tiny_spec, tmp_path, "resources.max_concurrent=1", "base_net.epochs=15",
                       "base_net.min_epochs=15", "base_net.patience=15")
     run = tmp_path / TINY["name"]
