@@ -9,6 +9,7 @@ accuracy while the net trains, then the finished trial's test summary) and write
                (overall and balanced) and its stage seconds;
   curves.csv   one row per sample and epoch: validation accuracy, train loss, learning rate, seconds;
   curves.png   validation accuracy by epoch, a line per sample (dashed: stopped by the scheduler).
+A sample Tune retried after a failure is shown by its last attempt.
 collect's report keeps one sample per fold x seed; this is where the samples are compared as a search.
 """
 
@@ -25,8 +26,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def last_attempt(lines: list[dict]) -> list[dict]:
+    """The reports of a trial's last attempt: a trial Tune retried after a failure trains again from epoch 1,
+    its reports appended to the same file."""
+    start, last_epoch = 0, 0
+    for i, r in enumerate(lines):
+        if r.get("stage") == "train" and "epoch" in r:
+            if r["epoch"] <= last_epoch:
+                start = i
+            last_epoch = r["epoch"]
+    return lines[start:]
+
+
 def read_trial(path: Path) -> tuple[dict, list[dict]]:
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = last_attempt([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
     epochs = [r for r in lines if r.get("stage") == "train" and "val_accuracy" in r]
     done = next((r for r in lines if r.get("stage") == "done"), None)
     config = lines[-1]["config"]

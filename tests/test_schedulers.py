@@ -114,3 +114,10 @@ def test_asha_stops_the_weak_sample_and_collect_and_best_leave_it_out(tmp_path, 
     assert trials.loc["stopped", "epochs"] == 1 and 0 <= trials.loc["finished", "accuracy_f"] <= 1
     curves = pd.read_csv(tmp_path / "search" / "curves.csv")
     assert len(curves) == 1 + trials.loc["finished", "epochs"] and (tmp_path / "search" / "curves.png").is_file()
+
+
+def test_search_curves_shows_a_retried_sample_by_its_last_attempt():
+    last_attempt = runpy.run_path(str(ROOT / "benchmarks" / "search_curves.py"))["last_attempt"]
+    reports = [{"stage": "train", "epoch": e} for e in (1, 2, 3, 1, 2)] + [{"stage": "done"}]
+    assert last_attempt(reports) == reports[3:]
+    assert last_attempt(reports[:3]) == reports[:3]
