@@ -13,10 +13,12 @@ parent, which gets it too, stops them once), and stop on their own when the pare
 
 from __future__ import annotations
 
+import _thread
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 STOP_WAIT_S = 30  # how long a stopped worker may take to leave its journal writes whole before it is killed
+RESEND_S = 0.01  # after which a stop swallowed in a C callback is sent again (see _resend_swallowed_stops)
 
 
 class ProcessWorkers:
@@ -77,6 +80,7 @@ class ProcessWorkers:
 
 def _child(fn: Callable[[Any], None], job: Any, send: multiprocessing.connection.Connection, parent: int) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
+    sys.unraisablehook = _resend_swallowed_stops(signal.SIGTERM)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     try:
         fn(job)
@@ -91,6 +95,32 @@ def _child(fn: Callable[[Any], None], job: Any, send: multiprocessing.connection
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def _resend_swallowed_stops(signum: int) -> Callable[[Any], None]:
+    """An unraisable-exception hook that, for a stop swallowed in a C callback, delivers `signum` to the
+    main thread again a moment later, from a timer thread: the hook itself still runs inside the callback,
+    where the stop would be swallowed once more."""
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            threading.Timer(RESEND_S, resend).start()
+        else:
+            sys.__unraisablehook__(unraisable)
+
+    def resend() -> None:
+        if sys.unraisablehook is hook:  # not once its Ray task has ended (see _ray_task)
+            _thread.interrupt_main(signum)
+    return hook
+
+
+def _ray_task(fn: Callable[[Any], None], job: Any) -> None:
+    """`fn(job)` in a Ray task; ray.cancel interrupts it as SIGINT would. The hook is the task's own: a Ray
+    worker process runs other tasks after it."""
+    sys.unraisablehook = _resend_swallowed_stops(signal.SIGINT)
+    try:
+        fn(job)
+    finally:
+        sys.unraisablehook = sys.__unraisablehook__
 
 
 def _watch_parent(parent: int) -> None:
@@ -110,13 +140,13 @@ class RayWorkers:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        self.ray, self.remote, self.cpus = ray, ray.remote(fn), cpus
+        self.ray, self.fn, self.remote, self.cpus = ray, fn, ray.remote(_ray_task), cpus
         self.here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.running: dict[int, Any] = {}
 
     def start(self, slot: int, job: Any) -> None:
         self.running[slot] = self.remote.options(num_cpus=0 if slot == 0 else self.cpus, max_retries=0,
-                                                 scheduling_strategy=self.here).remote(job)
+                                                 scheduling_strategy=self.here).remote(self.fn, job)
 
     def wait(self, timeout: float) -> None:
         """Until a worker ends or `timeout` seconds pass; raises the error a worker raised."""
